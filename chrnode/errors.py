@@ -102,3 +102,43 @@ class NameError_(ChrError):  # noqa: N801 - the builtin NameError must not be sh
 
 class ActorError(ChrError):
     """The actor system could not start, answer or stop."""
+
+
+class ConfigFileError(ConfigError):
+    """The config file cannot be read or is not valid TOML; names the file, and line and column if known."""
+
+    def __init__(self, path: object, reason: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__("config_file", str(path), f"file:{path}", "a readable UTF-8 TOML file")
+        self.path = path
+        self.reason = reason
+        self.line = line
+        self.column = column
+        where = f"config file {path}"
+        if line is not None:
+            where += f", line {line}" + (f", column {column}" if column is not None else "")
+        self.args = (f"{where}: {reason}",)
+
+
+class ContractReverted(ContractError):
+    """A contract call or transaction reverted (SPEC 7). `reason` is the decoded revert reason
+    (Error(string), Panic(uint256) or a custom error the caller knows) or None; `data` the raw revert data."""
+
+    def __init__(self, message: str, data: bytes = b"", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.data = data
+        self.reason = reason
+
+
+class FrameError(RemoteProtocolError):
+    """The byte stream itself is broken (bad version or length, truncated frame: SPEC 4).
+
+    Unlike other RemoteProtocolErrors the stream cannot be resynchronised: close the connection.
+    """
+
+
+class RequestRefused(ProtocolError):
+    """The other side answered an EdgeV2 request with an error answer (SPEC 4); `.code` says why."""
+
+
+class ConnectionClosed(ProtocolError):
+    """The EdgeV2 connection is closed; `.code` is the reason the node gave in a notify, if any."""

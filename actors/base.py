@@ -1,0 +1,243 @@
+"""The base of every chr-node actor: its name, the registry, timers, stats and the thread bridge.
+
+An actor is created by its supervisor and gets `Init` first; until then it only knows its class.
+Peers are found by name in `self.registry`, which the root supervisor pushes on every change
+(SPEC 9: never by a cached address). Actors that run an event loop in a thread (Tornado, asyncio)
+hand outgoing messages to a `ThreadBridge`; the actor's own thread sends them, woken through a
+pipe that Thespian watches (`ThespianWatch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+from thespian.actors import (
+    ActorExitRequest,
+    ActorTypeDispatcher,
+    ChildActorExited,
+    PoisonMessage,
+    ThespianWatch,
+    WakeupMessage,
+    WatchMessage,
+)
+
+from actors import messages as m
+from chrnode.stats import LocalStats
+
+STATS_FLUSH_SECONDS = 1.0
+
+
+class ThreadBridge:
+    """Lets a thread ask the actor's thread to send a message (Thespian's send is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[m.Envelope] = queue.SimpleQueue()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+
+    @property
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def post(self, target: str, message: Any, **extra: Any) -> None:
+        """From any thread: have `message` sent to the actor named `target`."""
+        self._queue.put(m.Envelope(target, message, extra))
+        try:
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:  # the pipe is full: the actor is already due to wake up
+            pass
+
+    def drain(self) -> list[m.Envelope]:
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out: list[m.Envelope] = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
+    """Base class: subclasses override `on_start`, `on_stop`, `on_timer`, `on_published`."""
+
+    SUBSCRIBE: tuple[str, ...] = ()  # PubSub topics to follow, re-subscribed when PubSub restarts
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = self.__class__.__name__
+        self.config: Any = None
+        self.registry: dict[str, Any] = {}
+        self.parent_name = ""
+        self.parent_address: Any = None
+        self.started_at = time.time()
+        self.stats = LocalStats("unnamed")
+        self.bridge: ThreadBridge | None = None
+        self.log = logging.getLogger(f"chrnode.actor.{self.name}")
+        self._stats_timer = False
+
+    # -- Thespian entry point ---------------------------------------------------------------
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        super().receiveMessage(message, sender)
+        if self.bridge is not None:
+            return ThespianWatch([self.bridge.fileno])
+        return None
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
+        self.log.warning("%s: ignoring unexpected message %r", self.name, type(message).__name__)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def receiveMsg_Init(self, msg: m.Init, sender: Any) -> None:
+        self.name = msg.name
+        self.config = msg.config
+        self.registry = dict(msg.registry)
+        self.parent_name = msg.parent
+        self.parent_address = sender
+        self.log = logging.getLogger(f"chrnode.actor.{self.name}")
+        self.stats = LocalStats(self.name)
+        _apply_log_level(getattr(msg.config, "log_level", "info"))
+        try:
+            self.on_start(msg)
+        except Exception as exc:  # a failed start is reported, then the supervisor decides
+            self.log.exception("%s failed to start", self.name)
+            self.send(sender, m.InitFailed(self.name, f"{type(exc).__name__}: {exc}"))
+            return
+        self._subscribe_all()
+        self.send(sender, m.Started(self.name, os.getpid()))
+        self.wakeupAfter(STATS_FLUSH_SECONDS, payload="__stats__")
+
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
+        try:
+            self.on_stop()
+        finally:
+            if self.bridge is not None:
+                self.bridge.close()
+                self.bridge = None
+
+    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
+        pubsub_before = self.registry.get("PubSub")
+        self.registry = dict(msg.entries)
+        if self.registry.get("PubSub") != pubsub_before and self.registry.get("PubSub") is not None:
+            self._subscribe_all()
+            self.on_pubsub_ready()
+
+    def receiveMsg_Ping(self, msg: m.Ping, sender: Any) -> None:
+        self.send(sender, m.Pong(self.name, os.getpid(), self.started_at))
+
+    def receiveMsg_SetLogLevel(self, msg: m.SetLogLevel, sender: Any) -> None:
+        _apply_log_level(msg.level)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        if msg.payload == "__stats__":
+            self._flush_stats()
+            self.wakeupAfter(STATS_FLUSH_SECONDS, payload="__stats__")
+        else:
+            self.on_timer(msg.payload)
+
+    def receiveMsg_WatchMessage(self, msg: WatchMessage, sender: Any) -> None:
+        if self.bridge is None:
+            return
+        for env in self.bridge.drain():
+            if env.target == "__self__":
+                self.on_bridge(env.message, env.extra)
+            else:
+                self.send_to(env.target, env.message)
+
+    def receiveMsg_Published(self, msg: m.Published, sender: Any) -> None:
+        self.on_published(msg.topic, msg.key, msg.payload)
+
+    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:
+        self.log.error("%s: a message it sent made its receiver fail twice: %r", self.name, msg.poisonMessage)
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        """Leaf actors have no children; supervisors override this."""
+
+    # -- for subclasses -----------------------------------------------------------------------
+
+    def on_start(self, init: m.Init) -> None:
+        """Set up; raise to refuse to start (the supervisor sees InitFailed)."""
+
+    def on_stop(self) -> None:
+        """Release what the actor holds (sockets, threads, files)."""
+
+    def on_timer(self, payload: Any) -> None:
+        """A `wakeupAfter(seconds, payload)` came due."""
+
+    def on_published(self, topic: str, key: str, payload: Any) -> None:
+        """A message on a subscribed PubSub topic."""
+
+    def on_pubsub_ready(self) -> None:
+        """PubSub (re)appeared: publish any state others should see (it retains the last one)."""
+
+    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
+        """A message a thread posted to `__self__` through the bridge."""
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def lookup(self, name: str) -> Any:
+        return self.registry.get(name)
+
+    def send_to(self, name: str, message: Any) -> bool:
+        address = self.registry.get(name)
+        if address is None:
+            self.log.debug("%s: no actor named %s right now; dropped %s", self.name, name, type(message).__name__)
+            return False
+        self.send(address, message)
+        return True
+
+    def publish(self, topic: str, key: str, payload: Any) -> None:
+        self.send_to("PubSub", m.Publish(topic, key, payload))
+
+    def exit_normally(self) -> None:
+        """Exit on purpose: a transient actor that does this is not restarted (SPEC 9)."""
+        if self.parent_address is not None:
+            self.send(self.parent_address, m.Stopping(self.name))
+        self.send(self.myAddress, ActorExitRequest())
+
+    def start_bridge(self) -> ThreadBridge:
+        self.bridge = ThreadBridge()
+        return self.bridge
+
+    def _subscribe_all(self) -> None:
+        for topic in self.SUBSCRIBE:
+            self.send_to("PubSub", m.Subscribe(topic, self.name))
+
+    def _flush_stats(self) -> None:
+        if self.name == "Stats":
+            return
+        batch = self.stats.drain()
+        if not batch.is_empty():
+            self.send_to("Stats", m.StatsReport(self.name, batch))
+
+
+def _apply_log_level(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if isinstance(numeric, int):
+        logging.getLogger().setLevel(numeric)
+        logging.getLogger("chrnode").setLevel(numeric)
+
+
+def import_actor(path: str) -> Callable[..., Any]:
+    """`module:Class` -> the class (ChildSpec carries paths so it stays picklable)."""
+    import importlib
+
+    module, _, cls = path.partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]

@@ -1,0 +1,54 @@
+"""Globals: the node's identity and shared settings (seed: Globals), published as snapshot "node".
+
+The daemon creates the node key before the tree starts (so a bad key stops start-up with a clear
+message); Globals reads it, holds the address, start time and the ports the listeners actually
+bound, and answers `GetGlobals`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors import messages as m
+from actors.base import ChrActor
+from chrnode import __version__
+from chrnode.daemon import node_key_path
+from chrnode.identity import load_node_identity
+
+
+@dataclass(frozen=True)
+class GetGlobals:
+    pass
+
+
+class Globals(ChrActor):
+    def on_start(self, init: m.Init) -> None:
+        cfg = self.config
+        key = load_node_identity(cfg.data_dir, node_key_path(cfg)).key
+        self.info: dict[str, Any] = {
+            "address": "0x" + key.address.hex(),
+            "version": __version__,
+            "started_at": time.time(),
+            "host": cfg.host,
+            "ports": {
+                "rpc": cfg.rpc_port,
+                "rpcs": cfg.rpcs_port,
+                "edge2": list(cfg.edge2_ports),
+                "peer2": cfg.peer2_port,
+            },
+            "data_dir": str(cfg.data_dir),
+        }
+
+    def on_pubsub_ready(self) -> None:
+        self.publish("snapshot", "node", dict(self.info))
+
+    def receiveMsg_PortsBound(self, msg: m.PortsBound, sender: Any) -> None:
+        ports = self.info["ports"]
+        ports[msg.kind] = list(msg.ports) if msg.kind == "edge2" else msg.ports[0]
+        self.publish("snapshot", "node", dict(self.info))
+
+    def receiveMsg_GetGlobals(self, msg: GetGlobals, sender: Any) -> None:
+        self.send(sender, dict(self.info))
+

@@ -1,0 +1,40 @@
+"""The node's supervision tree, in the seed's order (SPEC 9). Adding an actor is one line here.
+
+Actors of the seed that later issues implement (Channels, MerkleTree, Connection.Cache,
+RemoteChain, Object.Manager/Server, Network.PeerHandler) join this list when they do real work.
+"""
+
+from __future__ import annotations
+
+from actors.messages import ChildSpec
+
+ROOT = "ChronaraNode.Supervisor"
+
+
+def node_tree() -> ChildSpec:
+    return ChildSpec(
+        ROOT,
+        "actors.supervisor:Supervisor",
+        strategy="rest_for_one",
+        children=(
+            ChildSpec("Globals", "actors.globals:Globals"),
+            ChildSpec("Stats", "actors.stats:Stats"),
+            ChildSpec("Network.Stats", "actors.network_stats:NetworkStats"),
+            ChildSpec(
+                "Model.Sql",
+                "actors.supervisor:Supervisor",
+                strategy="one_for_one",
+                children=(
+                    ChildSpec("Model.Sql.Worker", "actors.model_sql:SqlWorker"),
+                    ChildSpec("Model.Sql.Cache", "actors.model_sql:SqlCache"),
+                ),
+            ),
+            ChildSpec("TicketStore", "actors.ticket_store:TicketStore"),
+            ChildSpec("Cron", "actors.cron:Cron"),
+            ChildSpec("PubSub", "actors.pubsub:PubSub"),
+            ChildSpec("Connectivity", "actors.connectivity:Connectivity"),
+            ChildSpec("Network.EdgeV2.Listener", "actors.edge_listener:EdgeListener", restart="transient"),
+            ChildSpec("Network.RpcHttp", "actors.rpc_http:RpcHttp", restart="transient"),
+            ChildSpec("Network.RpcHttps", "actors.rpc_http:RpcHttps", restart="transient"),
+        ),
+    )

@@ -1,0 +1,212 @@
+"""Starting and stopping the Thespian actor system safely (SPEC 9).
+
+Two things Thespian does not do on its own, done here before any actor exists:
+
+* Its admin and actor ports unpickle whatever they receive, and for "external" addresses it binds
+  to every interface (`bindname = ('', port)` in `IPActorAddress`). `loopback_only()` makes every
+  Thespian socket bind to 127.0.0.1, so nothing beyond this machine can reach them.
+* Each actor is a forked process; if the daemon is killed, Thespian's admin and actors would live
+  on, holding ports. `die_with_parent()` sets `PR_SET_PDEATHSIG` in every forked child, so the
+  whole tree goes when its parent goes (and a killed supervisor takes its children with it, as an
+  OTP supervisor does).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from chrnode.errors import ActorError
+
+log = logging.getLogger("chrnode.actorsys")
+
+LOOPBACK = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+_patched = threading.Event()
+
+
+def loopback_only() -> None:
+    """Patch Thespian's IP addresses to bind to 127.0.0.1 instead of all interfaces."""
+    if _patched.is_set():
+        return
+    from thespian.system.transport import IPBase
+
+    original = IPBase.IPActorAddress.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        host, port = self.bindname[0], self.bindname[1]
+        if host in ("", "0.0.0.0"):
+            self.bindname = (LOOPBACK, port)
+
+    IPBase.IPActorAddress.__init__ = init
+    # The address Thespian advertises (and connects to) must be loopback too.
+    os.environ["THESPIAN_BASE_IPADDR"] = LOOPBACK
+    _patched.set()
+
+
+def _set_pdeathsig() -> None:
+    global _admin_starting
+    if _admin_starting:
+        # This is Thespian's admin: it daemonized (setsid, double fork), so its parent is already
+        # gone. It watches the daemon instead; its actors get PR_SET_PDEATHSIG as usual.
+        _admin_starting = False
+        _watch_daemon(_daemon_pid)
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:  # not Linux: the admin's watchdog still applies
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def _watch_daemon(daemon_pid: int) -> None:
+    """In Thespian's admin: when the daemon is gone, kill the admin's whole process group (the
+    admin, its logger and every actor), so a SIGKILLed daemon leaves nothing behind."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.2)
+            try:
+                os.kill(daemon_pid, 0)
+            except ProcessLookupError:
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+            except PermissionError:  # the pid was reused by another user's process
+                os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="chr-node-daemon-watch", daemon=True).start()
+
+
+_fork_hook = threading.Event()
+_admin_starting = False
+_daemon_pid = 0
+
+
+def die_with_parent() -> None:
+    """Every process forked from now on dies when the process that forked it dies; Thespian's
+    admin (which detaches itself) dies with the process that started the actor system."""
+    if _fork_hook.is_set():
+        return
+    from thespian.system import multiprocCommon
+
+    original = multiprocCommon.startAdmin
+
+    def start_admin(*args: Any, **kwargs: Any) -> Any:
+        # Runs in the first child; it forks the real admin and exits (Thespian's daemonizing).
+        global _admin_starting
+        _admin_starting = True
+        return original(*args, **kwargs)
+
+    multiprocCommon.startAdmin = start_admin
+    os.register_at_fork(after_in_child=_set_pdeathsig)
+    _fork_hook.set()
+
+
+def log_defs(level: str, log_file: str | None) -> dict[str, Any]:
+    """logging.config dict for Thespian's logger process: stderr plus an optional file."""
+    fmt = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    handlers: dict[str, Any] = {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
+    }
+    if log_file:
+        handlers["file"] = {
+            "class": "logging.handlers.RotatingFileHandler",
+            "formatter": "plain",
+            "filename": log_file,
+            "maxBytes": 10 * 1024 * 1024,
+            "backupCount": 3,
+        }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": fmt}},
+        "filters": {"notthespian": {"()": "chrnode.actorsys.NotThespianFilter"}},
+        "handlers": {name: {**h, "filters": ["notthespian"]} for name, h in handlers.items()},
+        "root": {"handlers": list(handlers), "level": level.upper()},
+    }
+
+
+class NotThespianFilter(logging.Filter):
+    """Thespian logs its own chatter at INFO; keep operators' logs about the node."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("thespian")
+
+
+def _check_port_free(port: int) -> None:
+    # Thespian joins an existing system when its admin port is taken, which would graft this node
+    # onto another running node: refuse instead.
+    if port == 0:
+        raise ActorError("actor_admin_port must be a fixed port (Thespian needs to know it)")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((LOOPBACK, port))
+    except OSError as exc:
+        raise ActorError(
+            f"actor_admin_port 127.0.0.1:{port} is in use ({exc.strerror}); is another chr-node running? "
+            "set CHR_ACTOR_ADMIN_PORT to a free port"
+        ) from exc
+    finally:
+        probe.close()
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (tests, tools)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def start_system(admin_port: int, level: str = "info", log_file: str | None = None) -> Any:
+    """Start a fresh multiprocTCPBase system on `admin_port` (loopback only)."""
+    global _daemon_pid
+    _check_port_free(admin_port)
+    _daemon_pid = os.getpid()
+    loopback_only()
+    die_with_parent()
+    from thespian.actors import ActorSystem, InvalidActorAddress
+
+    try:
+        asys = ActorSystem(
+            "multiprocTCPBase",
+            {"Admin Port": admin_port, "Process Startup Method": "fork"},
+            logDefs=log_defs(level, log_file),
+        )
+    except (OSError, InvalidActorAddress) as exc:
+        raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
+    except Exception as exc:  # Thespian raises bare exceptions on start-up failures
+        raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
+    return asys
+
+
+def shutdown_system(asys: Any) -> None:
+    """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
+    (they would surface as ResourceWarnings at an arbitrary later moment)."""
+    import gc
+    import warnings
+
+    try:
+        asys.shutdown()
+    finally:
+        transport = getattr(getattr(asys, "_systemBase", None), "transport", None)
+        sockets = [getattr(transport, "socket", None)]
+        for opened in list(getattr(transport, "_openSockets", {}).values()):
+            sockets.append(getattr(opened, "socket", None))
+        for incoming in list(getattr(transport, "_incomingSockets", {}).values()):
+            sockets.append(getattr(incoming, "socket", None))
+        for sock in sockets:
+            if sock is not None and hasattr(sock, "close"):
+                sock.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del asys
+            gc.collect()

@@ -1,0 +1,122 @@
+"""The `chr-node` command: start, status, config, rpc, shell, device. Only `main()` reads os.environ."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chrnode import __version__
+from chrnode.config import LoadedConfig, load, resolve_config_path
+from chrnode.errors import ChrError
+
+
+def _load(args: argparse.Namespace, env: Mapping[str, str]) -> LoadedConfig:
+    path = resolve_config_path(Path(args.config) if args.config else None, env)
+    return load(env, path)
+
+
+def cmd_start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from chrnode.daemon import Daemon
+
+    return Daemon(loaded.config).run()
+
+
+def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    print(loaded.render())
+    return 0
+
+
+def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
+    """`chr-node rpc M a b` -> positional params; each is JSON if it parses, else a string.
+    A single JSON object or array is passed as the params themselves."""
+    if len(raw) == 1:
+        try:
+            whole = json.loads(raw[0])
+        except ValueError:
+            whole = None
+        if isinstance(whole, (dict, list)):
+            return whole
+    out: list[Any] = []
+    for item in raw:
+        try:
+            out.append(json.loads(item))
+        except ValueError:
+            out.append(item)
+    return out
+
+
+def cmd_rpc(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from chrnode.rpc_client import RpcClient
+
+    client = RpcClient.for_config(loaded.config)
+    result = client.call(args.method, parse_params(args.params))
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from chrnode.rpc_client import RpcClient, format_status
+
+    client = RpcClient.for_config(loaded.config)
+    info = client.call("chr_node_info", [])
+    health = client.call("health", [])
+    print(format_status(info, health))
+    return 0 if health.get("status") != "down" else 1
+
+
+def cmd_shell(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    from chrnode.rpc_client import RpcClient
+    from chrnode.shell import AdminShell
+
+    client = RpcClient.for_config(loaded.config)
+    AdminShell(client, history_file=Path(loaded.config.data_dir) / ".shell_history").run()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chr-node", description="Chronara community relay node")
+    parser.add_argument("--version", action="version", version=f"chr-node {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $CHR_CONFIG or ./conf/chronara.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("start", help="run the node in the foreground (logs to stderr and <data_dir>/chr-node.log)")
+    sub.add_parser("status", help="show the running node's state and health")
+    sub.add_parser("config", help="print the effective config and where each value came from")
+    rpc = sub.add_parser("rpc", help="call a JSON-RPC method on the running node")
+    rpc.add_argument("method")
+    rpc.add_argument("params", nargs="*", help="positional params (JSON values), or one JSON object/array")
+    sub.add_parser("shell", help="interactive admin shell on the running node")
+    try:
+        from chrnode.device_cli import add_device_commands
+    except ImportError:  # the device client is optional for the daemon
+        pass
+    else:
+        add_device_commands(sub)
+    return parser
+
+
+COMMANDS = {"start": cmd_start, "config": cmd_config, "rpc": cmd_rpc, "status": cmd_status, "shell": cmd_shell}
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ if env is None else env)
+    try:
+        loaded = _load(args, environ)
+        handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+        if handler is None:
+            raise ChrError(f"unknown command {args.command!r}")
+        return int(handler(args, loaded))
+    except ChrError as exc:
+        print(f"chr-node: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Ports on the device side (SPEC 4): a byte stream to another device through the node.
+
+:class:`Port` is what ``DeviceClient.open_port`` returns and what an accepted incoming portopen
+becomes: ``await read()``, ``await write(data)``, ``await close()``. ``pump`` joins a port to a
+local TCP connection in both directions (``publish`` and ``bind`` use it).
+
+Flow control: data received for a port waits in the port until read; past ``READ_HIGH`` bytes the
+client stops reading its TLS connection (so the node, then the sender, slow down) until the
+reader catches up. ``write`` waits while the TLS connection's outgoing buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING
+
+from chrnode.edge.messages import PortClose, encode_portsend_parts
+from chrnode.errors import ChrError, ConnectionClosed
+
+if TYPE_CHECKING:
+    from chrnode.client import DeviceClient
+
+__all__ = ["Port", "pump"]
+
+_log = logging.getLogger("chrnode.client")
+
+READ_HIGH = 4 * 1024 * 1024
+READ_LOW = 1024 * 1024
+WRITE_CHUNK = 256 * 1024  # data per portsend frame (well under the node's 1 MiB frame limit)
+JOIN_LIMIT = 64 * 1024  # below this the frame header and data are joined into one TLS write
+
+
+class Port:
+    """One end of a port. ``peer`` is the other device; ``flags`` the opener's (SPEC 4)."""
+
+    def __init__(
+        self, client: DeviceClient, ref: int, peer: bytes, name: int | str, flags: str, opener: bool
+    ) -> None:
+        self.client = client
+        self.ref = ref
+        self.peer = peer
+        self.name = name
+        self.flags = flags
+        self.opener = opener
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._eof = False
+        self._closed = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    async def read(self, limit: int = -1) -> bytes:
+        """The next bytes received (at most ``limit`` if > 0); b"" once the port is closed."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            self._waiter = self.client.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        if 0 < limit < len(chunk):
+            self._chunks.appendleft(chunk[limit:])
+            chunk = chunk[:limit]
+        self._size -= len(chunk)
+        self.bytes_read += len(chunk)
+        if self._paused and self._size <= READ_LOW:
+            self._paused = False
+            self.client.resume_reading()
+        return chunk
+
+    async def readexactly(self, size: int) -> bytes:
+        """Exactly ``size`` bytes; ConnectionClosed if the port ends first."""
+        parts: list[bytes] = []
+        need = size
+        while need:
+            chunk = await self.read(need)
+            if not chunk:
+                raise ConnectionClosed(f"port {self.ref} closed after {size - need} of {size} bytes")
+            parts.append(chunk)
+            need -= len(chunk)
+        return b"".join(parts)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` to the other device (split into frames); waits while the link is congested."""
+        if self._closed:
+            raise ConnectionClosed(f"port {self.ref} is closed")
+        if "w" not in self.flags if self.opener else "r" not in self.flags:
+            raise ChrError(f"port {self.ref} was opened with flags {self.flags!r}: this side may not write")
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_CHUNK):
+            chunk = view[start : start + WRITE_CHUNK]
+            header, body = encode_portsend_parts(self.ref, chunk)
+            if len(chunk) < JOIN_LIMIT:
+                self.client.write_raw(header + bytes(body))
+            else:
+                self.client.write_raw(header)
+                self.client.write_raw(bytes(body) if isinstance(body, memoryview) else body)
+            self.bytes_written += len(chunk)
+            await self.client.drain()
+
+    async def close(self) -> None:
+        """Close the port on both sides (portclose); reading returns b"" afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client.forget_port(self.ref)
+        if self.client.is_open:
+            self.client.send(PortClose(ref=self.ref))
+        self.feed_eof()
+
+    # ---- called by the client ---------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._eof or not data:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if not self._paused and self._size > READ_HIGH:
+            self._paused = True
+            self.client.pause_reading()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._closed = True
+        if self._paused:
+            self._paused = False
+            self.client.resume_reading()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def pump(port: Port, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy a local TCP connection and a port into each other until either side ends."""
+
+    async def upstream() -> None:
+        try:
+            while data := await reader.read(WRITE_CHUNK):
+                await port.write(data)
+        except (ChrError, OSError) as exc:
+            _log.debug("port %d: local side ended: %s", port.ref, exc)
+        finally:
+            await port.close()
+
+    async def downstream() -> None:
+        try:
+            while data := await port.read():
+                writer.write(data)
+                await writer.drain()
+        except (ChrError, OSError) as exc:
+            _log.debug("port %d: remote side ended: %s", port.ref, exc)
+        finally:
+            writer.close()
+
+    up = asyncio.ensure_future(upstream())
+    down = asyncio.ensure_future(downstream())
+    try:
+        await asyncio.wait((up, down), return_when=asyncio.FIRST_COMPLETED)
+        if down.done():
+            # The remote end closed and everything it sent is written: stop reading locally too.
+            up.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (OSError, asyncio.CancelledError):
+            pass

@@ -1,0 +1,192 @@
+"""`chr-node start`: prepare the data dir, start the actor tree, run until told to stop.
+
+Everything that can be checked before an actor exists is checked here, so a bad key file, an
+unwritable data dir or a taken port stops start-up with one clear line instead of a restart loop.
+SIGTERM and SIGINT stop the tree in reverse order and shut Thespian down: no process is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import secrets
+import signal
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from chrnode import __version__
+from chrnode.actorsys import shutdown_system, start_system
+from chrnode.config import Config, validate_data_dir
+from chrnode.errors import ActorError, ChrError, ConfigError
+
+log = logging.getLogger("chrnode.daemon")
+
+COOKIE_NAME = ".cookie"
+START_TIMEOUT = timedelta(seconds=120)
+
+
+def cookie_path(data_dir: Path) -> Path:
+    return Path(data_dir) / COOKIE_NAME
+
+
+def write_cookie(data_dir: Path) -> str:
+    """A new admin token on every start, readable by the operator only (like bitcoind's .cookie)."""
+    token = secrets.token_hex(32)
+    path = cookie_path(data_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.replace(tmp, path)
+    return token
+
+
+def read_cookie(data_dir: Path) -> str:
+    try:
+        return cookie_path(data_dir).read_text().strip()
+    except OSError as exc:
+        raise ChrError(f"cannot read the admin token {cookie_path(data_dir)}: {exc.strerror}; is the node running?") from exc
+
+
+def check_ports_free(cfg: Config) -> None:
+    """Refuse to start when a configured public port is taken, naming the key and the port."""
+    wanted: list[tuple[str, str, int]] = [
+        ("rpc_port", cfg.rpc_bind, cfg.rpc_port),
+        ("rpcs_port", cfg.rpc_bind, cfg.rpcs_port),
+        ("peer2_port", cfg.bind_address, cfg.peer2_port),
+    ] + [("edge2_ports", cfg.bind_address, p) for p in cfg.edge2_ports]
+    for key, host, port in wanted:
+        if port == 0:
+            continue
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(key, port, "the running system", f"a free port ({host}:{port}: {exc.strerror})") from exc
+        finally:
+            probe.close()
+
+
+def node_key_path(cfg: Config) -> Path | None:
+    return Path(cfg.node_key_file) if cfg.node_key_file else None
+
+
+def rpcs_cert_paths(cfg: Config) -> tuple[Path, Path]:
+    """The HTTPS RPC certificate: the operator's, or a self-signed P-256 one made on first start."""
+    from chrnode.identity import ensure_rpc_certificate
+
+    if cfg.rpcs_cert_file and cfg.rpcs_key_file:
+        return Path(cfg.rpcs_cert_file), Path(cfg.rpcs_key_file)
+    if cfg.rpcs_cert_file or cfg.rpcs_key_file:
+        raise ConfigError("rpcs_cert_file", cfg.rpcs_cert_file, "config", "both rpcs_cert_file and rpcs_key_file, or neither")
+    return ensure_rpc_certificate(Path(cfg.data_dir))
+
+
+def prepare(cfg: Config) -> str:
+    """Data dir, node key, certificates and the admin cookie; returns the node's 0x address."""
+    from chrnode.identity import load_node_identity
+
+    validate_data_dir(cfg.data_dir)
+    identity = load_node_identity(Path(cfg.data_dir), node_key_path(cfg))
+    rpcs_cert_paths(cfg)
+    write_cookie(cfg.data_dir)
+    return identity.key.hex_address
+
+
+def setup_logging(cfg: Config) -> str | None:
+    level = getattr(logging, cfg.log_level.upper())
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    root.handlers.clear()
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    log_file = str(Path(cfg.data_dir) / cfg.log_file) if cfg.log_file else None
+    if log_file:
+        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=3)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    return log_file
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop_reason = ""
+        self.asys: Any = None
+        self.root: Any = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_reason = signal.Signals(signum).name
+
+    def run(self) -> int:
+        from actors import messages as m
+        from actors.supervisor import Supervisor
+        from actors.tree import node_tree
+
+        cfg = self.cfg
+        log_file = setup_logging(cfg)
+        try:
+            address = prepare(cfg)
+            check_ports_free(cfg)
+        except ChrError as exc:
+            log.error("cannot start: %s", exc)
+            return 2
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        log.info("chr-node %s starting: node %s, data dir %s", __version__, address, cfg.data_dir)
+        started = time.monotonic()
+        try:
+            self.asys = start_system(cfg.actor_admin_port, cfg.log_level, log_file)
+        except ActorError as exc:
+            log.error("cannot start: %s", exc)
+            return 2
+        code = 0
+        try:
+            self.root = self.asys.createActor(Supervisor)
+            reply = self.asys.ask(self.root, m.StartTree(node_tree(), cfg, os.getpid()), START_TIMEOUT)
+            if not isinstance(reply, m.TreeReady):
+                reason = reply.reason if isinstance(reply, m.TreeFailed) else "no answer from the actor tree"
+                log.error("cannot start: %s", reason)
+                return 1
+            log.info(
+                "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https)",
+                time.monotonic() - started, len(reply.names), cfg.rpc_bind, cfg.rpc_port, cfg.rpcs_port,
+            )
+            code = self._wait()
+        finally:
+            self._stop()
+        return code
+
+    def _wait(self) -> int:
+        from actors import messages as m
+
+        while not self.stop_reason:
+            msg = self.asys.listen(timedelta(seconds=0.25))
+            if isinstance(msg, m.StopNode):
+                self.stop_reason = msg.reason
+            elif isinstance(msg, m.TreeFailed):
+                log.error("the supervision tree gave up: %s", msg.reason)
+                return 1
+        log.info("stopping (%s)", self.stop_reason)
+        return 0
+
+    def _stop(self) -> None:
+        from actors import messages as m
+
+        if self.asys is None:
+            return
+        try:
+            if self.root is not None:
+                self.asys.ask(self.root, m.StopTree(), timedelta(seconds=20))
+        finally:
+            asys, self.asys = self.asys, None
+            shutdown_system(asys)
+        log.info("stopped")

@@ -1,0 +1,318 @@
+"""The EdgeV2 device port server (SPEC 3, 4, 5): listeners, sessions by device, limits, timers.
+
+    server = EdgeServer(config, node_key, ssl_context, hooks)
+    ports = await server.start()      # the bound ports (config may say 0)
+    ...
+    server.snapshot()                 # connections, devices, ports, bytes, errors by code
+    await server.stop()
+
+It runs on one asyncio loop (the listener actor runs that loop in a thread) and never blocks it.
+One sweep task enforces every deadline (hello, idle, tickets) by scanning the sessions, so an idle
+connection costs no timer. Limits: ``max_connections`` (refused with a `busy` notify, or at TCP
+level well beyond the limit), new connections per source IP and frames per device (token buckets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+import msgpack
+
+from chrnode.config import Config
+from chrnode.crypto import PrivateKey, keccak256, parse_address
+from chrnode.edge import codes
+from chrnode.edge.frame import VERSION
+from chrnode.edge.handlers import Handlers
+from chrnode.edge.hooks import DefaultHooks, EdgeHooks
+from chrnode.edge.ports import PortTable
+from chrnode.edge.ratelimit import KeyedBuckets
+from chrnode.edge.session import Session
+from chrnode.edge.tlsconn import TlsListener, start_tls_server
+from chrnode.edge.usage import DeviceAccount, TicketDesk
+from chrnode.errors import ChrError, CryptoError
+
+__all__ = ["EdgeServer"]
+
+_log = logging.getLogger("chrnode.edge")
+
+REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
+EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
+STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
+
+
+class EdgeServer:
+    """Serves devices on ``config.edge2_ports``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        node_key: PrivateKey,
+        ssl_context: ssl.SSLContext,
+        hooks: EdgeHooks | None = None,
+    ) -> None:
+        self.config = config
+        self.node_key = node_key
+        self.node_address = node_key.address
+        # Renegotiation would change tls-unique under the hello proof (SPEC 3).
+        ssl_context.options |= ssl.OP_NO_RENEGOTIATION
+        self.ssl_context = ssl_context
+        self.hooks: EdgeHooks = hooks if hooks is not None else DefaultHooks(config.epoch_length)
+        self.fleet = _fleet_address(config.fleet_contract)
+        self.epoch = 0
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self.ports = PortTable(open_timeout=config.connection_timeout)
+        self.desk = TicketDesk(self.node_address, config.chain_id, self.hooks, config.max_ticket_jump)
+        self.handlers = Handlers(self)
+        self.sessions: set[Session] = set()
+        self.devices: dict[bytes, Session] = {}
+        self.accounts: dict[bytes, DeviceAccount] = {}
+        self.errors: Counter[str] = Counter()
+        self.tickets_accepted = 0
+        self._conn_buckets = KeyedBuckets(config.conn_rate_per_ip, max(2 * config.conn_rate_per_ip, 4.0))
+        self._notice_buckets = KeyedBuckets(config.conn_rate_per_ip, max(config.conn_rate_per_ip, 2.0))
+        self._listeners: list[TlsListener] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed_bytes_in = 0
+        self._closed_bytes_out = 0
+        self._started_at = 0.0
+        self._stopping = False
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> list[int]:
+        """Bind every edge port and start serving; returns the bound port numbers."""
+        self.loop = asyncio.get_running_loop()
+        self._started_at = time.time()
+        self.epoch = await self.hooks.current_epoch()
+        try:
+            for port in self.config.edge2_ports:
+                self._listeners.append(
+                    start_tls_server(
+                        self.loop,
+                        self.ssl_context,
+                        self.config.bind_address,
+                        port,
+                        self._new_session,
+                        self.config.connection_timeout,
+                    )
+                )
+        except OSError as exc:
+            for listener in self._listeners:
+                listener.close()
+            self._listeners.clear()
+            raise ChrError(f"cannot listen on {self.config.bind_address}:{port} for devices: {exc}") from exc
+        self.spawn(self._sweep())
+        self.spawn(self._report_loop())
+        ports = [listener.port for listener in self._listeners]
+        _log.info("edge server of node 0x%s listening on %s", self.node_address.hex(), ports)
+        return ports
+
+    async def stop(self) -> None:
+        """Stop listening, say goodbye to every device (notify shutting_down) and close."""
+        self._stopping = True
+        for listener in self._listeners:
+            listener.close()
+        for session in list(self.sessions):
+            session.close_with(
+                codes.SHUTTING_DOWN, "the node is stopping; reconnect later or elsewhere", "info"
+            )
+        deadline = self.loop.time() + STOP_GRACE
+        while self.sessions and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for session in list(self.sessions):
+            if session.conn is not None:
+                session.conn.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.hooks.report(self.snapshot())
+        except Exception:
+            _log.exception("final edge report failed")
+
+    @property
+    def bound_ports(self) -> list[int]:
+        return [listener.port for listener in self._listeners]
+
+    # ---- sessions ---------------------------------------------------------------------------
+
+    def _new_session(self, addr: tuple[str, int]) -> Session | None:
+        """A protocol for a new TCP connection, or None to drop it before TLS."""
+        ip = addr[0]
+        if self._stopping:
+            return None
+        live = len(self.sessions) + sum(listener.handshaking for listener in self._listeners)
+        limit = self.config.max_connections
+        if live >= limit + max(16, limit // 10):
+            self.count_error(codes.BUSY)
+            return None  # far beyond the limit: not even a TLS handshake
+        if self.config.rate_limiting and not self._conn_buckets.take(ip):
+            if not self._notice_buckets.take(ip):
+                self.count_error(codes.RATE_LIMITED)
+                return None
+            rate = self.config.conn_rate_per_ip
+            return Session(
+                self, ip, (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from {ip}")
+            )
+        if live >= limit:
+            return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
+        return Session(self, ip)
+
+    def session_started(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def session_ended(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if session.conn is not None:
+            self._closed_bytes_in += session.conn.bytes_in
+            self._closed_bytes_out += session.conn.bytes_out
+        if session.device is not None:
+            session.flush_usage(self.epoch)
+            if self.devices.get(session.device) is session:
+                del self.devices[session.device]
+        self.ports.session_closed(session)
+
+    def register_device(self, session: Session, device: bytes) -> DeviceAccount:
+        """``session`` proved ``device``: it replaces any older session of the same device."""
+        old = self.devices.get(device)
+        self.devices[device] = session
+        if old is not None and old is not session:
+            old.close_with(
+                "replaced", "a newer session of this device connected; this one is closed", "warning"
+            )
+        account = self.accounts.get(device)
+        if account is None:
+            account = self.accounts[device] = DeviceAccount(device)
+        return account
+
+    # ---- timers -----------------------------------------------------------------------------
+
+    def _tick(self) -> float:
+        config = self.config
+        shortest = min(
+            config.hello_timeout, config.idle_timeout, config.ticket_timeout, config.ticket_request_timeout
+        )
+        return min(1.0, max(0.02, shortest / 4))
+
+    async def _sweep(self) -> None:
+        next_epoch = 0.0
+        next_prune = 0.0
+        while True:
+            await asyncio.sleep(self._tick())
+            now = self.loop.time()
+            if now >= next_epoch:
+                next_epoch = now + EPOCH_REFRESH
+                await self._refresh_epoch()
+            for session in list(self.sessions):
+                if not session.closed:
+                    try:
+                        self.handlers.tick(session, now)
+                    except Exception:
+                        _log.exception("sweep of %s failed", session.label())
+            if now >= next_prune:
+                next_prune = now + 60.0
+                self._prune()
+
+    async def _refresh_epoch(self) -> None:
+        try:
+            epoch = await self.hooks.current_epoch()
+        except Exception as exc:
+            _log.warning("cannot read the current epoch (keeping %d): %s", self.epoch, exc)
+            return
+        if epoch != self.epoch:
+            for session in self.sessions:
+                session.flush_usage(self.epoch)  # the old epoch's bytes go to the old epoch
+            self.epoch = epoch
+
+    def _prune(self) -> None:
+        self._conn_buckets.prune()
+        self._notice_buckets.prune()
+        for device in [d for d in self.accounts if d not in self.devices]:
+            account = self.accounts[device]
+            account.forget_before(self.epoch - 1)
+            if account.idle():
+                del self.accounts[device]
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                await self.hooks.report(self.snapshot())
+            except Exception:
+                _log.exception("edge report failed")
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task owned by the server (kept referenced, errors logged)."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("edge task failed", exc_info=task.exception())
+
+    def count_error(self, code: str) -> None:
+        self.errors[code] += 1
+
+    def own_record(self) -> dict[str, Any]:
+        """This node's record for getnode, signed like peer messages (SPEC 4: sorted-key msgpack)."""
+        record: dict[str, Any] = {
+            "node": self.node_address,
+            "host": self.config.host,
+            "edge_ports": self.bound_ports or list(self.config.edge2_ports),
+            "peer_port": self.config.peer2_port,
+            "version": VERSION,
+            "chain_id": self.config.chain_id,
+        }
+        packed = msgpack.packb(dict(sorted(record.items())), use_bin_type=True)
+        record["signature"] = self.node_key.sign_hash(keccak256(packed))
+        return record
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters for stats and the JSON-RPC API (plain types only)."""
+        live_in = sum(s.conn.bytes_in for s in self.sessions if s.conn is not None)
+        live_out = sum(s.conn.bytes_out for s in self.sessions if s.conn is not None)
+        return {
+            "connections": len(self.sessions),
+            "handshaking": sum(listener.handshaking for listener in self._listeners),
+            "devices": len(self.devices),
+            "ports_open": self.ports.count,
+            "ports_opened_total": self.ports.opened_total,
+            "bytes_in": self._closed_bytes_in + live_in,
+            "bytes_out": self._closed_bytes_out + live_out,
+            "accepted_total": sum(listener.accepted for listener in self._listeners),
+            "refused_total": sum(listener.refused for listener in self._listeners),
+            "handshakes_failed": sum(listener.handshakes_failed for listener in self._listeners),
+            "tickets_accepted": self.tickets_accepted,
+            "errors": dict(self.errors),
+            "epoch": self.epoch,
+            "listening": self.bound_ports,
+        }
+
+    def usage_of(self, device: bytes) -> int:
+        """Bytes counted for ``device`` in the current epoch (flushes its live session first)."""
+        session = self.devices.get(device)
+        if session is not None:
+            session.flush_usage(self.epoch)
+        account = self.accounts.get(device)
+        return account.usage.get(self.epoch, 0) if account is not None else 0
+
+
+def _fleet_address(text: str) -> bytes:
+    """The node's default fleet (config fleet_contract), or 20 zero bytes when none is set."""
+    if not text:
+        return bytes(20)
+    try:
+        return parse_address(text)
+    except CryptoError as exc:
+        raise ChrError(f"config fleet_contract {text!r} is not an address: {exc}") from exc

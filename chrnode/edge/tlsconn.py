@@ -1,0 +1,626 @@
+"""TLS over raw non-blocking sockets for asyncio, built for many idle connections (SPEC 3, 13).
+
+asyncio's built-in TLS (``loop.create_server(ssl=...)``) keeps a 256 KiB read buffer and two
+memory BIOs per connection, about 280 KiB of RSS each; the node must hold 10,000 idle devices at
+60 KiB or less each (SPEC 13). This transport lets OpenSSL own the socket instead:
+
+- Each connection is an ``ssl.SSLSocket`` in non-blocking mode, watched with ``loop.add_reader``
+  and ``loop.add_writer``. OpenSSL reads ciphertext from the kernel itself and, with
+  ``SSL_MODE_RELEASE_BUFFERS`` (which CPython sets on every context; checked in the tests), frees
+  its 16 KiB record buffers whenever they are empty. An idle connection holds no buffer at all.
+- Plaintext is decrypted straight into a buffer the protocol hands out (``get_buffer``, like
+  ``asyncio.BufferedProtocol``): a shared per-thread scratch buffer for small frames, or the
+  exact-size buffer of a large frame being assembled, so relayed data is copied no more than
+  the kernel and OpenSSL require.
+- Outgoing data is a queue of bytes objects. During a read callback writes are queued and sent
+  as one TLS write at its end (fewer records and syscalls for many small frames); otherwise
+  data is sent at once. The queue has high/low water marks that call ``pause_writing`` /
+  ``resume_writing`` on the protocol, which the relay uses to pause the senders feeding a slow
+  reader instead of buffering without bound.
+
+A MemoryBIO pair (``ssl.SSLObject``) was the other candidate; its BIO buffers grow to the largest
+chunk ever passed and never shrink, so a connection that once moved data stays large, and every
+byte is copied twice more. Renegotiation is refused on server contexts (``OP_NO_RENEGOTIATION``),
+so reads never have to wait for writability in practice; the rare case is still handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from chrnode.errors import ProtocolError
+
+__all__ = [
+    "TlsConnection",
+    "TlsListener",
+    "TlsProtocol",
+    "open_tls_connection",
+    "scratch_buffer",
+    "start_tls_server",
+]
+
+_log = logging.getLogger("chrnode.edge")
+
+SCRATCH_SIZE = 64 * 1024  # one TLS record is at most 16 KiB; room for a few small frames per read
+COALESCE_LIMIT = 64 * 1024  # small queued writes are joined up to this size into one TLS write
+DIRECT_WRITE = 16 * 1024  # writes at least this big go out at once even inside a read batch
+DEFAULT_HIGH_WATER = 512 * 1024
+DEFAULT_LOW_WATER = 128 * 1024
+CLOSE_TIMEOUT = 10.0  # seconds to flush queued data on close() before the socket is cut
+READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
+ACCEPTS_PER_CALLBACK = 64
+
+_HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
+
+
+class _ThreadState(threading.local):
+    """Per-thread (so per event loop) scratch read buffer and the write batch of the running read."""
+
+    def __init__(self) -> None:
+        self.scratch = bytearray(SCRATCH_SIZE)
+        self.scratch_view = memoryview(self.scratch)
+        self.depth = 0
+        self.dirty: list[TlsConnection] = []
+
+
+_thread = _ThreadState()
+
+
+def scratch_buffer() -> memoryview:
+    """The shared read buffer of this thread. Data in it is valid only until the next read."""
+    return _thread.scratch_view
+
+
+class TlsProtocol(Protocol):
+    """What a TlsConnection calls; the same shape as asyncio.BufferedProtocol."""
+
+    def connection_made(self, conn: TlsConnection) -> None: ...
+
+    def get_buffer(self) -> memoryview:
+        """Where to decrypt the next bytes; its length bounds the read."""
+        ...
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` of plaintext were written at the start of the last get_buffer() result."""
+        ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class TlsConnection:
+    """One TLS connection over a non-blocking SSLSocket, driven by the event loop's selector."""
+
+    __slots__ = (
+        "_closed_waiter",
+        "_high",
+        "_loop",
+        "_low",
+        "_on_ready",
+        "_out",
+        "_out_size",
+        "_paused_writing",
+        "_reading",
+        "_retrying",
+        "_sock",
+        "_state",
+        "_timer",
+        "_wants_read_for_write",
+        "_writer_on",
+        "bytes_in",
+        "bytes_out",
+        "fd",
+        "peername",
+        "protocol",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: ssl.SSLSocket,
+        protocol: TlsProtocol,
+        on_ready: Callable[[TlsConnection, BaseException | None], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self.protocol = protocol
+        self.fd = sock.fileno()
+        try:
+            self.peername: tuple[str, int] = sock.getpeername()[:2]
+        except OSError:
+            self.peername = ("", 0)
+        self._state = _HANDSHAKE
+        self._out: collections.deque[bytes | bytearray] = collections.deque()
+        self._out_size = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_LOW_WATER
+        self._paused_writing = False
+        self._reading = False
+        self._retrying = False
+        self._writer_on = False
+        self._wants_read_for_write = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._on_ready = on_ready
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    # ---- handshake -------------------------------------------------------------------------
+
+    def start_handshake(self, timeout: float) -> None:
+        """Begin the TLS handshake; the protocol's connection_made follows when it completes."""
+        self._timer = self._loop.call_later(timeout, self._handshake_timed_out)
+        self._do_handshake()
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._state == _HANDSHAKE:
+            self._fail(ProtocolError("TLS handshake did not finish in time", code="timeout"))
+
+    def _do_handshake(self) -> None:
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(read=True, write=False)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(read=False, write=True)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state = _OPEN
+        self._watch(read=True, write=False)
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(self, None)
+        if self._state == _OPEN:
+            self.protocol.connection_made(self)
+            if self._reading:
+                # The first application data may already sit in OpenSSL's buffer with the
+                # client's Finished message; the selector would not report it.
+                self._loop.call_soon(self._on_readable)
+
+    def _watch(self, read: bool, write: bool) -> None:
+        if read and not self._reading:
+            self._loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+        elif not read and self._reading:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+        if write and not self._writer_on:
+            self._loop.add_writer(self.fd, self._on_writable)
+            self._writer_on = True
+        elif not write and self._writer_on:
+            self._loop.remove_writer(self.fd)
+            self._writer_on = False
+
+    # ---- public API -------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == _OPEN
+
+    @property
+    def is_closing(self) -> bool:
+        return self._state >= _CLOSING
+
+    def channel_binding(self) -> bytes:
+        """The tls-unique channel binding of this session (SPEC 3), after the handshake."""
+        binding = self._sock.get_channel_binding("tls-unique")
+        if binding is None:
+            raise ProtocolError("the TLS session offers no tls-unique binding (is it TLS 1.3?)")
+        return binding
+
+    def peer_certificate(self) -> bytes | None:
+        """The peer's certificate in DER, if it sent one."""
+        return self._sock.getpeercert(binary_form=True)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._sock.cipher()
+
+    def get_write_buffer_size(self) -> int:
+        return self._out_size
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        if not 0 <= low <= high:
+            raise ValueError(f"write buffer limits need 0 <= low <= high, got low={low} high={high}")
+        self._high, self._low = high, low
+
+    def pause_reading(self) -> None:
+        """Stop reading until resume_reading(); the kernel's window then slows the sender (TCP)."""
+        if self._state == _OPEN and self._reading:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+
+    def resume_reading(self) -> None:
+        if self._state == _OPEN and not self._reading:
+            self._loop.add_reader(self.fd, self._on_readable)
+            self._reading = True
+            # Decrypted bytes left in OpenSSL's record buffer do not make the socket readable.
+            self._loop.call_soon(self._on_readable)
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``; bytes/bytearray are kept by reference if queued (do not mutate them after),
+        a memoryview is copied when it cannot be sent at once (it may point at a scratch buffer)."""
+        if self._state != _OPEN:
+            return
+        size = len(data)
+        if not size:
+            return
+        self.bytes_out += size
+        if not self._out and (_thread.depth == 0 or size >= DIRECT_WRITE):
+            try:
+                self._sock.send(data)
+                return
+            except ssl.SSLWantWriteError:
+                self._retrying = True
+            except ssl.SSLWantReadError:
+                self._retrying = True
+                self._wants_read_for_write = True
+            except (ssl.SSLError, OSError) as exc:
+                self._fail(exc)
+                return
+            self._enqueue(data)
+            if not self._wants_read_for_write:
+                self._watch(read=self._reading, write=True)
+            return
+        self._enqueue(data)
+        if _thread.depth:
+            if len(self._out) == 1:
+                _thread.dirty.append(self)
+        elif len(self._out) == 1 and not self._writer_on:
+            self._flush()
+
+    def _enqueue(self, data: bytes | bytearray | memoryview) -> None:
+        item = bytes(data) if isinstance(data, memoryview) else data
+        self._out.append(item)
+        self._out_size += len(item)
+        if not self._paused_writing and self._out_size > self._high:
+            self._paused_writing = True
+            self.protocol.pause_writing()
+
+    def close(self) -> None:
+        """Send what is queued, then TLS close_notify, then close the socket."""
+        if self._state >= _CLOSING:
+            return
+        if self._state == _HANDSHAKE:
+            self.abort()
+            return
+        self._state = _CLOSING
+        if self._reading:
+            self._loop.remove_reader(self.fd)
+            self._reading = False
+        if not self._out:
+            self._finish_close()
+            return
+        # A peer that stops reading must not keep a closing connection forever.
+        self._timer = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+        if not self._writer_on:
+            self._watch(read=False, write=True)
+
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Close at once, dropping queued data."""
+        if self._state == _CLOSED:
+            return
+        self._teardown(exc, graceful=False)
+
+    async def wait_closed(self) -> None:
+        if self._state == _CLOSED:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()
+        await asyncio.shield(self._closed_waiter)
+
+    # ---- selector callbacks -----------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        if self._state == _HANDSHAKE:
+            self._do_handshake()
+            return
+        if self._wants_read_for_write:
+            self._wants_read_for_write = False
+            self._flush()
+        if not self._reading:
+            return
+        sock = self._sock
+        protocol = self.protocol
+        _thread.depth += 1
+        try:
+            for _ in range(READS_PER_CALLBACK):
+                buf = protocol.get_buffer()
+                try:
+                    nbytes = sock.recv_into(buf)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLWantWriteError:
+                    # Only a renegotiation (refused on our server contexts) can make a read
+                    # wait for writability: wait for it and read again then.
+                    self._watch(read=False, write=True)
+                    break
+                except (ssl.SSLError, OSError) as exc:
+                    self._fail(exc)
+                    break
+                if nbytes == 0:
+                    self._eof()
+                    break
+                self.bytes_in += nbytes
+                protocol.buffer_updated(nbytes)
+                if not self._reading:
+                    break
+            else:
+                if sock.pending():
+                    self._loop.call_soon(self._on_readable)
+        finally:
+            _thread.depth -= 1
+            if _thread.depth == 0 and _thread.dirty:
+                _flush_dirty()
+
+    def _on_writable(self) -> None:
+        if self._state == _HANDSHAKE:
+            self._do_handshake()
+            return
+        if not self._out:
+            # A read that waited for writability (renegotiation).
+            self._watch(read=self._state == _OPEN, write=False)
+            self._on_readable()
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        sock = self._sock
+        while out:
+            if not self._retrying and len(out) > 1 and len(out[0]) < COALESCE_LIMIT:
+                self._coalesce()
+            head = out[0]
+            try:
+                sock.send(head)
+            except ssl.SSLWantWriteError:
+                # OpenSSL must be given the same bytes again (CPython allows a moving buffer).
+                self._retrying = True
+                if not self._writer_on:
+                    self._watch(read=self._reading, write=True)
+                return
+            except ssl.SSLWantReadError:
+                self._retrying = True
+                self._wants_read_for_write = True
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fail(exc)
+                return
+            self._retrying = False
+            out.popleft()
+            self._out_size -= len(head)
+            if self._paused_writing and self._out_size <= self._low:
+                self._paused_writing = False
+                self.protocol.resume_writing()
+                if self._state == _CLOSED:
+                    return
+        if self._writer_on:
+            self._watch(read=self._reading, write=False)
+        if self._state == _CLOSING:
+            self._finish_close()
+
+    def _coalesce(self) -> None:
+        out = self._out
+        parts: list[bytes | bytearray] = []
+        total = 0
+        while out and total + len(out[0]) <= COALESCE_LIMIT:
+            item = out.popleft()
+            parts.append(item)
+            total += len(item)
+        if not parts:
+            return
+        out.appendleft(b"".join(parts) if len(parts) > 1 else parts[0])
+
+    # ---- closing ----------------------------------------------------------------------------
+
+    def _eof(self) -> None:
+        self.protocol.eof_received()
+        self._teardown(None, graceful=False)
+
+    def _fail(self, exc: BaseException) -> None:
+        if isinstance(exc, ssl.SSLError | ConnectionError):
+            _log.debug("TLS connection from %s failed: %s", self.peername, exc)
+        else:
+            _log.debug("TLS connection from %s failed: %r", self.peername, exc)
+        self._teardown(exc, graceful=False)
+
+    def _finish_close(self) -> None:
+        self._teardown(None, graceful=True)
+
+    def _teardown(self, exc: BaseException | None, graceful: bool) -> None:
+        if self._state == _CLOSED:
+            return
+        was_open = self._state != _HANDSHAKE
+        self._state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._watch(read=False, write=False)
+        if graceful:
+            try:
+                # One best-effort close_notify; the peer's own close_notify is not awaited.
+                self._sock.unwrap()
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+        self._sock.close()
+        self._out.clear()
+        self._out_size = 0
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready(self, exc or ConnectionResetError("connection closed during the TLS handshake"))
+        if was_open:
+            try:
+                self.protocol.connection_lost(exc)
+            except Exception:
+                _log.exception("connection_lost handler failed")
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+
+
+def _flush_dirty() -> None:
+    dirty = _thread.dirty
+    _thread.dirty = []
+    for conn in dirty:
+        if conn._out and not conn._writer_on and _OPEN <= conn._state <= _CLOSING:
+            conn._flush()
+
+
+class TlsListener:
+    """A listening socket that accepts TLS connections and hands each to a fresh protocol.
+
+    ``protocol_factory(peer_address)`` returns the protocol of a new connection, or None to refuse
+    it before any TLS work is done (connection limits, rate limits).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext,
+        protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
+        handshake_timeout: float,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._ctx = ssl_context
+        self._factory = protocol_factory
+        self._timeout = handshake_timeout
+        self.port: int = sock.getsockname()[1]
+        self.accepted = 0
+        self.refused = 0
+        self.handshaking = 0
+        self.handshakes_failed = 0
+        loop.add_reader(sock.fileno(), self._on_accept)
+
+    def _on_accept(self) -> None:
+        for _ in range(ACCEPTS_PER_CALLBACK):
+            try:
+                raw, addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: log and keep the listener; the next turn may succeed.
+                _log.warning("accept on port %d failed: %s", self.port, exc)
+                return
+            protocol = self._factory(addr)
+            if protocol is None:
+                self.refused += 1
+                raw.close()
+                continue
+            self.accepted += 1
+            self._start(raw, protocol)
+
+    def _start(self, raw: socket.socket, protocol: TlsProtocol) -> None:
+        try:
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError) as exc:
+            _log.debug("could not start TLS on an accepted socket: %s", exc)
+            raw.close()
+            return
+        self.handshaking += 1
+        conn = TlsConnection(self._loop, sock, protocol, self._handshake_done)
+        conn.start_handshake(self._timeout)
+
+    def _handshake_done(self, _conn: TlsConnection, exc: BaseException | None) -> None:
+        self.handshaking -= 1
+        if exc is not None:
+            self.handshakes_failed += 1
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
+def start_tls_server(
+    loop: asyncio.AbstractEventLoop,
+    ssl_context: ssl.SSLContext,
+    host: str,
+    port: int,
+    protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
+    handshake_timeout: float,
+    backlog: int = 1024,
+) -> TlsListener:
+    """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return TlsListener(loop, sock, ssl_context, protocol_factory, handshake_timeout)
+
+
+async def open_tls_connection(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    protocol: TlsProtocol,
+    handshake_timeout: float = 30.0,
+) -> TlsConnection:
+    """Connect to (host, port), do the TLS client handshake, and attach ``protocol``.
+
+    Raises OSError/ssl.SSLError from the connect or handshake, TimeoutError when it takes longer
+    than ``handshake_timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, address = infos[0]
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        raw.setblocking(False)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.wait_for(loop.sock_connect(raw, address), handshake_timeout)
+        sock = ssl_context.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
+    except BaseException:
+        raw.close()
+        raise
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_ready(_conn: TlsConnection, exc: BaseException | None) -> None:
+        if ready.done():
+            return
+        if exc is None:
+            ready.set_result(None)
+        else:
+            ready.set_exception(exc)
+
+    conn = TlsConnection(loop, sock, protocol, on_ready)
+    conn.start_handshake(handshake_timeout)
+    try:
+        await ready
+    except ProtocolError as exc:
+        raise TimeoutError(
+            f"TLS handshake with {host}:{port} did not finish in {handshake_timeout} s"
+        ) from exc
+    except BaseException:
+        conn.abort()
+        raise
+    return conn

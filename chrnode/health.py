@@ -1,0 +1,221 @@
+"""The node's health in the seed's five layers (SPEC 12), computed from the RPC snapshot.
+
+Pure: a snapshot dict and the time in, ``{"status", "checked_at", "layers": {layer: {status,
+reason}}}`` out. Each layer is ``ok``, ``degraded`` or ``down``; the node's status is the worst.
+``GET /health`` answers 503 when any layer is down (SPEC 12), 200 otherwise.
+
+    process      every supervised actor running (SPEC 9); a failed actor, or a permanent one that
+                 stopped, is down; one starting or restarting is degraded
+    network      listeners up (down if one is not) and, where peers are known, one connected
+    storage      the database was writable at the last report, and that report is recent
+    performance  request latency p90 under the threshold (degraded above it)
+    integration  chain and fleet reachable where configured; "not configured" is ok
+
+What each layer reads from the snapshot is listed in docs/rpc.md ("Snapshot contract"). An actor
+may override a layer by publishing ``health: {layer: {status, reason}}``; an override wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("chrnode.rpc")
+
+LAYERS = ("process", "network", "storage", "performance", "integration")
+STATUSES = ("ok", "degraded", "down")
+_RANK = {s: i for i, s in enumerate(STATUSES)}
+
+Layer = dict[str, str]
+
+
+@dataclass(frozen=True)
+class HealthLimits:
+    """Thresholds of the performance and storage layers."""
+
+    latency_p90_s: float = 0.5
+    storage_stale_s: float = 300.0
+    # Timers (names in stats.timers) that measure requests served to others; internal work such
+    # as SQLite fsyncs is not "request latency" and is left out.
+    latency_prefixes: tuple[str, ...] = ("rpc.", "edge.", "peer.", "request")
+
+
+def _layer(status: str, reason: str) -> Layer:
+    return {"status": status, "reason": reason}
+
+
+def _names(rows: list[str], limit: int = 5) -> str:
+    shown = ", ".join(rows[:limit])
+    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def process_layer(snapshot: Mapping[str, Any]) -> Layer:
+    tree = snapshot.get("tree")
+    if not isinstance(tree, list) or not tree:
+        return _layer("degraded", "actor tree not reported yet")
+    failed: list[str] = []
+    stopped: list[str] = []
+    busy: list[str] = []
+    odd: list[str] = []
+    running = 0
+    for row in tree:
+        if not isinstance(row, Mapping):
+            continue
+        name = str(row.get("name", "?"))
+        state = row.get("state")
+        if state == "running":
+            running += 1
+        elif state == "failed":
+            failed.append(name)
+        elif state == "stopped":
+            # A transient or temporary actor that exited normally is not a fault (SPEC 9).
+            if row.get("restart_type", "permanent") == "permanent":
+                stopped.append(name)
+        elif state in ("starting", "restarting"):
+            busy.append(name)
+        else:
+            odd.append(f"{name} ({state})")
+    if failed or stopped:
+        parts = []
+        if failed:
+            parts.append("failed: " + _names(failed))
+        if stopped:
+            parts.append("permanent actor stopped: " + _names(stopped))
+        return _layer("down", "; ".join(parts))
+    if busy or odd:
+        parts = []
+        if busy:
+            parts.append("restarting: " + _names(busy))
+        if odd:
+            parts.append("unknown state: " + _names(odd))
+        return _layer("degraded", "; ".join(parts))
+    return _layer("ok", f"{running} actors running")
+
+
+def network_layer(snapshot: Mapping[str, Any]) -> Layer:
+    conn = snapshot.get("connectivity")
+    if not isinstance(conn, Mapping) or not conn:
+        return _layer("degraded", "connectivity not reported yet")
+    listeners = conn.get("listeners")
+    listeners = listeners if isinstance(listeners, Mapping) else {}
+    not_up = sorted(str(k) for k, up in listeners.items() if not up)
+    if not_up:
+        return _layer("down", "listener(s) not up: " + _names(not_up))
+    connected = _int(conn.get("peers_connected"))
+    known = max(_int(conn.get("peers_known")), _int(conn.get("seeds")))
+    up = ", ".join(sorted(str(k) for k in listeners)) or "none reported"
+    if known > 0 and connected == 0:
+        return _layer("degraded", f"listeners up ({up}); no peer connected of {known} known")
+    return _layer("ok", f"listeners up ({up}); {connected} peer(s) connected")
+
+
+def storage_layer(snapshot: Mapping[str, Any], now: float, limits: HealthLimits) -> Layer:
+    storage = snapshot.get("storage")
+    if not isinstance(storage, Mapping) or "writable" not in storage:
+        return _layer("degraded", "no storage report yet")
+    if not storage.get("writable"):
+        error = str(storage.get("error") or "no reason given")
+        return _layer("down", f"database not writable: {error}")
+    checked = _float(storage.get("checked_at"))
+    if checked is not None:
+        age = now - checked
+        if age > limits.storage_stale_s:
+            return _layer(
+                "degraded", f"last storage report is {age:.0f} s old (limit {limits.storage_stale_s:g} s)"
+            )
+        return _layer("ok", f"database writable (checked {max(age, 0):.0f} s ago)")
+    return _layer("ok", "database writable")
+
+
+def performance_layer(snapshot: Mapping[str, Any], limits: HealthLimits) -> Layer:
+    stats = snapshot.get("stats")
+    timers = stats.get("timers") if isinstance(stats, Mapping) else None
+    if not isinstance(timers, Mapping):
+        return _layer("ok", "no request latency measured yet")
+    slow: list[str] = []
+    measured = 0
+    for name, timer in sorted(timers.items()):
+        if not str(name).startswith(limits.latency_prefixes) or not isinstance(timer, Mapping):
+            continue
+        p90 = _float(timer.get("p90"))
+        if p90 is None:
+            continue
+        measured += 1
+        if p90 > limits.latency_p90_s:
+            slow.append(f"{name} p90 {p90 * 1000:.0f} ms")
+    if slow:
+        return _layer("degraded", f"latency over {limits.latency_p90_s * 1000:.0f} ms: " + _names(slow))
+    if not measured:
+        return _layer("ok", "no request latency measured yet")
+    return _layer("ok", f"request latency p90 under {limits.latency_p90_s * 1000:.0f} ms ({measured} timers)")
+
+
+def integration_layer(snapshot: Mapping[str, Any]) -> Layer:
+    parts: list[tuple[str, bool, str]] = []  # (what, reachable, detail)
+    chain = snapshot.get("chain")
+    if isinstance(chain, Mapping) and chain.get("configured"):
+        ok = bool(chain.get("reachable"))
+        detail = f"head {chain.get('head_block')}" if ok else str(chain.get("error") or "unreachable")
+        parts.append(("chain", ok, detail))
+    fleet = snapshot.get("fleet")
+    if isinstance(fleet, Mapping) and fleet.get("configured"):
+        ok = bool(fleet.get("connected"))
+        detail = "connected" if ok else str(fleet.get("error") or "no fleet node reachable")
+        parts.append(("fleet", ok, detail))
+    if not parts:
+        return _layer("ok", "not configured")
+    reason = "; ".join(f"{what}: {detail}" for what, _, detail in parts)
+    reachable = sum(1 for _, ok, _ in parts if ok)
+    if reachable == len(parts):
+        return _layer("ok", reason)
+    # The node still relays with one integration out; with every one out it cannot check tickets
+    # or find its fleet, so it is down.
+    return _layer("down" if reachable == 0 else "degraded", reason)
+
+
+def compute_health(
+    snapshot: Mapping[str, Any],
+    *,
+    now: float | None = None,
+    limits: HealthLimits | None = None,
+) -> dict[str, Any]:
+    """The five layers and the overall status. Never raises on a malformed snapshot."""
+    now = time.time() if now is None else now
+    limits = limits or HealthLimits()
+    computers: dict[str, Callable[[], Layer]] = {
+        "process": lambda: process_layer(snapshot),
+        "network": lambda: network_layer(snapshot),
+        "storage": lambda: storage_layer(snapshot, now, limits),
+        "performance": lambda: performance_layer(snapshot, limits),
+        "integration": lambda: integration_layer(snapshot),
+    }
+    overrides = snapshot.get("health")
+    overrides = overrides if isinstance(overrides, Mapping) else {}
+    layers: dict[str, Layer] = {}
+    for name, compute in computers.items():
+        override = overrides.get(name)
+        if isinstance(override, Mapping) and override.get("status") in _RANK:
+            layers[name] = _layer(
+                str(override["status"]), str(override.get("reason", "reported by the node"))
+            )
+            continue
+        try:
+            layers[name] = compute()
+        except Exception:  # a malformed report must not take /health down with it
+            log.exception("health layer %s could not be computed", name)
+            layers[name] = _layer("degraded", "could not be computed from the last report")
+    worst = max((layer["status"] for layer in layers.values()), key=_RANK.__getitem__)
+    return {"status": worst, "checked_at": round(now, 3), "layers": layers}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

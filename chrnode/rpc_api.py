@@ -1,0 +1,347 @@
+"""The node's JSON-RPC methods (SPEC 8) over a snapshot of the node's state.
+
+Read methods answer from a ``NodeView``: a snapshot dict the RPC actor keeps current from what
+other actors publish (topic ``snapshot``, one key per part), so ``chr_node_info`` costs no actor
+round trip (docs/architecture.md). Admin methods call an ``AdminOps`` given by the actor; they
+are async because the answer comes back from another actor.
+
+Snapshot keys (all optional; a missing part gives an empty but well-formed answer):
+``node`` {address, version, started_at, host, ports{rpc, rpcs, edge2, peer2}}, ``tree`` [{name,
+parent, state, restarts, restart_type, pid}], ``stats`` {counters, gauges, timers}, ``cron``
+[jobs], ``connectivity``, ``peers`` [...], ``fleet``, ``chain``, ``reward``, ``storage``,
+``health`` (layer overrides). The full contract is in docs/rpc.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import chrnode
+from chrnode.errors import ChrError, RpcError
+from chrnode.health import HealthLimits, compute_health
+from chrnode.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
+from chrnode.metrics import ProcessSampler, summarize
+from chrnode.openrpc import openrpc_document
+
+log = logging.getLogger("chrnode.rpc")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid")
+
+
+class NodeView:
+    """The current snapshot. Replaced, never mutated in place, so a reader on another thread sees
+    either the old or the new state whole; `generation` lets readers cache what they derive."""
+
+    def __init__(
+        self, snapshot: Mapping[str, Any] | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.clock = clock
+        self._state: tuple[int, Mapping[str, Any]] = (0, dict(snapshot or {}))
+
+    @property
+    def snapshot(self) -> Mapping[str, Any]:
+        return self._state[1]
+
+    @property
+    def state(self) -> tuple[int, Mapping[str, Any]]:
+        """(generation, snapshot) read together."""
+        return self._state
+
+    def replace(self, snapshot: Mapping[str, Any]) -> None:
+        self._state = (self._state[0] + 1, dict(snapshot))
+
+    def set_part(self, key: str, value: Any) -> None:
+        """Replace one part (what PubSub delivers: one key of topic `snapshot`)."""
+        generation, old = self._state
+        new = dict(old)
+        new[key] = value
+        self._state = (generation + 1, new)
+
+
+class AdminOps(Protocol):
+    """What the RPC actor does for admin methods. Each may raise RpcError (sent as is) or
+    ChrError (sent as -32003 with its message)."""
+
+    async def restart_actor(self, name: str) -> None: ...
+
+    async def set_log_level(self, level: str) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """Snapshot parts come from other actors (pickled): make them JSON (bytes as 0x-hex)."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if depth > 20:
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v, depth + 1) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((jsonable(v, depth + 1) for v in value), key=str)
+    return str(value)
+
+
+def _hex_address(value: Any) -> str | None:
+    if isinstance(value, bytes | bytearray) and len(value) == 20:
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str) and value:
+        return value if value.startswith("0x") else "0x" + value
+    return None
+
+
+def _section(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = snapshot.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _rows(snapshot: Mapping[str, Any], key: str) -> list[Any]:
+    value = snapshot.get(key)
+    return [jsonable(r) for r in value if isinstance(r, Mapping)] if isinstance(value, list | tuple) else []
+
+
+def _tree_names(snapshot: Mapping[str, Any]) -> list[str]:
+    tree = snapshot.get("tree")
+    rows = tree if isinstance(tree, list | tuple) else ()
+    return [str(r["name"]) for r in rows if isinstance(r, Mapping) and "name" in r]
+
+
+class _NodeInfo:
+    """chr_node_info, the hot path: everything but the uptime is serialized once per snapshot
+    generation, and each call splices the uptime in front (SPEC 13 target: 0.8x a bare handler)."""
+
+    def __init__(self, view: NodeView) -> None:
+        self._view = view
+        self._generation = -1
+        self._tail = ""
+        self._started_at = 0.0
+
+    def __call__(self) -> RawJson:
+        generation, snapshot = self._view.state
+        if generation != self._generation:
+            self._rebuild(generation, snapshot)
+        uptime = max(0, int(self._view.clock() - self._started_at)) if self._started_at else 0
+        return RawJson('{"uptime":' + str(uptime) + "," + self._tail)
+
+    def _rebuild(self, generation: int, snapshot: Mapping[str, Any]) -> None:
+        node = _section(snapshot, "node")
+        started = node.get("started_at")
+        self._started_at = (
+            float(started) if isinstance(started, int | float) and not isinstance(started, bool) else 0.0
+        )
+        tree = snapshot.get("tree")
+        rows = [
+            {k: jsonable(r.get(k)) for k in _TREE_FIELDS}
+            for r in (tree if isinstance(tree, list | tuple) else ())
+            if isinstance(r, Mapping)
+        ]
+        body = {
+            "address": _hex_address(node.get("address")),
+            "version": str(node.get("version") or chrnode.__version__),
+            "host": jsonable(node.get("host")),
+            "started_at": self._started_at or None,
+            "ports": jsonable(node.get("ports")) if isinstance(node.get("ports"), Mapping) else {},
+            "tree": rows,
+        }
+        self._tail = encode_json(body)[1:]  # drop the "{": the uptime member goes first
+        self._generation = generation
+
+
+async def _admin_call(what: str, operation: Awaitable[None]) -> None:
+    try:
+        await operation
+    except RpcError:
+        raise
+    except ChrError as exc:  # e.g. ActorError from the bridge: say what failed, not a traceback
+        raise RpcError(ACTOR_FAILED, f"{what}: {exc}") from exc
+
+
+def build_methods(
+    view: NodeView,
+    admin: AdminOps,
+    *,
+    health_limits: HealthLimits | None = None,
+    extra: Sequence[Method] = (),
+) -> list[Method]:
+    """Every method of SPEC 8 that this layer serves, plus `extra`, plus rpc.discover of them all."""
+    limits = health_limits or HealthLimits()
+    sampler = ProcessSampler()
+
+    def network_stats() -> dict[str, Any]:
+        snapshot = view.snapshot
+        stats = summarize(snapshot)
+        stats["process"] = sampler.sample(snapshot)
+        return stats
+
+    def peer_list() -> dict[str, Any]:
+        peers = _rows(view.snapshot, "peers")
+        connected = sum(1 for p in peers if p.get("state") == "connected")
+        return {"peers": peers, "connected": connected, "known": len(peers)}
+
+    def fleet_status() -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "configured": False,
+            "connected": False,
+            "fleet": None,
+            "seed_nodes": [],
+            "connected_nodes": 0,
+        }
+        out.update(jsonable(_section(view.snapshot, "fleet")))
+        return out
+
+    def reward_status() -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "token": "CHAI",
+            "epoch": None,
+            "earned": "0",
+            "pending": "0",
+            "rate_per_hour": 0,
+            "uptime_ratio": None,
+            "last_submitted": None,
+        }
+        out.update(jsonable(_section(view.snapshot, "reward")))
+        return out
+
+    def health() -> dict[str, Any]:
+        return compute_health(view.snapshot, now=view.clock(), limits=limits)
+
+    def cron_jobs() -> dict[str, Any]:
+        return {"jobs": _rows(view.snapshot, "cron")}
+
+    async def admin_restart_actor(name: str) -> dict[str, Any]:
+        known = _tree_names(view.snapshot)
+        if name not in known:
+            raise RpcError(
+                INVALID_PARAMS,
+                f"invalid params: no actor named {name[:100]!r}; see chr_node_info for the tree",
+                {"param": "name", "expected": "an actor name", "known": known},
+            )
+        await _admin_call(f"could not restart {name}", admin.restart_actor(name))
+        log.warning("admin: actor %s restarted on request", name)
+        return {"restarted": name}
+
+    async def admin_set_log_level(level: str) -> dict[str, Any]:
+        normalized = level.upper()
+        if normalized not in LOG_LEVELS:
+            raise RpcError(
+                INVALID_PARAMS,
+                f"invalid params: log level {level[:40]!r} is not one of {', '.join(LOG_LEVELS)}",
+                {"param": "level", "expected": "one of " + ", ".join(LOG_LEVELS), "got": level[:40]},
+            )
+        await _admin_call("could not set the log level", admin.set_log_level(normalized))
+        log.warning("admin: log level set to %s", normalized)
+        return {"log_level": normalized}
+
+    async def admin_stop() -> dict[str, Any]:
+        await _admin_call("could not stop the node", admin.stop())
+        log.warning("admin: stop requested over JSON-RPC")
+        return {"stopping": True}
+
+    obj = {"type": "object"}
+    methods = [
+        Method(
+            "chr_node_info",
+            _NodeInfo(view),
+            summary="Node identity, ports, uptime and actor tree",
+            result="{address (0x-hex), version, uptime (s), started_at, host, "
+            "ports{rpc, rpcs, edge2, peer2}, tree[{name, parent, state, restarts, restart_type, pid}]}",
+            result_schema=obj,
+        ),
+        Method(
+            "network_stats",
+            network_stats,
+            summary="The seed's metrics as JSON (same data as GET /metrics)",
+            result="{connections, bandwidth{in, out}, latency{op: {p50, p90, p99, count}}, errors, cache, "
+            "p2p, chain, reward, process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges}",
+            result_schema=obj,
+        ),
+        Method(
+            "peer_list",
+            peer_list,
+            summary="Known peers and their state",
+            result="{peers[...], connected, known}",
+            result_schema=obj,
+        ),
+        Method(
+            "fleet_status",
+            fleet_status,
+            summary="Connection to the fleet",
+            result="{configured, connected, fleet, seed_nodes[...], connected_nodes}",
+            result_schema=obj,
+        ),
+        Method(
+            "reward_status",
+            reward_status,
+            summary="CHAI earnings",
+            result="{token, epoch, earned, pending, rate_per_hour, uptime_ratio, last_submitted}",
+            result_schema=obj,
+        ),
+        Method(
+            "health",
+            health,
+            summary="Health in the seed's five layers (same as GET /health)",
+            result="{status, checked_at, layers{process, network, storage, performance, integration: "
+            "{status: ok|degraded|down, reason}}}",
+            result_schema=obj,
+        ),
+        Method(
+            "cron_jobs",
+            cron_jobs,
+            summary="Scheduled jobs and their last runs",
+            result="{jobs[...]}",
+            result_schema=obj,
+        ),
+        Method(
+            "admin_restart_actor",
+            admin_restart_actor,
+            admin=True,
+            params=(Param("name", "string", True, "actor name as shown in chr_node_info's tree"),),
+            summary="Restart one actor as if it had crashed",
+            result="{restarted: name}",
+            result_schema=obj,
+        ),
+        Method(
+            "admin_set_log_level",
+            admin_set_log_level,
+            admin=True,
+            params=(Param("level", "string", True, "one of " + ", ".join(LOG_LEVELS) + " (any case)"),),
+            summary="Change the log level of every actor",
+            result="{log_level}",
+            result_schema=obj,
+        ),
+        Method(
+            "admin_stop",
+            admin_stop,
+            admin=True,
+            summary="Stop the node (answers first, then stops)",
+            result="{stopping: true}",
+            result_schema=obj,
+        ),
+        *extra,
+    ]
+    discover: list[RawJson] = []
+
+    def rpc_discover() -> RawJson:
+        return discover[0]
+
+    methods.append(
+        Method(
+            "rpc.discover",
+            rpc_discover,
+            summary="This API as an OpenRPC 1.2.6 document",
+            result="the OpenRPC document",
+            result_schema={"type": "object"},
+        )
+    )
+    discover.append(RawJson(encode_json(openrpc_document(methods, version=chrnode.__version__))))
+    return methods

@@ -1,0 +1,166 @@
+"""Run a real `chr-node start` process for tests, benchmarks and tools, on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from chrnode.actorsys import free_port
+
+
+def node_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a node on free ports bound to loopback, with its data in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHR_")}
+    env.update(
+        {
+            "CHR_DATA_DIR": str(data_dir),
+            "CHR_RPC_PORT": str(free_port()),
+            "CHR_RPCS_PORT": str(free_port()),
+            "CHR_EDGE2_PORTS": f"{free_port()},{free_port()}",
+            "CHR_PEER2_PORT": str(free_port()),
+            "CHR_ACTOR_ADMIN_PORT": str(free_port()),
+            "CHR_RPC_BIND": "127.0.0.1",
+            "CHR_BIND_ADDRESS": "127.0.0.1",
+            "CHR_LOG_LEVEL": "info",
+            "CHR_REQUIRE_TICKETS": "false",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+class NodeProcess:
+    """`chr-node start` in its own session; `stop()` SIGTERMs it and checks nothing is left."""
+
+    def __init__(self, data_dir: Path, **env_overrides: str) -> None:
+        self.data_dir = Path(data_dir)
+        self.env = node_env(self.data_dir, **env_overrides)
+        self.rpc_port = int(self.env["CHR_RPC_PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-stderr.log"
+        self._descendants: set[int] = set()
+
+    def start(self, timeout: float = 90.0) -> NodeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "chrnode.cli", "start"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"chr-node exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                info = self.rpc("chr_node_info")
+            except (OSError, ValueError):
+                time.sleep(0.1)
+                continue
+            if all(a.get("state") == "running" for a in info.get("actors", [])):
+                self._remember_descendants()
+                return self
+            time.sleep(0.1)
+        self.kill()
+        raise AssertionError(f"chr-node did not become ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def token(self) -> str:
+        return (self.data_dir / ".cookie").read_text().strip()
+
+    def post(self, body: bytes | str, headers: dict[str, str] | None = None, path: str = "/rpc") -> tuple[int, Any]:
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.rpc_port}{path}", data=data, method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else None
+
+    def rpc(self, method: str, params: Any = None, admin: bool = False) -> Any:
+        headers = {"Authorization": f"Bearer {self.token()}"} if admin else {}
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+        status, reply = self.post(body, headers)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply["result"]
+
+    def actor_pid(self, name: str) -> int:
+        for actor in self.rpc("chr_node_info")["actors"]:
+            if actor["name"] == name:
+                return int(actor["pid"])
+        raise KeyError(name)
+
+    def _remember_descendants(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self._descendants |= {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+
+    def leftovers(self) -> list[int]:
+        """Processes of this node (seen while it ran) still alive and not zombies."""
+        alive = []
+        for pid in self._descendants:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return alive
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait for exit, and wait (bounded) for every process of the node to be gone."""
+        if self.proc is None:
+            return 0
+        self._remember_descendants()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"chr-node did not stop within {timeout} s of SIGTERM:\n{self.log()}") from None
+        deadline = time.monotonic() + 10
+        while self.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the whole session (used for crash tests and cleanup)."""
+        if self.proc is None:
+            return
+        self._remember_descendants()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in self._descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(30)

@@ -1,0 +1,197 @@
+"""Supervision on a real multiprocTCPBase actor system: restart types, strategies, intensity (SPEC 9)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from actors import messages as m
+from chrnode.supervision import Intensity, should_restart
+from chrnode.testing.actors import Quit, WhoAreYou
+from chrnode.testing.tree import running_tree, tree_config
+
+WORKER = "chrnode.testing.actors:Worker"
+BROKEN = "chrnode.testing.actors:BrokenStart"
+
+pytestmark = pytest.mark.slow
+
+
+def spec(*children: m.ChildSpec, strategy: m.Strategy = "rest_for_one") -> m.ChildSpec:
+    return m.ChildSpec("Root", "actors.supervisor:Supervisor", strategy=strategy, children=children)
+
+
+def pid_of(tree_or_snap, name: str) -> int:  # type: ignore[no-untyped-def]
+    """The pid from a snapshot (inside wait_for predicates: judge one snapshot, not two) or a tree."""
+    snap = tree_or_snap if isinstance(tree_or_snap, m.TreeSnapshot) else tree_or_snap.snapshot()
+    return int({r["name"]: r for r in snap.actors}[name]["pid"])
+
+
+def restarts_of(snap: m.TreeSnapshot, name: str) -> int:
+    return int({r["name"]: r for r in snap.actors}[name]["restarts"])
+
+
+def running(names: list[str]):  # type: ignore[no-untyped-def]
+    def check(snap: m.TreeSnapshot) -> bool:
+        rows = {r["name"]: r for r in snap.actors}
+        return all(rows.get(n, {}).get("state") == "running" and n in snap.registry for n in names)
+
+    return check
+
+
+def kill(pid: int) -> None:
+    assert pid > 0, "no pid to kill (os.kill(0) would kill our own process group)"
+    os.kill(pid, signal.SIGKILL)
+
+
+def state_of(snap: m.TreeSnapshot, name: str) -> str:
+    return {r["name"]: r["state"] for r in snap.actors}.get(name, "absent")
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- pure rules ---------------------------------------------------------------------------------
+
+
+def test_restart_rules() -> None:
+    assert should_restart("permanent", abnormal=False)
+    assert should_restart("permanent", abnormal=True)
+    assert should_restart("transient", abnormal=True)
+    assert not should_restart("transient", abnormal=False)
+    assert not should_restart("temporary", abnormal=True)
+
+
+def test_intensity_window() -> None:
+    limit = Intensity(2, 10.0)
+    assert limit.record(0.0) and limit.record(1.0)
+    assert not limit.record(2.0)  # a third restart inside 10 s
+    fresh = Intensity(2, 10.0)
+    assert fresh.record(0.0) and fresh.record(1.0) and fresh.record(11.5)  # the first fell out of the window
+
+
+# -- on a real actor system -----------------------------------------------------------------------
+
+
+def test_sigkill_of_permanent_child_restarts_it_and_registry_follows() -> None:
+    with running_tree(spec(m.ChildSpec("A", WORKER), m.ChildSpec("B", WORKER))) as tree:
+        tree.wait_for(running(["A", "B"]))
+        old = pid_of(tree, "A")
+        kill(old)
+        tree.wait_for(lambda s: running(["A", "B"])(s) and pid_of(s, "A") != old)
+        name, pid, registry = tree.ask("A", WhoAreYou())
+        assert (name, pid) == ("A", pid_of(tree, "A"))
+        assert {"A", "B", "Root"} <= set(registry)
+        assert tree.actor("A")["restarts"] == 1
+        assert gone(old)
+
+
+def test_rest_for_one_restarts_later_siblings_only() -> None:
+    children = (m.ChildSpec("A", WORKER), m.ChildSpec("B", WORKER), m.ChildSpec("C", WORKER))
+    with running_tree(spec(*children)) as tree:
+        tree.wait_for(running(["A", "B", "C"]))
+        before = {n: pid_of(tree, n) for n in "ABC"}
+        kill(before["B"])
+        tree.wait_for(lambda s: running(["A", "B", "C"])(s) and all(
+            pid_of(s, n) != before[n] for n in "BC"))
+        assert pid_of(tree, "A") == before["A"], "rest_for_one must not touch earlier siblings"
+        assert tree.actor("B")["restarts"] == 1 and tree.actor("C")["restarts"] == 1
+
+
+def test_one_for_one_restarts_only_the_child() -> None:
+    children = (m.ChildSpec("A", WORKER), m.ChildSpec("B", WORKER))
+    with running_tree(spec(*children, strategy="one_for_one")) as tree:
+        tree.wait_for(running(["A", "B"]))
+        before = {n: pid_of(tree, n) for n in "AB"}
+        kill(before["A"])
+        tree.wait_for(lambda s: running(["A"])(s) and pid_of(s, "A") != before["A"])
+        assert pid_of(tree, "B") == before["B"]
+
+
+def test_transient_restarts_after_crash_but_not_after_normal_exit() -> None:
+    with running_tree(spec(m.ChildSpec("T", WORKER, restart="transient"), strategy="one_for_one")) as tree:
+        tree.wait_for(running(["T"]))
+        first = pid_of(tree, "T")
+        kill(first)
+        tree.wait_for(lambda s: running(["T"])(s) and pid_of(s, "T") != first)
+        address = tree.snapshot().registry["T"]
+        tree.asys.tell(address, Quit())
+        snap = tree.wait_for(lambda s: state_of(s, "T") == "stopped")
+        assert "T" not in snap.registry
+        time.sleep(0.5)  # give a wrong restart the time to happen
+        assert tree.actor("T")["state"] == "stopped"
+        assert tree.actor("T")["restarts"] == 1
+
+
+def test_temporary_is_never_restarted() -> None:
+    with running_tree(spec(m.ChildSpec("X", WORKER, restart="temporary"), strategy="one_for_one")) as tree:
+        tree.wait_for(running(["X"]))
+        kill(pid_of(tree, "X"))
+        snap = tree.wait_for(lambda s: state_of(s, "X") == "stopped")
+        time.sleep(0.5)
+        assert tree.actor("X")["state"] == "stopped" and "X" not in snap.registry
+
+
+def test_nested_supervisor_restarts_its_children_and_escalation() -> None:
+    inner = m.ChildSpec(
+        "Inner", "actors.supervisor:Supervisor", strategy="one_for_one",
+        children=(m.ChildSpec("Leaf", WORKER),),
+    )
+    with running_tree(spec(inner, m.ChildSpec("After", WORKER))) as tree:
+        tree.wait_for(running(["Inner", "Leaf", "After"]))
+        leaf, inner_pid, after = pid_of(tree, "Leaf"), pid_of(tree, "Inner"), pid_of(tree, "After")
+        kill(leaf)  # handled inside Inner: nobody else moves
+        tree.wait_for(lambda s: running(["Leaf"])(s) and pid_of(s, "Leaf") != leaf)
+        assert pid_of(tree, "Inner") == inner_pid and pid_of(tree, "After") == after
+        leaf = pid_of(tree, "Leaf")
+        kill(inner_pid)  # the supervisor itself: its child dies with it, After is rest_for_one'd
+        tree.wait_for(lambda s: running(["Inner", "Leaf", "After"])(s) and all(
+            pid_of(s, n) != p for n, p in (("Inner", inner_pid), ("Leaf", leaf), ("After", after))))
+
+
+def test_intensity_exceeded_escalates_to_tree_failure() -> None:
+    config = tree_config(max_restarts=2, restart_window=30.0)
+    with running_tree(spec(m.ChildSpec("A", WORKER), strategy="one_for_one"), config) as tree:
+        for restarts in (1, 2):
+            before = pid_of(tree, "A")
+            kill(before)
+            tree.wait_for(lambda s, b=before, r=restarts: running(["A"])(s) and restarts_of(s, "A") == r
+                          and pid_of(s, "A") != b)
+        kill(pid_of(tree, "A"))  # the third restart inside the window is one too many
+        failure = tree.asys.listen(20)
+        assert isinstance(failure, m.TreeFailed), failure
+        assert "A needed more than 2 restarts" in failure.reason
+
+
+def test_child_that_cannot_start_fails_the_tree_with_its_reason() -> None:
+    config = tree_config(max_restarts=1, restart_window=30.0)
+    with pytest.raises(AssertionError, match="Address already in use"):
+        with running_tree(spec(m.ChildSpec("Bad", BROKEN)), config):
+            pass
+
+
+def test_admin_restart_and_stop_tree_leave_no_process() -> None:
+    children = (m.ChildSpec("A", WORKER), m.ChildSpec("B", WORKER))
+    with running_tree(spec(*children)) as tree:
+        tree.wait_for(running(["A", "B"]))
+        before = pid_of(tree, "A")
+        reply = tree.asys.ask(tree.root, m.RestartActor("A", None, 7), 20)
+        assert isinstance(reply, m.AdminReply) and reply.ok and reply.request_id == 7
+        assert pid_of(tree, "A") != before
+        unknown = tree.asys.ask(tree.root, m.RestartActor("Nope", None, 8), 20)
+        assert isinstance(unknown, m.AdminReply) and not unknown.ok and "Nope" in unknown.message
+        pids = [pid_of(tree, n) for n in "AB"]
+        assert isinstance(tree.asys.ask(tree.root, m.StopTree(), 30), m.TreeStopped)
+        assert all(gone(pid) for pid in pids)
