@@ -9,6 +9,9 @@ pipe that Thespian watches (`ThespianWatch`).
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import itertools
 import logging
 import os
 import queue
@@ -27,6 +30,7 @@ from thespian.actors import (
 )
 
 from actors import messages as m
+from chrnode.errors import ActorError
 from chrnode.stats import LocalStats
 
 STATS_FLUSH_SECONDS = 1.0
@@ -74,6 +78,50 @@ class ThreadBridge:
                 pass
 
 
+class LoopAsks:
+    """Lets coroutines on a thread's event loop ask actors and await their answers.
+
+    `await asks.ask("Model.Sql.Cache", SqlRead(...))` posts the message (its `tag` replaced by a
+    fresh one) through the bridge; the actor's thread sends it, and when an answer with that tag
+    comes back, `ChrActor.receiveMessage` resolves the future on the loop.
+    """
+
+    def __init__(self, bridge: ThreadBridge) -> None:
+        self.bridge = bridge
+        self._ids = itertools.count(1)
+        self.pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+
+    async def ask(self, target: str, message: Any, timeout: float = 10.0) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        tag = f"ask-{next(self._ids)}"
+        self.pending[tag] = (loop, future)
+        self.bridge.post(target, dataclasses.replace(message, tag=tag))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise ActorError(f"{target} did not answer {type(message).__name__} within {timeout:g} s") from exc
+        finally:
+            self.pending.pop(tag, None)
+
+    def resolve(self, message: Any) -> bool:
+        """From the actor's thread: hand an answer to its waiter; False if nobody waits for it."""
+        tag = getattr(message, "tag", None)
+        if not isinstance(tag, str):
+            return False
+        waiting = self.pending.get(tag)
+        if waiting is None:
+            return False
+        loop, future = waiting
+        loop.call_soon_threadsafe(_set_result, future, message)
+        return True
+
+
+def _set_result(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     """Base class: subclasses override `on_start`, `on_stop`, `on_timer`, `on_published`."""
 
@@ -89,13 +137,15 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.started_at = time.time()
         self.stats = LocalStats("unnamed")
         self.bridge: ThreadBridge | None = None
+        self.asks: LoopAsks | None = None
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
         self._stats_timer = False
 
     # -- Thespian entry point ---------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
-        super().receiveMessage(message, sender)
+        if self.asks is None or not self.asks.resolve(message):
+            super().receiveMessage(message, sender)
         if self.bridge is not None:
             return ThespianWatch([self.bridge.fileno])
         return None
@@ -214,6 +264,7 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def start_bridge(self) -> ThreadBridge:
         self.bridge = ThreadBridge()
+        self.asks = LoopAsks(self.bridge)
         return self.bridge
 
     def _subscribe_all(self) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 from actors import messages as m
 from actors.base import ChrActor
 from chrnode import __version__
-from chrnode.daemon import node_key_path
 from chrnode.identity import load_node_identity
 
 
@@ -26,7 +25,7 @@ class GetGlobals:
 class Globals(ChrActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
-        key = load_node_identity(cfg.data_dir, node_key_path(cfg)).key
+        key = load_node_identity(cfg.data_dir, cfg.node_key_path).key
         self.info: dict[str, Any] = {
             "address": "0x" + key.address.hex(),
             "version": __version__,

@@ -305,3 +305,44 @@ class Envelope:
     target: str
     message: Any
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- tickets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SaveTicket:
+    """Persist a validated ticket if it is the best for (device, fleet, epoch); answered
+    TicketSaved after the commit (SPEC 5, 10)."""
+
+    device: bytes
+    fleet: bytes
+    epoch: int
+    total_bytes: int
+    total_connections: int
+    ticket: bytes  # msgpack of Ticket.to_wire()
+    tag: Any = None
+
+
+@dataclass(frozen=True)
+class TicketSaved:
+    tag: Any
+    ok: bool
+    stored: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class LoadTicket:
+    device: bytes
+    fleet: bytes
+    epoch: int
+    tag: Any = None
+
+
+@dataclass(frozen=True)
+class TicketLoaded:
+    tag: Any
+    ok: bool
+    ticket: bytes | None = None  # msgpack of Ticket.to_wire(), None when none is stored
+    error: str = ""

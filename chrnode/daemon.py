@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import secrets
 import signal
 import socket
 import time
@@ -23,34 +22,11 @@ from chrnode import __version__
 from chrnode.actorsys import shutdown_system, start_system
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
+from chrnode.rpc_server import write_cookie
 
 log = logging.getLogger("chrnode.daemon")
 
-COOKIE_NAME = ".cookie"
 START_TIMEOUT = timedelta(seconds=120)
-
-
-def cookie_path(data_dir: Path) -> Path:
-    return Path(data_dir) / COOKIE_NAME
-
-
-def write_cookie(data_dir: Path) -> str:
-    """A new admin token on every start, readable by the operator only (like bitcoind's .cookie)."""
-    token = secrets.token_hex(32)
-    path = cookie_path(data_dir)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    os.replace(tmp, path)
-    return token
-
-
-def read_cookie(data_dir: Path) -> str:
-    try:
-        return cookie_path(data_dir).read_text().strip()
-    except OSError as exc:
-        raise ChrError(f"cannot read the admin token {cookie_path(data_dir)}: {exc.strerror}; is the node running?") from exc
 
 
 def check_ports_free(cfg: Config) -> None:
@@ -73,18 +49,12 @@ def check_ports_free(cfg: Config) -> None:
             probe.close()
 
 
-def node_key_path(cfg: Config) -> Path | None:
-    return Path(cfg.node_key_file) if cfg.node_key_file else None
-
-
 def rpcs_cert_paths(cfg: Config) -> tuple[Path, Path]:
     """The HTTPS RPC certificate: the operator's, or a self-signed P-256 one made on first start."""
     from chrnode.identity import ensure_rpc_certificate
 
-    if cfg.rpcs_cert_file and cfg.rpcs_key_file:
-        return Path(cfg.rpcs_cert_file), Path(cfg.rpcs_key_file)
-    if cfg.rpcs_cert_file or cfg.rpcs_key_file:
-        raise ConfigError("rpcs_cert_file", cfg.rpcs_cert_file, "config", "both rpcs_cert_file and rpcs_key_file, or neither")
+    if cfg.rpcs_cert_path is not None and cfg.rpcs_key_path is not None:
+        return cfg.rpcs_cert_path, cfg.rpcs_key_path
     return ensure_rpc_certificate(Path(cfg.data_dir))
 
 
@@ -93,9 +63,9 @@ def prepare(cfg: Config) -> str:
     from chrnode.identity import load_node_identity
 
     validate_data_dir(cfg.data_dir)
-    identity = load_node_identity(Path(cfg.data_dir), node_key_path(cfg))
+    identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
     rpcs_cert_paths(cfg)
-    write_cookie(cfg.data_dir)
+    write_cookie(Path(cfg.cookie_path))  # a new admin token on every start, mode 0600
     return identity.key.hex_address
 
 
@@ -108,7 +78,7 @@ def setup_logging(cfg: Config) -> str | None:
     stderr = logging.StreamHandler()
     stderr.setFormatter(fmt)
     root.addHandler(stderr)
-    log_file = str(Path(cfg.data_dir) / cfg.log_file) if cfg.log_file else None
+    log_file = str(cfg.log_path) if cfg.log_path else None
     if log_file:
         handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=3)
         handler.setFormatter(fmt)

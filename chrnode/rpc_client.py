@@ -23,11 +23,11 @@ class RpcClient:
     @classmethod
     def for_config(cls, cfg: Any) -> RpcClient:
         host = "127.0.0.1" if cfg.rpc_bind in ("0.0.0.0", "", "::") else cfg.rpc_bind
-        token = None
-        cookie = Path(cfg.data_dir) / ".cookie"
+        from chrnode.rpc_server import read_cookie
+
         try:
-            token = cookie.read_text().strip()
-        except OSError:
+            token: str | None = read_cookie(Path(cfg.cookie_path))
+        except (OSError, ChrError):
             token = None  # read methods still work; admin ones will say the token is missing
         return cls(host, cfg.rpc_port, token)
 
@@ -79,7 +79,7 @@ def format_status(info: dict[str, Any], health: dict[str, Any]) -> str:
     for name, layer in (health.get("layers") or {}).items():
         lines.append(f"  {name:<12} {layer.get('status', '?'):<9} {layer.get('reason', '')}")
     lines.append("actors")
-    for actor in info.get("actors") or []:
+    for actor in info.get("tree") or []:
         reason = f"  ({actor['reason']})" if actor.get("reason") else ""
         lines.append(
             f"  {actor.get('name', '?'):<28} {actor.get('state', '?'):<10} restarts={actor.get('restarts', 0)}"

@@ -65,7 +65,7 @@ class AdminShell(cmd.Cmd):
             doc = self.client.call("rpc.discover", [])
             self.methods = sorted(m["name"] for m in doc.get("methods", []))
             info = self.client.call("chr_node_info", [])
-            self.actors = sorted(a["name"] for a in info.get("actors", []))
+            self.actors = sorted(a["name"] for a in info.get("tree", []))
         except ChrError as exc:
             self._say(f"warning: {exc}")
 

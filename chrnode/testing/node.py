@@ -69,7 +69,8 @@ class NodeProcess:
             except (OSError, ValueError):
                 time.sleep(0.1)
                 continue
-            if all(a.get("state") == "running" for a in info.get("actors", [])):
+            tree = info.get("tree", [])
+            if tree and all(a.get("state") == "running" for a in tree):
                 self._remember_descendants()
                 return self
             time.sleep(0.1)
@@ -83,7 +84,9 @@ class NodeProcess:
             return ""
 
     def token(self) -> str:
-        return (self.data_dir / ".cookie").read_text().strip()
+        from chrnode.rpc_server import read_cookie
+
+        return read_cookie(self.data_dir / ".cookie")
 
     def post(self, body: bytes | str, headers: dict[str, str] | None = None, path: str = "/rpc") -> tuple[int, Any]:
         data = body.encode() if isinstance(body, str) else body
@@ -108,7 +111,7 @@ class NodeProcess:
         return reply["result"]
 
     def actor_pid(self, name: str) -> int:
-        for actor in self.rpc("chr_node_info")["actors"]:
+        for actor in self.rpc("chr_node_info")["tree"]:
             if actor["name"] == name:
                 return int(actor["pid"])
         raise KeyError(name)

@@ -1,0 +1,157 @@
+"""Network.EdgeV2.Listener: the device port (SPEC 3-5), transient.
+
+The EdgeServer (chrnode.edge) runs on an asyncio loop in a thread of this actor's process; every
+byte stream and the whole relay stay inside it. What it needs of the rest of the node (tickets,
+names, fleet and payment checks) it asks through `ActorHooks`, which turns each hook into a
+message to the actor that owns the answer, awaited on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from actors import messages as m
+from actors.base import ChrActor, LoopAsks
+from chrnode.edge.hooks import NameRecord
+from chrnode.edge.server import EdgeServer
+from chrnode.errors import ActorError, ChrError, StorageError
+from chrnode.identity import edge_server_context, load_node_identity
+from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
+from chrnode.ticket import Ticket, epoch_of
+
+START_TIMEOUT = 15.0
+ASK_TIMEOUT = 10.0
+
+
+class ActorHooks:
+    """EdgeHooks answered by the node's actors (runs on the edge loop)."""
+
+    def __init__(self, actor: EdgeListener, asks: LoopAsks) -> None:
+        self.actor = actor
+        self.asks = asks
+        self.epoch_length = actor.config.epoch_length
+        self.last_in = 0
+        self.last_out = 0
+
+    async def store_ticket(self, ticket: Ticket, device: bytes) -> None:
+        wire = msgpack.packb(ticket.to_wire(), use_bin_type=True)
+        reply = await self.asks.ask(
+            "TicketStore",
+            m.SaveTicket(device, ticket.fleet, ticket.epoch, ticket.total_bytes, ticket.total_connections, wire),
+            ASK_TIMEOUT,
+        )
+        if not reply.ok:
+            raise StorageError(f"the ticket could not be stored: {reply.error}")
+
+    async def load_best_ticket(self, device: bytes, fleet: bytes, epoch: int) -> Ticket | None:
+        reply = await self.asks.ask("TicketStore", m.LoadTicket(device, fleet, epoch), ASK_TIMEOUT)
+        if not reply.ok:
+            raise StorageError(f"the stored ticket could not be read: {reply.error}")
+        if reply.ticket is None:
+            return None
+        return Ticket.from_wire(msgpack.unpackb(reply.ticket, raw=False))
+
+    async def current_epoch(self) -> int:
+        # The chain's head timestamp once RemoteChain follows it; the wall clock until then.
+        return epoch_of(int(time.time()), self.epoch_length)
+
+    async def fleet_check(self, fleet: bytes, node: bytes, device: bytes) -> tuple[bool, bool]:
+        return True, True
+
+    async def payment_check(self, ticket: Ticket, device: bytes) -> None:
+        return None
+
+    async def resolve_name(self, name: str) -> NameRecord | None:
+        return None
+
+    async def node_record(self, node: bytes) -> dict[str, Any] | None:
+        return None
+
+    async def get_object(self, key: bytes) -> dict[str, Any] | None:
+        return None
+
+    async def report(self, stats: dict[str, Any]) -> None:
+        self.actor.edge_report = stats
+
+
+class EdgeListener(ChrActor):
+    def on_start(self, init: m.Init) -> None:
+        cfg = self.config
+        identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
+        context = edge_server_context(identity.key_pem_path, identity.cert_path)
+        self.edge_report: dict[str, Any] = {}
+        self.start_bridge()
+        assert self.asks is not None
+        ready = threading.Event()
+        outcome: dict[str, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: EdgeServer | None = None
+        self.thread = threading.Thread(
+            target=self._serve, args=(identity.key, context, ready, outcome), name="edge-loop", daemon=True
+        )
+        self.thread.start()
+        if not ready.wait(START_TIMEOUT):
+            raise ActorError(f"the edge server did not start within {START_TIMEOUT:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        self.ports: tuple[int, ...] = tuple(outcome["ports"])
+
+    def _serve(self, key: Any, context: Any, ready: threading.Event, outcome: dict[str, Any]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        assert self.asks is not None
+        hooks = ActorHooks(self, self.asks)
+        try:
+            self.server = EdgeServer(self.config, key, context, hooks)
+            outcome["ports"] = loop.run_until_complete(self.server.start())
+        except (ChrError, OSError) as exc:
+            outcome["error"] = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        stats = LocalStats(self.name)
+
+        def flush() -> None:
+            # Traffic figures for Stats (SPEC 12: connections, bandwidth in/out).
+            server = self.server
+            if server is not None and self.bridge is not None:
+                snap = server.snapshot()
+                stats.set_gauge(CONNECTIONS, float(snap.get("connections", 0)))
+                total_in, total_out = int(snap.get("bytes_in", 0)), int(snap.get("bytes_out", 0))
+                stats.incr(BANDWIDTH_IN, max(0, total_in - hooks.last_in))
+                stats.incr(BANDWIDTH_OUT, max(0, total_out - hooks.last_out))
+                hooks.last_in, hooks.last_out = total_in, total_out
+                self.bridge.post("Stats", m.StatsReport(self.name, stats.drain()))
+                self.bridge.post("PubSub", m.Publish("snapshot", "edge", snap))
+            loop.call_later(1.0, flush)
+
+        loop.call_soon(flush)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
+        super().receiveMsg_RegistryUpdate(msg, sender)
+        self.send_to("Globals", m.PortsBound("edge2", self.ports))
+
+    def on_stop(self) -> None:
+        loop, server = self.loop, self.server
+        if loop is None or not loop.is_running():
+            return
+        if server is not None:
+            future = asyncio.run_coroutine_threadsafe(server.stop(), loop)
+            try:
+                future.result(5.0)
+            except Exception:  # stopping anyway: the process ends right after
+                self.log.warning("the edge server did not stop cleanly")
+        loop.call_soon_threadsafe(loop.stop)
+        self.thread.join(5.0)

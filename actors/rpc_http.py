@@ -1,0 +1,191 @@
+"""Network.RpcHttp and Network.RpcHttps: the JSON-RPC API on Tornado (SPEC 8, 12).
+
+Tornado runs on an asyncio loop in a thread of this actor's process. Read methods are answered
+from the snapshot other actors publish (PubSub topic "snapshot"), which this actor's thread
+writes into a `NodeView` and the loop thread only reads: no actor round trip per request.
+Admin methods go to the root supervisor through the ThreadBridge and wait for its answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import ssl
+import threading
+from pathlib import Path
+from typing import Any
+
+from actors import messages as m
+from actors.base import ChrActor
+from actors.tree import ROOT
+from chrnode.errors import ActorError, RpcError
+from chrnode.rpc_api import NodeView
+from chrnode.rpc_server import make_app, read_cookie, start_servers
+from chrnode.stats import LocalStats
+
+START_TIMEOUT = 15.0
+ADMIN_TIMEOUT = 30.0
+STATS_SECONDS = 1.0
+
+
+class _Admin:
+    """AdminOps for the RPC layer: runs on the loop thread, hands the work to the actor thread."""
+
+    def __init__(self, actor: RpcActor) -> None:
+        self.actor = actor
+
+    async def _ask(self, message: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        request_id = next(self.actor.request_ids)
+        self.actor.pending[request_id] = (loop, future)
+        assert self.actor.bridge is not None
+        self.actor.bridge.post("__self__", message, request_id=request_id)
+        try:
+            return await asyncio.wait_for(future, ADMIN_TIMEOUT)
+        except TimeoutError as exc:
+            raise ActorError(f"no answer from the supervisor within {ADMIN_TIMEOUT:g} s") from exc
+        finally:
+            self.actor.pending.pop(request_id, None)
+
+    async def restart_actor(self, name: str) -> None:
+        reply = await self._ask(m.RestartActor(name))
+        if not reply.ok:
+            raise RpcError(-32602, reply.message, {"name": name})
+
+    async def set_log_level(self, level: str) -> None:
+        await self._ask(m.SetLogLevel(level.lower()))
+
+    async def stop(self) -> None:
+        await self._ask(m.StopNode("admin_stop"))
+
+
+class RpcActor(ChrActor):
+    SUBSCRIBE = ("snapshot",)
+    KIND = "rpc"
+
+    def on_start(self, init: m.Init) -> None:
+        cfg = self.config
+        self.view = NodeView()
+        self.request_ids = itertools.count(1)
+        self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.start_bridge()
+        token = read_cookie(Path(cfg.cookie_path))
+        ready = threading.Event()
+        outcome: dict[str, Any] = {}
+        self.thread = threading.Thread(
+            target=self._serve, args=(token, ready, outcome), name=f"{self.name}-tornado", daemon=True
+        )
+        self.thread.start()
+        if not ready.wait(START_TIMEOUT):
+            raise ActorError(f"{self.name}: Tornado did not start within {START_TIMEOUT:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        self.port = outcome["port"]
+        self.log.info("%s listening on %s:%d", self.name, cfg.rpc_bind, self.port)
+
+    def on_pubsub_ready(self) -> None:
+        pass
+
+    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
+        super().receiveMsg_RegistryUpdate(msg, sender)
+        self.send_to("Globals", m.PortsBound(self.KIND, (self.port,)))
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return None
+
+    def _serve(self, token: str, ready: threading.Event, outcome: dict[str, Any]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        cfg = self.config
+        stats = LocalStats(self.name)
+
+        def observe(path: str, status: int, seconds: float) -> None:
+            stats.record("rpc_request_seconds", seconds)
+            stats.incr("rpc_requests_total", labels={"status": str(status // 100) + "xx"})
+            if status >= 500:
+                stats.incr("errors_total", labels={"category": "rpc"})
+
+        def flush() -> None:
+            batch = stats.drain()
+            if not batch.is_empty() and self.bridge is not None:
+                self.bridge.post("Stats", m.StatsReport(self.name, batch))
+            loop.call_later(STATS_SECONDS, flush)
+
+        try:
+            app = make_app(
+                self.view,
+                _Admin(self),
+                admin_token=token,
+                cookie_path=str(cfg.cookie_path),
+                max_body=cfg.rpc_max_body,
+                max_batch=cfg.rpc_max_batch,
+                observer=observe,
+            )
+            tls = self.ssl_context()
+            if tls is None:
+                _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind)
+            else:
+                _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls)
+            outcome["port"] = port
+        except Exception as exc:  # reported to on_start, which refuses to start with it
+            outcome["error"] = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        loop.call_later(STATS_SECONDS, flush)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
+        request_id = extra["request_id"]
+        if isinstance(message, m.RestartActor):
+            self.send_to(ROOT, m.RestartActor(message.name, self.myAddress, request_id))
+        elif isinstance(message, m.SetLogLevel):
+            self.send_to(ROOT, message)
+            self._resolve(request_id, m.AdminReply(request_id, True, f"log level {message.level}"))
+        elif isinstance(message, m.StopNode):
+            self.send_to(ROOT, message)
+            self._resolve(request_id, m.AdminReply(request_id, True, "stopping"))
+
+    def receiveMsg_AdminReply(self, msg: m.AdminReply, sender: Any) -> None:
+        self._resolve(msg.request_id, msg)
+
+    def _resolve(self, request_id: int, reply: m.AdminReply) -> None:
+        waiting = self.pending.get(request_id)
+        if waiting is None:
+            return
+        loop, future = waiting
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(reply))
+
+    def on_published(self, topic: str, key: str, payload: Any) -> None:
+        self.view.set_part(key, payload)
+
+    def on_stop(self) -> None:
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(5.0)
+
+
+class RpcHttp(RpcActor):
+    KIND = "rpc"
+
+
+class RpcHttps(RpcActor):
+    KIND = "rpcs"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        from chrnode.daemon import rpcs_cert_paths
+
+        cert, key = rpcs_cert_paths(self.config)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # SPEC 3: 1.2 and 1.3 on the RPC port
+        context.load_cert_chain(str(cert), str(key))
+        return context
+
