@@ -14,6 +14,7 @@ from chrnode.config_fields import parse_fleet_node
 
 PORT_TIMEOUT = 1.0
 SEED_TIMEOUT = 2.0
+RECHECK_DELAY = 1.0
 
 
 def tcp_reachable(host: str, port: int, timeout: float) -> tuple[bool, str]:
@@ -29,20 +30,32 @@ class Connectivity(ChrActor):
 
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
-        self.ports: dict[str, Any] = {
-            "rpc": cfg.rpc_port, "rpcs": cfg.rpcs_port, "edge2": list(cfg.edge2_ports), "peer2": cfg.peer2_port,
-        }
-        self.result: dict[str, Any] = {"host": cfg.host, "checked_at": None, "listeners": {}, "seeds": []}
+        self.ports: dict[str, Any] = {}
+        self.result: dict[str, Any] = {}
+        self.recheck_pending = False
 
     def on_published(self, topic: str, key: str, payload: Any) -> None:
         if key == "node" and isinstance(payload, dict):
-            self.ports = dict(payload.get("ports", self.ports))
+            # Only ports whose listener runs: the peer port has no listener until the DHT does.
+            listening = set(payload.get("listening", ()))
+            self.ports = {k: v for k, v in dict(payload.get("ports", {})).items() if k in listening}
+            # A listener (re)bound its port: look again soon rather than at the next Cron run,
+            # so `health` does not report a restarted listener as down for half a minute.
+            if not self.recheck_pending:
+                self.recheck_pending = True
+                self.wakeupAfter(RECHECK_DELAY, payload="recheck")
+
+    def on_timer(self, payload: Any) -> None:
+        if payload == "recheck":
+            self.recheck_pending = False
+            self.result = self.check()
+            self.publish("snapshot", "connectivity", self.result)
 
     def receiveMsg_RunJob(self, msg: m.RunJob, sender: Any) -> None:
         started = time.perf_counter()
         self.result = self.check()
         self.publish("snapshot", "connectivity", self.result)
-        down = [name for name, row in self.result["listeners"].items() if not row["listening"]]
+        down = [name for name, up in self.result["listeners"].items() if not up]
         self.send(sender, m.JobDone(msg.name, not down, f"not listening: {', '.join(down)}" if down else "",
                                     time.perf_counter() - started))
 
@@ -60,4 +73,13 @@ class Connectivity(ChrActor):
             node = parse_fleet_node(entry)
             ok, error = tcp_reachable(node.host, node.port, SEED_TIMEOUT)
             seeds.append({"node": node.address, "host": node.host, "port": node.port, "reachable": ok, "error": error})
-        return {"host": cfg.host, "checked_at": time.time(), "listeners": listeners, "seeds": seeds}
+        reachable = sum(1 for seed in seeds if seed["reachable"])
+        return {
+            "host": cfg.host,
+            "checked_at": time.time(),
+            "listeners": {name: row["listening"] for name, row in listeners.items()},
+            "listener_details": listeners,
+            "seeds": len(seeds),
+            "seeds_reachable": reachable,
+            "seed_details": seeds,
+        }

@@ -38,6 +38,7 @@ class Globals(ChrActor):
                 "peer2": cfg.peer2_port,
             },
             "data_dir": str(cfg.data_dir),
+            "listening": [],  # kinds whose listener reported its bound ports (PortsBound)
         }
 
     def on_pubsub_ready(self) -> None:
@@ -46,6 +47,8 @@ class Globals(ChrActor):
     def receiveMsg_PortsBound(self, msg: m.PortsBound, sender: Any) -> None:
         ports = self.info["ports"]
         ports[msg.kind] = list(msg.ports) if msg.kind == "edge2" else msg.ports[0]
+        if msg.kind not in self.info["listening"]:
+            self.info["listening"] = [*self.info["listening"], msg.kind]
         self.publish("snapshot", "node", dict(self.info))
 
     def receiveMsg_GetGlobals(self, msg: GetGlobals, sender: Any) -> None:

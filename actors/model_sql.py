@@ -65,7 +65,10 @@ class SqlWorker(ChrActor):
         self.send(sender, m.JobDone(msg.name, ok, error, time.perf_counter() - started))
 
     def _publish(self) -> None:
-        self.publish("snapshot", "storage", dict(self.health))
+        # The shape health.storage_layer reads: writable, error, checked_at (+ details).
+        report = dict(self.health)
+        report.update(writable=self.health["ok"], error=self.health["last_error"], checked_at=time.time())
+        self.publish("snapshot", "storage", report)
 
 
 class SqlCache(ChrActor):

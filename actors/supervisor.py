@@ -211,7 +211,7 @@ class Supervisor(ChrActor):
         self.log.warning("%s exited (%s); restarting (restart %d)", name, reason, child.restarts)
         index = self.children.index(child)
         later: list[int] = []
-        if self.strategy == "rest_for_one":
+        if self.strategy == "rest_for_one" and not admin:  # an admin restart is OTP's restart_child
             for j in range(index + 1, len(self.children)):
                 sibling = self.children[j]
                 if sibling.spec.restart == "temporary" and sibling.state != "running":

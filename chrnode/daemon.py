@@ -69,21 +69,26 @@ def prepare(cfg: Config) -> str:
     return identity.key.hex_address
 
 
-def setup_logging(cfg: Config) -> str | None:
-    level = getattr(logging, cfg.log_level.upper())
-    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup_logging(cfg: Config) -> None:
+    """Log to stderr; the file in the data dir is added once the data dir is known to be usable."""
     root = logging.getLogger()
-    root.setLevel(level)
+    root.setLevel(getattr(logging, cfg.log_level.upper()))
     root.handlers.clear()
     stderr = logging.StreamHandler()
-    stderr.setFormatter(fmt)
+    stderr.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(stderr)
-    log_file = str(cfg.log_path) if cfg.log_path else None
-    if log_file:
-        handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=10 * 1024 * 1024, backupCount=3)
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    return log_file
+
+
+def add_log_file(cfg: Config) -> str | None:
+    if not cfg.log_path:
+        return None
+    handler = logging.handlers.RotatingFileHandler(cfg.log_path, maxBytes=10 * 1024 * 1024, backupCount=3)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(handler)
+    return str(cfg.log_path)
 
 
 class Daemon:
@@ -99,14 +104,15 @@ class Daemon:
     def run(self) -> int:
         from actors import messages as m
         from actors.supervisor import Supervisor
-        from actors.tree import node_tree
+        from actors.tree import ROOT, node_tree
 
         cfg = self.cfg
-        log_file = setup_logging(cfg)
+        setup_logging(cfg)
         try:
             address = prepare(cfg)
+            log_file = add_log_file(cfg)
             check_ports_free(cfg)
-        except ChrError as exc:
+        except (ChrError, OSError) as exc:
             log.error("cannot start: %s", exc)
             return 2
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -120,7 +126,8 @@ class Daemon:
             return 2
         code = 0
         try:
-            self.root = self.asys.createActor(Supervisor)
+            # A global name lets tools on this machine find the root (and the registry) again.
+            self.root = self.asys.createActor(Supervisor, globalName=ROOT)
             reply = self.asys.ask(self.root, m.StartTree(node_tree(), cfg, os.getpid()), START_TIMEOUT)
             if not isinstance(reply, m.TreeReady):
                 reason = reply.reason if isinstance(reply, m.TreeFailed) else "no answer from the actor tree"

@@ -117,12 +117,23 @@ class NodeProcess:
         raise KeyError(name)
 
     def _remember_descendants(self) -> None:
+        """The daemon's processes: its own children, and Thespian's admin (which detaches itself
+        with setsid and a double fork) with everything under it, found from the actors' pids."""
         if self.proc is None:
             return
         try:
             self._descendants |= {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        except psutil.NoSuchProcess:
-            pass
+            tree = self.rpc("chr_node_info").get("tree", [])
+        except (psutil.Error, OSError, ValueError, RuntimeError):
+            return
+        for actor in tree:
+            try:
+                process = psutil.Process(int(actor["pid"]))
+                while process.ppid() > 1 and process.parent() is not None:
+                    process = process.parent()  # up to Thespian's admin, whose parent is init
+                self._descendants |= {process.pid} | {p.pid for p in process.children(recursive=True)}
+            except (psutil.Error, ValueError, KeyError):
+                continue
 
     def leftovers(self) -> list[int]:
         """Processes of this node (seen while it ran) still alive and not zombies."""

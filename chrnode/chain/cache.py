@@ -1,0 +1,446 @@
+"""The chain cache tiers (SPEC 7, seed "Multi-Tier Caching System"): L1 memory, L2 SQLite, L3 the chain.
+
+    cache = TieredCache(config.cache_size, store=ReaderStore(reader, write))
+    hit = cache.fetch("contracts", "fleet:0x..:node:0x..", lambda: fleet.node_allowed(node))
+    hit.value, hit.tier ("l1" | "l2" | "chain"), hit.stale
+
+- L1 is an LRU of at most `max_entries` entries in this process; L2 is the `cache_l2` table,
+  read directly (a read-only connection) and written through a callback, because every write
+  goes to the single writer actor (SPEC 10); L3 is the loader the caller gives, a chain call.
+- Every category has a TTL (`CATEGORIES`, the seed's figures). "tickets" refreshes ahead: a hit
+  in the last `refresh_ahead` fraction of the TTL reloads the entry in the background, so a busy
+  entry never expires under its users.
+- Identical requests in flight are merged: one loader call, every waiter gets its result.
+- When the loader raises `ChainUnavailable`, an expired entry of the same key that is at most
+  `stale_for` seconds past its TTL is served instead, marked `stale`; without one the error
+  propagates. Nothing waits without a bound: loaders are bounded by RemoteRpc's timeouts and
+  waiters by `wait_timeout`.
+
+Values are stored in their msgpack form (tuples come back as lists, whichever tier answered);
+integers of any size are allowed (balances and token amounts exceed 64 bits). Treat returned
+values as read-only: L1 hands the same object to every caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import msgpack
+
+from chrnode.errors import ChainUnavailable, ChrError, StorageError
+from chrnode.storage.ops import CachePut
+from chrnode.storage.reader import Reader
+
+log = logging.getLogger("chrnode.chain")
+
+Tier = Literal["l1", "l2", "chain"]
+TIERS: tuple[Tier, ...] = ("l1", "l2", "chain")
+L2_PREFIX = "chain."
+MAX_L2_KEY = 200  # longer keys (eth_call data) are stored under their hash
+_FORMAT = 1  # version of the L2 blob layout [format, fresh_until, value]
+_BIGINT_EXT = 1
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """How long a category's entries are fresh, when they refresh, how long they may serve stale."""
+
+    ttl: float
+    refresh_ahead: float = 0.0  # fraction of the TTL, at its end, in which a hit triggers a reload
+    stale_for: float = 24 * 3600.0  # served past expiry only while the chain is unavailable
+
+    def __post_init__(self) -> None:
+        if self.ttl <= 0 or not 0 <= self.refresh_ahead < 1 or self.stale_for < 0:
+            raise ValueError(f"bad cache policy {self}: ttl > 0, 0 <= refresh_ahead < 1, stale_for >= 0")
+
+
+# SPEC 7 / seed: peer info 5 min, blocks 1 min, contracts 5 min, network statistics 30 s, ticket
+# validation 1 h with background refresh. "immutable" is ours: mined receipts and reads at a fixed
+# block number cannot change (reorgs aside), so a day is safe.
+CATEGORIES: Mapping[str, CachePolicy] = {
+    "peer": CachePolicy(300.0),
+    "blocks": CachePolicy(60.0),
+    "contracts": CachePolicy(300.0),
+    "stats": CachePolicy(30.0),
+    "tickets": CachePolicy(3600.0, refresh_ahead=0.1),
+    "immutable": CachePolicy(24 * 3600.0),
+}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A cached or loaded value, where it came from, and whether it is past its TTL."""
+
+    value: Any
+    tier: Tier
+    stale: bool = False
+
+
+class L2Store(Protocol):
+    """The L2 tier: `get` returns only entries unexpired at `now`; `put` may apply later."""
+
+    def get(self, namespace: str, key: str, now: float) -> bytes | None: ...
+
+    def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None: ...
+
+
+class ReaderStore:
+    """L2 over chrnode.storage: reads on a (read-only) Reader, writes handed to `write` as
+    CachePut ops, for the caller to send to the single writer (Model.Sql.Worker)."""
+
+    def __init__(self, reader: Reader, write: Callable[[CachePut], None]) -> None:
+        self.reader = reader
+        self.write = write
+
+    def get(self, namespace: str, key: str, now: float) -> bytes | None:
+        return self.reader.cache_get(namespace, key, now)
+
+    def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None:
+        self.write(CachePut(namespace, key, value, expires_at))
+
+
+def _ext_default(obj: object) -> msgpack.ExtType:
+    # msgpack integers stop at 64 bits; token amounts in wei do not.
+    if isinstance(obj, int):
+        return msgpack.ExtType(_BIGINT_EXT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+    raise TypeError(f"cannot cache a value of type {type(obj).__name__}; expected msgpack-able data")
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code == _BIGINT_EXT:
+        return int.from_bytes(data, "big", signed=True)
+    return msgpack.ExtType(code, data)
+
+
+def encode_value(value: Any) -> bytes:
+    """msgpack bytes of a cacheable value (bytes stay bytes, big integers allowed)."""
+    return msgpack.packb(value, use_bin_type=True, default=_ext_default)  # type: ignore[no-any-return]
+
+
+def decode_value(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+
+
+def l2_key(key: str) -> str:
+    if len(key) <= MAX_L2_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class _Entry:
+    value: Any
+    fresh_until: float
+    policy: CachePolicy
+
+
+def _new_flight() -> Future[Hit]:
+    flight: Future[Hit] = Future()
+    flight.set_running_or_notify_cancel()
+    return flight
+
+
+class TieredCache:
+    """L1 + L2 + loader, thread-safe. See the module docstring."""
+
+    def __init__(
+        self,
+        max_entries: int,
+        store: L2Store | None = None,
+        *,
+        policies: Mapping[str, CachePolicy] = CATEGORIES,
+        clock: Callable[[], float] = time.time,
+        executor: Executor | None = None,
+        wait_timeout: float = 60.0,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.store = store
+        self.policies = dict(policies)
+        self.clock = clock
+        self.wait_timeout = wait_timeout
+        self._executor = executor
+        self._own_executor = executor is None
+        self._lock = threading.Lock()
+        self._l1: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._flights: dict[tuple[str, str], Future[Hit]] = {}
+        self._counts: Counter[str] = Counter()
+        self._by_category: Counter[tuple[str, str]] = Counter()
+        self._closed = False
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, category: str, key: str, loader: Callable[[], Any]) -> Any:
+        return self.fetch(category, key, loader).value
+
+    def fetch(self, category: str, key: str, loader: Callable[[], Any]) -> Hit:
+        """The value of (category, key) from L1, L2 or `loader` (see the module docstring)."""
+        policy = self._policy(category)
+        k = (category, key)
+        now = self.clock()
+        hit: Hit | None = None
+        refresh: Future[Hit] | None = None
+        with self._lock:
+            self._counts["requests"] += 1
+            entry = self._l1.get(k)
+            if entry is not None and now < entry.fresh_until:
+                self._l1.move_to_end(k)
+                self._tally_locked(category, "l1_hits")
+                hit = Hit(entry.value, "l1")
+                refresh = self._start_refresh(k, entry, now)
+            else:
+                joined = self._flights.get(k)
+                leader = joined is None
+                if joined is None:
+                    flight = self._flights[k] = _new_flight()
+                else:
+                    flight = joined
+                    self._counts["merged"] += 1
+        if hit is not None:
+            if refresh is not None:
+                self._submit_refresh(k, policy, loader, refresh)
+            return hit
+        if not leader:
+            return self._wait(k, flight)
+        return self._lead(k, policy, loader, flight, check_l2=True)
+
+    def peek(self, category: str, key: str) -> Hit | None:
+        """The L1 entry if fresh, without loading or counting."""
+        with self._lock:
+            entry = self._l1.get((category, key))
+            if entry is not None and self.clock() < entry.fresh_until:
+                return Hit(entry.value, "l1")
+        return None
+
+    def _wait(self, k: tuple[str, str], flight: Future[Hit]) -> Hit:
+        try:
+            return flight.result(timeout=self.wait_timeout)
+        except FutureTimeout as exc:
+            raise ChainUnavailable(
+                f"cache: no answer for {k[0]}/{k[1]} within {self.wait_timeout:g} s (a merged request)"
+            ) from exc
+
+    def _lead(
+        self,
+        k: tuple[str, str],
+        policy: CachePolicy,
+        loader: Callable[[], Any],
+        flight: Future[Hit],
+        check_l2: bool,
+    ) -> Hit:
+        try:
+            hit = self._resolve(k, policy, loader, check_l2)
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        else:
+            flight.set_result(hit)
+            return hit
+        finally:
+            with self._lock:
+                if self._flights.get(k) is flight:
+                    del self._flights[k]
+
+    def _resolve(
+        self, k: tuple[str, str], policy: CachePolicy, loader: Callable[[], Any], check_l2: bool
+    ) -> Hit:
+        category, key = k
+        now = self.clock()
+        stale: Hit | None = None
+        if check_l2 and self.store is not None:
+            found = self._l2_read(k, now)
+            if found is not None:
+                fresh_until, value = found
+                if now < fresh_until:
+                    self._remember(k, value, fresh_until, policy)
+                    self._tally(category, "l2_hits")
+                    return Hit(value, "l2")
+                stale = Hit(value, "l2", stale=True)
+        self._tally(category, "loads")
+        try:
+            value = loader()
+        except ChainUnavailable as exc:
+            fallback = self._l1_fallback(k) or stale
+            if fallback is None:
+                self._tally(category, "load_errors")
+                raise
+            self._tally(category, "stale_served")
+            log.warning("chain unavailable, serving %s %s/%s: %s", "stale" if fallback.stale else "cached",
+                        category, key, exc)
+            return fallback
+        except BaseException:
+            self._tally(category, "load_errors")
+            raise
+        return Hit(self._store(k, value, policy), "chain")
+
+    def _l1_fallback(self, k: tuple[str, str]) -> Hit | None:
+        now = self.clock()
+        with self._lock:
+            entry = self._l1.get(k)
+        if entry is None or now >= entry.fresh_until + entry.policy.stale_for:
+            return None
+        return Hit(entry.value, "l1", stale=now >= entry.fresh_until)
+
+    # -- refresh ahead of expiry ----------------------------------------------------------------
+
+    def _start_refresh(self, k: tuple[str, str], entry: _Entry, now: float) -> Future[Hit] | None:
+        """Under the lock: a flight to reload `k` if its entry is in its refresh window."""
+        window = entry.policy.ttl * entry.policy.refresh_ahead
+        if window <= 0 or entry.fresh_until - now > window or k in self._flights or self._closed:
+            return None
+        flight = self._flights[k] = _new_flight()
+        self._counts["refreshes"] += 1
+        return flight
+
+    def _submit_refresh(
+        self, k: tuple[str, str], policy: CachePolicy, loader: Callable[[], Any], flight: Future[Hit]
+    ) -> None:
+        def run() -> None:
+            try:
+                self._lead(k, policy, loader, flight, check_l2=False)
+            except ChrError as exc:  # the entry stays until it expires; a later hit tries again
+                self._tally(k[0], "refresh_errors")
+                log.warning("background refresh of %s/%s failed: %s", k[0], k[1], exc)
+            except Exception:
+                self._tally(k[0], "refresh_errors")
+                log.exception("background refresh of %s/%s failed", k[0], k[1])
+
+        try:
+            self._pool().submit(run)
+        except RuntimeError as exc:  # the executor is shut down: nobody will refresh, release the key
+            flight.set_exception(ChainUnavailable(f"cache closed while refreshing {k[0]}/{k[1]}"))
+            with self._lock:
+                self._flights.pop(k, None)
+            log.debug("no refresh of %s/%s: %s", k[0], k[1], exc)
+
+    def _pool(self) -> Executor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cache-refresh")
+            return self._executor
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(self, category: str, key: str, value: Any) -> Any:
+        """Store a value known from elsewhere (L1 and L2); returns it in its cached form."""
+        return self._store((category, key), value, self._policy(category))
+
+    def invalidate(self, category: str, key: str) -> None:
+        """Forget the L1 entry (L2 keeps its copy until it expires)."""
+        with self._lock:
+            self._l1.pop((category, key), None)
+
+    def clear_memory(self) -> None:
+        """Empty L1 (benchmarks measure L2 this way; a restarted node starts like this)."""
+        with self._lock:
+            self._l1.clear()
+
+    def _store(self, k: tuple[str, str], value: Any, policy: CachePolicy) -> Any:
+        raw = encode_value(value)
+        cached = decode_value(raw)
+        fresh_until = self.clock() + policy.ttl
+        self._remember(k, cached, fresh_until, policy)
+        if self.store is not None:
+            blob = encode_value([_FORMAT, fresh_until, raw])
+            try:
+                self.store.put(L2_PREFIX + k[0], l2_key(k[1]), blob, fresh_until + policy.stale_for)
+            except ChrError as exc:  # L2 is an optimisation: a failed write costs a chain call later
+                self._tally(k[0], "l2_errors")
+                log.warning("cannot write %s/%s to the L2 cache: %s", k[0], k[1], exc)
+        return cached
+
+    def _remember(self, k: tuple[str, str], value: Any, fresh_until: float, policy: CachePolicy) -> None:
+        with self._lock:
+            self._l1[k] = _Entry(value, fresh_until, policy)
+            self._l1.move_to_end(k)
+            while len(self._l1) > self.max_entries:
+                self._l1.popitem(last=False)
+                self._counts["evictions"] += 1
+
+    def _l2_read(self, k: tuple[str, str], now: float) -> tuple[float, Any] | None:
+        assert self.store is not None
+        try:
+            blob = self.store.get(L2_PREFIX + k[0], l2_key(k[1]), now)
+        except StorageError as exc:
+            self._tally(k[0], "l2_errors")
+            log.warning("cannot read %s/%s from the L2 cache: %s", k[0], k[1], exc)
+            return None
+        if blob is None:
+            return None
+        try:
+            fmt, fresh_until, raw = decode_value(blob)
+            if fmt != _FORMAT or not isinstance(fresh_until, float | int) or not isinstance(raw, bytes):
+                raise ValueError(f"layout {fmt!r}")
+            return float(fresh_until), decode_value(raw)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            self._tally(k[0], "l2_errors")
+            log.warning("ignoring unreadable L2 cache entry %s/%s: %s", k[0], k[1], exc)
+            return None
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _policy(self, category: str) -> CachePolicy:
+        policy = self.policies.get(category)
+        if policy is None:
+            known = ", ".join(self.policies)
+            raise ValueError(f"unknown cache category {category!r}; expected one of {known}")
+        return policy
+
+    def _tally(self, category: str, what: str) -> None:
+        with self._lock:
+            self._tally_locked(category, what)
+
+    def _tally_locked(self, category: str, what: str) -> None:
+        self._counts[what] += 1
+        self._by_category[(category, what)] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Hit/miss counts per tier and ratios, for `network_stats` and metrics (SPEC 12)."""
+        with self._lock:
+            counts = dict(self._counts)
+            by_category = dict(self._by_category)
+            entries = len(self._l1)
+        requests = counts.get("requests", 0)
+
+        def ratio(n: int) -> float:
+            return round(n / requests, 4) if requests else 0.0
+
+        tiers = (("l1", "l1_hits"), ("l2", "l2_hits"), ("chain", "loads"))
+        hits = {tier: counts.get(name, 0) for tier, name in tiers}
+        categories: dict[str, dict[str, int]] = {}
+        for (category, what), n in by_category.items():
+            categories.setdefault(category, {})[what] = n
+        return {
+            "requests": requests,
+            "entries": entries,
+            "max_entries": self.max_entries,
+            "hits": hits,
+            "ratios": {tier: ratio(n) for tier, n in hits.items()},
+            "hit_ratio": ratio(hits["l1"] + hits["l2"] + counts.get("merged", 0)),
+            "merged": counts.get("merged", 0),
+            "stale_served": counts.get("stale_served", 0),
+            "load_errors": counts.get("load_errors", 0),
+            "refreshes": counts.get("refreshes", 0),
+            "refresh_errors": counts.get("refresh_errors", 0),
+            "l2_errors": counts.get("l2_errors", 0),
+            "evictions": counts.get("evictions", 0),
+            "categories": categories,
+        }
+
+    def close(self) -> None:
+        """Stop background refreshes (waits for running ones, each bounded by its loader)."""
+        with self._lock:
+            self._closed = True
+            executor, own = self._executor, self._own_executor
+        if executor is not None and own:
+            executor.shutdown(wait=True)

@@ -1,0 +1,253 @@
+"""The daemon as an operator runs it: a real `chr-node start` process, real actors, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from chrnode.testing.node import NodeProcess, node_env
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    proc = NodeProcess(tmp_path_factory.mktemp("node") / "data").start()
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0
+        assert proc.leftovers() == []
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            last_error = exc
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached in {timeout} s (last error: {last_error})")
+
+
+def tree_whole(node: NodeProcess, old_pids: dict[str, int]) -> bool:
+    tree = node.rpc("chr_node_info")["tree"]
+    return bool(tree) and all(a["state"] == "running" for a in tree) and {a["name"] for a in tree} == set(old_pids)
+
+
+def test_node_info_names_the_node_and_its_ports(node: NodeProcess) -> None:
+    info = node.rpc("chr_node_info")
+    key = (node.data_dir / "node.key").read_text().strip()
+    from chrnode.crypto import PrivateKey
+
+    assert info["address"] == "0x" + PrivateKey.from_hex(key).address.hex()
+    assert info["ports"]["rpc"] == node.rpc_port
+    assert info["ports"]["edge2"] == [int(p) for p in node.env["CHR_EDGE2_PORTS"].split(",")]
+    names = [a["name"] for a in info["tree"]]
+    assert names[:3] == ["Globals", "Stats", "Network.Stats"], "children start in the seed's order"
+    assert {"Model.Sql.Worker", "PubSub", "Cron", "Network.RpcHttp", "Network.EdgeV2.Listener"} <= set(names)
+    assert oct((node.data_dir / ".cookie").stat().st_mode & 0o777) == "0o600"
+    assert oct((node.data_dir / "node.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_health_and_cron_come_from_live_state(node: NodeProcess) -> None:
+    health = wait_until(lambda: (h := node.rpc("health")) and h["layers"]["storage"]["status"] == "ok" and h,
+                        what="storage layer ok")
+    assert set(health["layers"]) == {"process", "network", "storage", "performance", "integration"}
+    assert health["layers"]["process"]["status"] == "ok"
+    jobs = wait_until(lambda: [j for j in node.rpc("cron_jobs")["jobs"] if j["runs"] > 0], what="a cron job ran")
+    assert any(j["name"] == "connectivity_check" for j in jobs)
+    status, body = node.post(b"", path="/health")  # GET is what load balancers use; POST is refused
+    assert status in (404, 405)
+
+
+def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
+    for name in ("Globals", "Model.Sql.Worker", "PubSub", "Network.RpcHttp", "Network.EdgeV2.Listener"):
+        before = {a["name"]: a["pid"] for a in node.rpc("chr_node_info")["tree"]}
+        os.kill(before[name], signal.SIGKILL)
+        wait_until(lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
+                   what=f"{name} replaced and the tree whole again")
+        restarted = {a["name"]: a for a in node.rpc("chr_node_info")["tree"]}
+        assert restarted[name]["restarts"] >= 1
+
+
+def test_bad_json_rpc_is_answered_and_harmless(node: NodeProcess) -> None:
+    status, reply = node.post("{not json")
+    assert reply["error"]["code"] == -32700
+    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "nope"}))
+    assert reply["error"]["code"] == -32601
+    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "admin_stop"}))
+    assert reply["error"]["code"] == -32001, "admin without the cookie token is refused"
+    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "admin_stop"}),
+                              {"Authorization": "Bearer " + "0" * 64})
+    assert reply["error"]["code"] == -32001
+    status, reply = node.post(b"[" + b",".join([b'{"jsonrpc":"2.0","id":1,"method":"health"}'] * 1000) + b"]")
+    assert reply["error"]["code"] == -32600 and "batch" in reply["error"]["message"]
+    assert node.rpc("chr_node_info")["address"].startswith("0x")
+
+
+def test_admin_restart_and_log_level(node: NodeProcess) -> None:
+    before = node.actor_pid("Cron")
+    node.rpc("admin_restart_actor", ["Cron"], admin=True)
+    wait_until(lambda: node.actor_pid("Cron") not in (before, 0), what="Cron restarted by the admin")
+    with pytest.raises(RuntimeError, match="-32602"):
+        node.rpc("admin_restart_actor", ["NoSuchActor"], admin=True)
+    node.rpc("admin_set_log_level", ["debug"], admin=True)
+    node.rpc("admin_set_log_level", ["info"], admin=True)
+
+
+def test_public_listeners_are_only_the_documented_ports(tmp_path: Path) -> None:
+    proc = NodeProcess(tmp_path / "data", CHR_BIND_ADDRESS="0.0.0.0", CHR_RPC_BIND="0.0.0.0").start()
+    try:
+        documented = {proc.rpc_port, int(proc.env["CHR_RPCS_PORT"]), int(proc.env["CHR_PEER2_PORT"])}
+        documented |= {int(p) for p in proc.env["CHR_EDGE2_PORTS"].split(",")}
+        pids = {proc.proc.pid} | {p.pid for p in psutil.Process(proc.proc.pid).children(recursive=True)}  # type: ignore[union-attr]
+        pids |= set(proc._descendants)
+        public = set()
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.pid in pids and conn.laddr.ip != "127.0.0.1":
+                public.add(conn.laddr.port)
+        assert public <= documented, f"listening beyond loopback on undocumented ports {public - documented}"
+        assert proc.rpc_port in public
+    finally:
+        proc.stop()
+
+
+def test_sigterm_leaves_no_process(tmp_path: Path) -> None:
+    proc = NodeProcess(tmp_path / "data").start()
+    pids = set(proc._descendants)
+    assert len(pids) >= 10, "every actor is a process of its own"
+    assert proc.stop() == 0
+    assert proc.leftovers() == []
+    assert "stopped" in proc.log()
+
+
+def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path) -> None:
+    proc = NodeProcess(tmp_path / "data").start()
+    pids = set(proc._descendants)
+    assert proc.proc is not None
+    os.kill(proc.proc.pid, signal.SIGKILL)
+    proc.proc.wait(10)
+    wait_until(lambda: not proc.leftovers(), what="every actor process gone after the daemon's SIGKILL")
+    assert pids
+
+
+def test_admin_stop_ends_the_daemon_cleanly(tmp_path: Path) -> None:
+    proc = NodeProcess(tmp_path / "data").start()
+    proc.rpc("admin_stop", [], admin=True)
+    assert proc.proc is not None
+    assert proc.proc.wait(60) == 0
+    wait_until(lambda: not proc.leftovers(), what="no process after admin_stop")
+
+
+def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
+    """Writes acknowledged by Model.Sql.Worker are in the file after the whole node is SIGKILLed."""
+    proc = NodeProcess(tmp_path / "data").start()
+    port = proc.env["CHR_ACTOR_ADMIN_PORT"]
+    acknowledged: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "chrnode.testing.write_stream", port, "100000"],
+        stdout=subprocess.PIPE, text=True,
+    ) as writer:
+        assert writer.stdout is not None
+        try:
+            for line in writer.stdout:
+                acknowledged.append(line.strip())
+                if len(acknowledged) == 60:
+                    assert proc.proc is not None
+                    os.kill(proc.proc.pid, signal.SIGKILL)
+                    proc.proc.wait(10)
+                    break
+            for line in writer.stdout:  # answers that were already on their way
+                if line.strip():
+                    acknowledged.append(line.strip())
+        finally:
+            writer.kill()
+            proc.kill()
+    wait_until(lambda: not proc.leftovers(), what="node gone")
+    db = sqlite3.connect(proc.data_dir / "chr-node.sqlite")
+    stored = {row[0] for row in db.execute("SELECT key FROM kv")}
+    db.close()
+    missing = [k for k in acknowledged if k not in stored]
+    assert len(acknowledged) >= 60 and not missing, f"acknowledged but lost: {missing[:5]}"
+
+
+def test_bad_config_stops_startup_naming_key_value_and_source(tmp_path: Path) -> None:
+    env = node_env(tmp_path / "data", CHR_RPC_PORT="70000")
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert "rpc_port" in out.stderr and "70000" in out.stderr and "CHR_RPC_PORT" in out.stderr
+    assert not (tmp_path / "data" / "chr-node.sqlite").exists()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = node_env(tmp_path / "data", CHR_RPC_PORT=str(taken.getsockname()[1]))
+        out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 2
+    assert "rpc_port" in out.stderr and "free port" in out.stderr
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = node_env(blocker / "data")
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert "data_dir" in out.stderr
+
+
+def test_cli_config_rpc_and_status(node: NodeProcess, tmp_path: Path) -> None:
+    env = dict(node.env)
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "config"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "CHR_RPC_PORT" in out.stdout and str(node.rpc_port) in out.stdout
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "rpc", "chr_node_info"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and json.loads(out.stdout)["ports"]["rpc"] == node.rpc_port
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "status"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "Model.Sql.Worker" in out.stdout and "storage" in out.stdout, out.stdout
+    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "rpc", "admin_restart_actor", "Bogus"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Bogus" in out.stderr
+
+
+def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
+    import io
+
+    from chrnode.rpc_client import RpcClient
+    from chrnode.shell import AdminShell
+
+    client = RpcClient("127.0.0.1", node.rpc_port, node.token())
+    out = io.StringIO()
+    shell = AdminShell(client, history_file=None, stdin=io.StringIO("info\nhealth\ncall peer_list\nbogus\nquit\n"),
+                       stdout=out)
+    shell._refresh_names()
+    assert "chr_node_info" in shell.complete_call("chr_", "call chr_", 5, 9)
+    assert shell.complete_restart("Model.Sql.W", "restart Model.Sql.W", 8, 19) == ["Model.Sql.Worker"]
+    assert shell.complete_loglevel("de", "loglevel de", 9, 11) == ["debug"]
+    assert "restart" in shell.completenames("re")
+    shell.cmdloop(intro="")
+    text = out.getvalue()
+    assert '"address"' in text and '"layers"' in text and "unknown command 'bogus'" in text
