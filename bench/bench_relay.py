@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import multiprocessing as mp
 import os
 import shutil
@@ -26,12 +27,16 @@ import time
 from pathlib import Path
 
 import psutil
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chrnode.crypto import PrivateKey  # noqa: E402
 from chrnode.edge.messages import encode_portsend_parts  # noqa: E402
-from chrnode.identity import edge_client_context, edge_server_context, load_node_identity  # noqa: E402
+from chrnode.identity import EDGE_CIPHERS, load_node_identity  # noqa: E402
 from chrnode.testing.edge import RawFrameClient, node_config, start_node  # noqa: E402
 from chrnode.ticket import Ticket  # noqa: E402
 
@@ -170,8 +175,47 @@ def bench_node(identity_dir: str, total_mb: int, frame_kib: int, rtt: int) -> tu
 # ---- socat ------------------------------------------------------------------------------------
 
 
+def _p256_identity(directory: str) -> tuple[str, str]:
+    """socat pins its ECDHE group to P-256 (no option to change it), which rules out a secp256k1
+    certificate; the baseline therefore runs ECDHE-ECDSA on P-256 with the same AEAD suite and TLS
+    1.2, which moves bulk data exactly like the node's secp256k1 sessions (only the handshake
+    differs, and it is not measured)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socat-baseline")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = Path(directory) / "p256_cert.pem", Path(directory) / "p256_key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def _baseline_context(server: bool, cert: str = "", key: str = "") -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(EDGE_CIPHERS)
+    ctx.set_ecdh_curve("prime256v1")
+    if server:
+        ctx.load_cert_chain(cert, key)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def socat_receiver(listen: socket.socket, key_pem: str, cert: str, total: int, q: mp.Queue, echo: int) -> None:  # type: ignore[type-arg]  # noqa: E501
-    ctx = edge_server_context(Path(key_pem), Path(cert))
+    ctx = _baseline_context(True, cert, key_pem)
     raw, _addr = listen.accept()
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock = ctx.wrap_socket(raw, server_side=True)
@@ -219,7 +263,7 @@ def _recv_exact(sock: ssl.SSLSocket, size: int) -> bytes:
 def socat_sender(port: int, total: int, frame_size: int, q: mp.Queue, rtt: int) -> None:  # type: ignore[type-arg]
     raw = socket.create_connection(("127.0.0.1", port), timeout=60)
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock = edge_client_context().wrap_socket(raw)
+    sock = _baseline_context(False).wrap_socket(raw)
     if rtt:
         header, data = encode_portsend_parts(1, b"x" * 64)
         frame = header + data
@@ -242,7 +286,7 @@ def socat_sender(port: int, total: int, frame_size: int, q: mp.Queue, rtt: int) 
 
 
 def bench_socat(identity_dir: str, total_mb: int, frame_kib: int, rtt: int) -> tuple[float, list[float]]:
-    identity = load_node_identity(Path(identity_dir))
+    cert, key = _p256_identity(identity_dir)
     ctx = mp.get_context("fork")
     frame = frame_kib * 1024
     frame_len = len(b"".join(encode_portsend_parts(1, BLOCK[:frame])))
@@ -257,14 +301,13 @@ def bench_socat(identity_dir: str, total_mb: int, frame_kib: int, rtt: int) -> t
         front_port = _free_port()
         q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
         recv = ctx.Process(
-            target=socat_receiver, args=(listen, str(identity.key_pem_path), str(identity.cert_path), total, q, echo)
+            target=socat_receiver, args=(listen, key, cert, total, q, echo)
         )
         recv.start()
         socat = subprocess.Popen(
             [
                 "socat",
-                f"OPENSSL-LISTEN:{front_port},bind=127.0.0.1,reuseaddr,cert={identity.cert_path},"
-                f"key={identity.key_pem_path},verify=0,nodelay",
+                f"OPENSSL-LISTEN:{front_port},bind=127.0.0.1,reuseaddr,cert={cert},key={key},verify=0,nodelay",
                 f"OPENSSL-CONNECT:127.0.0.1:{back_port},verify=0,nodelay",
             ]
         )
@@ -300,8 +343,11 @@ def main() -> None:
         sys.exit("socat is not installed (apt-get install -y socat)")
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
         load_node_identity(Path(tmp))
+        t0 = time.time()
         node_mbs, node_rtt = bench_node(tmp, args.mb, args.frame_kib, args.rtt)
+        t1 = time.time()
         socat_mbs, socat_rtt = bench_socat(tmp, args.mb, args.frame_kib, args.rtt)
+        print(f"(node runs {t1 - t0:.1f} s, socat runs {time.time() - t1:.1f} s)")
     ratio = node_mbs / socat_mbs
     print(f"relay throughput, {args.mb} MB in {args.frame_kib} KiB frames, TLS 1.2 both sides:")
     print(f"  chr-node: {node_mbs:8.1f} MB/s")

@@ -25,7 +25,7 @@ from typing import Any
 from chrnode.client_key import DeviceKey
 from chrnode.client_link import Link
 from chrnode.client_ports import Port, pump
-from chrnode.client_tickets import TicketAgent
+from chrnode.client_tickets import MIN_ADVANCE, TicketAgent
 from chrnode.crypto import PrivateKey, to_hex_address
 from chrnode.edge import codes
 from chrnode.edge.frame import DEFAULT_MAX_FRAME_SIZE, VERSION
@@ -47,7 +47,8 @@ from chrnode.edge.messages import (
     TicketRequest,
     encode_message,
 )
-from chrnode.edge.tlsconn import TlsConnection, open_tls_connection
+from chrnode.edge.tlsconn import TlsConnection
+from chrnode.edge.tlslisten import open_tls_connection
 from chrnode.errors import ChrError, ConnectionClosed, CryptoError, RequestRefused
 from chrnode.identity import edge_client_context, node_address_from_cert
 
@@ -80,12 +81,14 @@ async def connect(
     *,
     auto_tickets: bool = True,
     fleet: bytes | None = None,
+    ticket_advance: int = MIN_ADVANCE,
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = REQUEST_TIMEOUT,
 ) -> DeviceClient:
     """Connect to a node's device port, check its address (when ``expect_node`` is given), hello.
 
-    With ``auto_tickets`` a first ticket is sent before returning and more as usage grows.
+    With ``auto_tickets`` a first ticket is sent before returning and more as usage grows, each
+    paying at least ``ticket_advance`` bytes ahead of the usage.
     Raises CryptoError (wrong node), RequestRefused (hello refused), ConnectionClosed, OSError.
     """
     private = key.private_key if isinstance(key, DeviceKey) else key
@@ -115,7 +118,7 @@ async def connect(
         raise
     client.node, client.epoch, client.chain_id = reply.node, reply.epoch, reply.chain_id
     client.fleet = fleet or reply.fleet
-    client.tickets = TicketAgent(client, client.fleet, reply.epoch)
+    client.tickets = TicketAgent(client, client.fleet, reply.epoch, ticket_advance)
     if auto_tickets:
         client.auto_tickets = True
         await client.tickets.send()

@@ -58,6 +58,11 @@ class Port:
         return self._closed
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return self._size
+
+    @property
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
 

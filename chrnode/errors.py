@@ -142,3 +142,8 @@ class RequestRefused(ProtocolError):
 
 class ConnectionClosed(ProtocolError):
     """The EdgeV2 connection is closed; `.code` is the reason the node gave in a notify, if any."""
+
+
+class ChainNotConfigured(ChainError):
+    """The node has no address for a contract it needs (no `*_contract` key, no contracts.json):
+    the chain features that need it are off, and asking for them fails at once (SPEC 7)."""

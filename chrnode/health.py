@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chrnode.metrics import STATUSES, stat_entries, stat_key
+
 log = logging.getLogger("chrnode.rpc")
 
 LAYERS = ("process", "network", "storage", "performance", "integration")
-STATUSES = ("ok", "degraded", "down")
 _RANK = {s: i for i, s in enumerate(STATUSES)}
 
 Layer = dict[str, str]
@@ -40,7 +41,7 @@ class HealthLimits:
     storage_stale_s: float = 300.0
     # Timers (names in stats.timers) that measure requests served to others; internal work such
     # as SQLite fsyncs is not "request latency" and is left out.
-    latency_prefixes: tuple[str, ...] = ("rpc.", "edge.", "peer.", "request")
+    latency_prefixes: tuple[str, ...] = ("rpc", "edge", "peer", "request")
 
 
 def _layer(status: str, reason: str) -> Layer:
@@ -104,7 +105,8 @@ def network_layer(snapshot: Mapping[str, Any]) -> Layer:
     not_up = sorted(str(k) for k, up in listeners.items() if not up)
     if not_up:
         return _layer("down", "listener(s) not up: " + _names(not_up))
-    connected = _int(conn.get("peers_connected"))
+    # Until the DHT reports peers, the Connectivity actor's seed checks stand in for them.
+    connected = _int(conn.get("peers_connected")) or _int(conn.get("seeds_reachable"))
     known = max(_int(conn.get("peers_known")), _int(conn.get("seeds")))
     up = ", ".join(sorted(str(k) for k in listeners)) or "none reported"
     if known > 0 and connected == 0:
@@ -131,26 +133,23 @@ def storage_layer(snapshot: Mapping[str, Any], now: float, limits: HealthLimits)
 
 
 def performance_layer(snapshot: Mapping[str, Any], limits: HealthLimits) -> Layer:
-    stats = snapshot.get("stats")
-    timers = stats.get("timers") if isinstance(stats, Mapping) else None
-    if not isinstance(timers, Mapping):
-        return _layer("ok", "no request latency measured yet")
     slow: list[str] = []
     measured = 0
-    for name, timer in sorted(timers.items()):
-        if not str(name).startswith(limits.latency_prefixes) or not isinstance(timer, Mapping):
+    for name, labels, timer in stat_entries(snapshot, "timers"):
+        if not name.startswith(limits.latency_prefixes) or not isinstance(timer, Mapping):
             continue
         p90 = _float(timer.get("p90"))
         if p90 is None:
             continue
         measured += 1
         if p90 > limits.latency_p90_s:
-            slow.append(f"{name} p90 {p90 * 1000:.0f} ms")
+            slow.append(f"{stat_key(name, labels)} p90 {p90 * 1000:.0f} ms")
+    limit_ms = f"{limits.latency_p90_s * 1000:.0f} ms"
     if slow:
-        return _layer("degraded", f"latency over {limits.latency_p90_s * 1000:.0f} ms: " + _names(slow))
+        return _layer("degraded", f"latency over {limit_ms}: " + _names(sorted(slow)))
     if not measured:
         return _layer("ok", "no request latency measured yet")
-    return _layer("ok", f"request latency p90 under {limits.latency_p90_s * 1000:.0f} ms ({measured} timers)")
+    return _layer("ok", f"request latency p90 under {limit_ms} ({measured} timers)")
 
 
 def integration_layer(snapshot: Mapping[str, Any]) -> Layer:

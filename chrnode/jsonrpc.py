@@ -187,6 +187,10 @@ class Dispatcher:
         """Answer one HTTP body: the response bytes, or None when only notifications came in."""
         if len(body) > self.max_body:
             return self.too_large(len(body)).encode()
+        if _too_deep(body):
+            return _error(
+                None, PARSE_ERROR, f"parse error: body is not valid JSON (nested deeper than {MAX_DEPTH} levels)"
+            ).encode()
         try:
             doc = _DECODER.decode(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -199,9 +203,9 @@ class Dispatcher:
         if type(doc) is list:
             return await self._batch(doc, is_admin)
         answer = self._start(doc, is_admin)
-        if type(answer) is _Pending:
+        if isinstance(answer, _Pending):
             answer = await self._finish(answer)
-        return None if answer is None else answer.encode()  # type: ignore[union-attr]
+        return None if answer is None else answer.encode()
 
     def too_large(self, size: int) -> str:
         """The -32600 answer for a body over the limit (also sent by the HTTP layer unread)."""
@@ -232,10 +236,10 @@ class Dispatcher:
         # handlers are admin operations, which are rare and should not race each other.
         for item in items:
             answer = self._start(item, is_admin)
-            if type(answer) is _Pending:
+            if isinstance(answer, _Pending):
                 answer = await self._finish(answer)
             if answer is not None:
-                parts.append(answer)  # type: ignore[arg-type]
+                parts.append(answer)
         if not parts:
             return None
         return ("[" + ",".join(parts) + "]").encode()
@@ -271,7 +275,7 @@ class Dispatcher:
             return _error(
                 echo,
                 INVALID_REQUEST,
-                f"invalid request: unknown member(s) {', '.join(map(repr, extra))}; "
+                f"invalid request: unknown member(s) {', '.join(repr(k[:40]) for k in extra[:5])}; "
                 "a request has only jsonrpc, method, params and id",
             )
         params = req.get("params", _MISSING)
@@ -309,7 +313,7 @@ class Dispatcher:
             return None if notification else _internal(rid, name)
 
         if inspect.isawaitable(result):
-            return _Pending(_MISSING if notification else rid, name, result)
+            return _Pending(rid, name, result)
         return None if notification else _result(rid, name, result)
 
     async def _finish(self, pending: _Pending) -> str | None:
@@ -374,6 +378,36 @@ def _bind(method: Method, params: object) -> dict[str, object]:
                 {"param": p.name, "expected": p.type, "got": json_type_name(value)},
             )
     return given
+
+
+MAX_DEPTH = 128
+"""JSON-RPC needs a few levels; the C JSON decoder recurses per level and can overflow the C
+stack of a thread long before Python's recursion limit stops it, so deep bodies are refused first."""
+
+
+def _too_deep(body: bytes) -> bool:
+    # Cheap test first (counts run in C): only a body with many openers needs the exact scan.
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
 
 
 def _short(exc: BaseException) -> str:

@@ -24,20 +24,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chrnode.health import STATUSES, compute_health
-
 log = logging.getLogger("chrnode.rpc")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATUSES = ("ok", "degraded", "down")  # as in chrnode.health, which imports this module
+HealthFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 QUANTILES = (("p50", "0.5"), ("p90", "0.9"), ("p99", "0.99"))
 
 
 def _num(value: object) -> float | None:
-    """A finite-or-not number from a report value; numeric strings (token amounts) count too."""
+    """A number from a report value (ints stay ints, so JSON shows 42 not 42.0); numeric strings
+    (token amounts) count too."""
     if isinstance(value, bool):
-        return float(value)
+        return int(value)
     if isinstance(value, int | float):
-        return float(value)
+        return value
     if isinstance(value, str):
         try:
             return float(value)
@@ -51,67 +52,100 @@ def _section(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _numbers(section: Mapping[str, Any], key: str) -> dict[str, float]:
-    raw = section.get(key)
-    if not isinstance(raw, Mapping):
-        return {}
-    out: dict[str, float] = {}
-    for name, value in raw.items():
-        number = _num(value)
-        if number is not None:
-            out[str(name)] = number
+StatEntry = tuple[str, dict[str, str], Any]
+"""(name, labels, value): a counter/gauge value, or a timer's {count, sum, p50, p90, p99, max}."""
+
+
+def stat_entries(snapshot: Mapping[str, Any], kind: str) -> list[StatEntry]:
+    """The counters, gauges or timers of the snapshot's ``stats`` part, in either shape: the Stats
+    actor's list of ``{name, labels, value | count, sum, p50, ...}`` (chrnode.stats.StatsAggregate
+    .snapshot) or a plain ``{name: value | {count, ...}}``."""
+    raw = _section(snapshot, "stats").get(kind)
+    out: list[StatEntry] = []
+    if isinstance(raw, Mapping):
+        out.extend((str(name), {}, value) for name, value in raw.items())
+    elif isinstance(raw, list | tuple):
+        for row in raw:
+            if isinstance(row, Mapping) and isinstance(row.get("name"), str):
+                labels = row.get("labels")
+                labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+                out.append((row["name"], labels, row if kind == "timers" else row.get("value")))
     return out
 
 
-def _suffixed(values: Mapping[str, float], prefix: str) -> dict[str, float]:
-    return {
-        name[len(prefix) :]: v
-        for name, v in values.items()
-        if name.startswith(prefix) and len(name) > len(prefix)
-    }
+def stat_key(name: str, labels: Mapping[str, str]) -> str:
+    """`name` or `name{k=v,...}`: one key per label set, for JSON and messages."""
+    return name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}" if labels else "")
+
+
+def _add(into: dict[str, Any], key: str, value: Any) -> None:
+    into[key] = into.get(key, 0) + value
 
 
 def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
-    """The seed's metrics list as plain JSON, from the snapshot alone."""
-    stats = _section(snapshot, "stats")
-    counters = _numbers(stats, "counters")
-    gauges = _numbers(stats, "gauges")
-    timers_raw = stats.get("timers")
-    latency: dict[str, dict[str, float]] = {}
-    if isinstance(timers_raw, Mapping):
-        for name, timer in timers_raw.items():
-            if isinstance(timer, Mapping):
-                row = {
-                    k: n
-                    for k in ("count", "sum", "p50", "p90", "p99", "max")
-                    if (n := _num(timer.get(k))) is not None
-                }
-                if row:
-                    latency[str(name)] = row
-
-    caches: dict[str, dict[str, float]] = {}
-    for name, hits in _suffixed(counters, "cache.").items():
-        if name.endswith(".hits"):
-            cache = name[: -len(".hits")]
-            misses = counters.get(f"cache.{cache}.misses", 0.0)
-            total = hits + misses
-            caches[cache] = {"hits": hits, "misses": misses, "hit_ratio": hits / total if total else 0.0}
+    """The seed's metrics list as plain JSON, from the snapshot alone. Which stats feed what is
+    in docs/rpc.md; both the Prometheus-style names of chrnode.stats and dotted names count."""
+    counters: dict[str, Any] = {}
+    gauges: dict[str, Any] = {}
+    connections: dict[str, Any] = {}
+    bandwidth: dict[str, Any] = {"in": 0, "out": 0}
+    errors: dict[str, Any] = {}
+    lookups: dict[str, dict[str, Any]] = {}
+    for name, labels, value in stat_entries(snapshot, "counters"):
+        if (n := _num(value)) is None:
+            continue
+        _add(counters, stat_key(name, labels), n)
+        if name in ("bandwidth_in_bytes", "bytes.in"):
+            _add(bandwidth, "in", n)
+        elif name in ("bandwidth_out_bytes", "bytes.out"):
+            _add(bandwidth, "out", n)
+        elif name == "errors_total":
+            _add(errors, labels.get("category", "other"), n)
+        elif name.startswith("errors.") and len(name) > 7:
+            _add(errors, name[7:], n)
+        elif name in ("cache_hits_total", "cache_misses_total"):
+            result = "hits" if name == "cache_hits_total" else "misses"
+            _add(lookups.setdefault(labels.get("cache", "default"), {}), result, n)
+        elif name.startswith("cache.") and name.endswith((".hits", ".misses")):
+            cache, _, result = name[6:].rpartition(".")
+            _add(lookups.setdefault(cache, {}), result, n)
+    for name, labels, value in stat_entries(snapshot, "gauges"):
+        if (n := _num(value)) is None:
+            continue
+        _add(gauges, stat_key(name, labels), n)
+        if name == "connections":
+            _add(connections, labels.get("kind", "edge"), n)
+        elif name.startswith("connections.") and len(name) > 12:
+            _add(connections, name[12:], n)
+    latency: dict[str, dict[str, Any]] = {}
+    for name, labels, timer in stat_entries(snapshot, "timers"):
+        if isinstance(timer, Mapping):
+            keys = ("count", "sum", "p50", "p90", "p99", "max")
+            row = {k: n for k in keys if (n := _num(timer.get(k))) is not None}
+            if row:
+                latency[stat_key(name, labels)] = row
+    caches = {}
+    for cache, row in lookups.items():
+        hits, misses = row.get("hits", 0), row.get("misses", 0)
+        total = hits + misses
+        caches[cache] = {"hits": hits, "misses": misses, "hit_ratio": hits / total if total else 0.0}
 
     conn = _section(snapshot, "connectivity")
     peers = snapshot.get("peers")
     peer_rows = [p for p in peers if isinstance(p, Mapping)] if isinstance(peers, list) else []
     connected = _num(conn.get("peers_connected"))
     if connected is None:
-        connected = float(sum(1 for p in peer_rows if p.get("state") == "connected"))
-    known = max(_num(conn.get("peers_known")) or 0.0, float(len(peer_rows)), connected)
+        connected = sum(1 for p in peer_rows if p.get("state") == "connected")
+        connected = connected or _num(conn.get("seeds_reachable")) or 0  # until the DHT reports
+    known = max(_num(conn.get("peers_known")) or 0, _num(conn.get("seeds")) or 0, len(peer_rows), connected)
 
     chain = _section(snapshot, "chain")
     reward = _section(snapshot, "reward")
     return {
-        "connections": _suffixed(gauges, "connections."),
-        "bandwidth": {"in": counters.get("bytes.in", 0.0), "out": counters.get("bytes.out", 0.0)},
+        "connections": connections,
+        "bandwidth": bandwidth,
         "latency": latency,
-        "errors": _suffixed(counters, "errors."),
+        "errors": errors,
         "cache": caches,
         "p2p": {"connected": connected, "known": known, "health": connected / known if known else 0.0},
         "chain": {
@@ -122,8 +156,8 @@ def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
             "lag_s": _num(chain.get("lag_s")),
         },
         "reward": {
-            "rate_per_hour": _num(reward.get("rate_per_hour")) or 0.0,
-            "earned": _num(reward.get("earned")) or 0.0,
+            "rate_per_hour": _num(reward.get("rate_per_hour")) or 0,
+            "earned": _num(reward.get("earned")) or 0,
         },
         "counters": counters,
         "gauges": gauges,
@@ -166,23 +200,43 @@ class ProcessSampler:
         return out
 
 
-_LABEL_SAFE = re.compile(r"[^A-Za-z0-9_.:/\-]")
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/\-{}=,]")
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_:]")
 
 
 def _label(value: str) -> str:
-    return _LABEL_SAFE.sub("_", value)[:120]
+    return _LABEL_UNSAFE.sub("_", value)[:120]
+
+
+def _label_name(name: str) -> str:
+    # Prometheus label names: [a-zA-Z_][a-zA-Z0-9_]*, and "__" is reserved.
+    safe = _NAME_UNSAFE.sub("_", name).replace(":", "_")
+    return safe if safe and not safe[0].isdigit() and not safe.startswith("__") else "l_" + safe
 
 
 class _SnapshotCollector(Collector):
     """A prometheus_client collector that builds every family from the snapshot at scrape time."""
 
-    def __init__(self, get_snapshot: Callable[[], Mapping[str, Any]], sampler: ProcessSampler) -> None:
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Mapping[str, Any]],
+        sampler: ProcessSampler,
+        health: HealthFn | None,
+    ) -> None:
         self._get_snapshot = get_snapshot
         self._sampler = sampler
+        self._health = health
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._get_snapshot()
-        for build in (self._seed_metrics, self._process_metrics, self._tree_metrics, self._health_metrics):
+        builders = (
+            self._seed_metrics,
+            self._stat_metrics,
+            self._process_metrics,
+            self._tree_metrics,
+            self._health_metrics,
+        )
+        for build in builders:
             try:
                 yield from build(snapshot)
             except Exception:  # a malformed report loses its metrics, not the whole scrape
@@ -246,16 +300,28 @@ class _SnapshotCollector(Collector):
             value=s["reward"]["rate_per_hour"],
         )
         yield GaugeMetricFamily("chr_reward_earned", "CHAI earned so far", value=s["reward"]["earned"])
-        gen_c = CounterMetricFamily("chr_stat", "Every counter of the Stats actor, by name", labels=["name"])
-        for name, n in sorted(s["counters"].items()):
-            gen_c.add_metric([_label(name)], n)
-        yield gen_c
-        gen_g = GaugeMetricFamily(
-            "chr_stat_gauge", "Every gauge of the Stats actor, by name", labels=["name"]
-        )
-        for name, n in sorted(s["gauges"].items()):
-            gen_g.add_metric([_label(name)], n)
-        yield gen_g
+
+    def _stat_metrics(self, snapshot: Mapping[str, Any]) -> Iterator[Metric]:
+        """Every counter and gauge of the Stats actor under its own name (prefixed chr_stat_) and
+        labels, so nothing reported is lost to the fixed families above."""
+        seen: set[str] = set()
+        for kind, typ in (("counters", "counter"), ("gauges", "gauge")):
+            families: dict[str, Metric] = {}
+            for name, labels, value in stat_entries(snapshot, kind):
+                if (n := _num(value)) is None:
+                    continue
+                base = "chr_stat_" + _NAME_UNSAFE.sub("_", name)
+                if typ == "counter":
+                    base = base.removesuffix("_total")
+                family = families.get(base)
+                if family is None:
+                    if base in seen:  # a counter and a gauge of one name: the counter stays
+                        continue
+                    seen.add(base)
+                    family = families[base] = Metric(base, f"Stats {kind[:-1]} {name}", typ)
+                sample = base + "_total" if typ == "counter" else base
+                family.add_sample(sample, {_label_name(k): _label(v) for k, v in labels.items()}, n)
+            yield from families.values()
 
     def _process_metrics(self, snapshot: Mapping[str, Any]) -> Iterator[Metric]:
         procs = self._sampler.sample(snapshot)
@@ -294,24 +360,27 @@ class _SnapshotCollector(Collector):
             )
 
     def _health_metrics(self, snapshot: Mapping[str, Any]) -> Iterator[Metric]:
-        health = compute_health(snapshot)
+        if self._health is None:
+            return
+        layers = self._health(snapshot).get("layers", {})
         g = GaugeMetricFamily(
             "chr_health_status", "Health by layer: 0 ok, 1 degraded, 2 down", labels=["layer"]
         )
-        for layer, row in health["layers"].items():
+        for layer, row in layers.items():
             g.add_metric([layer], float(STATUSES.index(row["status"])))
         yield g
 
 
 class MetricsExporter:
-    """Renders GET /metrics from the current snapshot; one registry per exporter."""
+    """Renders GET /metrics from the current snapshot; one registry per exporter. `health` (the
+    same function /health uses, so both agree) adds chr_health_status."""
 
     content_type = CONTENT_TYPE
 
-    def __init__(self, get_snapshot: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, get_snapshot: Callable[[], Mapping[str, Any]], health: HealthFn | None = None) -> None:
         self.sampler = ProcessSampler()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_SnapshotCollector(get_snapshot, self.sampler))
+        self.registry.register(_SnapshotCollector(get_snapshot, self.sampler, health))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,7 +7,7 @@ are async because the answer comes back from another actor.
 
 Snapshot keys (all optional; a missing part gives an empty but well-formed answer):
 ``node`` {address, version, started_at, host, ports{rpc, rpcs, edge2, peer2}}, ``tree`` [{name,
-parent, state, restarts, restart_type, pid}], ``stats`` {counters, gauges, timers}, ``cron``
+parent, state, restarts, restart_type, pid, reason}], ``stats`` {counters, gauges, timers}, ``cron``
 [jobs], ``connectivity``, ``peers`` [...], ``fleet``, ``chain``, ``reward``, ``storage``,
 ``health`` (layer overrides). The full contract is in docs/rpc.md.
 """
@@ -15,6 +15,7 @@ parent, state, restarts, restart_type, pid}], ``stats`` {counters, gauges, timer
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -29,12 +30,13 @@ from chrnode.openrpc import openrpc_document
 log = logging.getLogger("chrnode.rpc")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid")
+_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason")
 
 
 class NodeView:
     """The current snapshot. Replaced, never mutated in place, so a reader on another thread sees
-    either the old or the new state whole; `generation` lets readers cache what they derive."""
+    either the old or the new state whole; `generation` lets readers cache what they derive.
+    One writer (the RPC actor's thread); any number of readers."""
 
     def __init__(
         self, snapshot: Mapping[str, Any] | None = None, *, clock: Callable[[], float] = time.time
@@ -78,7 +80,7 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
+        return value if math.isfinite(value) else None
     if depth > 20:
         return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -253,8 +255,8 @@ def build_methods(
             "chr_node_info",
             _NodeInfo(view),
             summary="Node identity, ports, uptime and actor tree",
-            result="{address (0x-hex), version, uptime (s), started_at, host, "
-            "ports{rpc, rpcs, edge2, peer2}, tree[{name, parent, state, restarts, restart_type, pid}]}",
+            result="{address (0x-hex), version, uptime (s), started_at, host, ports{rpc, rpcs, edge2, "
+            "peer2}, tree[{name, parent, state, restarts, restart_type, pid, reason}]}",
             result_schema=obj,
         ),
         Method(

@@ -61,8 +61,17 @@ def _noop(**_: Any) -> None:
 METHODS = [
     Method("subtract", _subtract, (Param("minuend", "integer"), Param("subtrahend", "integer"))),
     Method("sum", _sum, (Param("a", "integer"), Param("b", "integer"), Param("c", "integer", False))),
-    Method("update", _noop, (Param("a", "any", False), Param("b", "any", False), Param("c", "any", False),
-                             Param("d", "any", False), Param("e", "any", False))),
+    Method(
+        "update",
+        _noop,
+        (
+            Param("a", "any", False),
+            Param("b", "any", False),
+            Param("c", "any", False),
+            Param("d", "any", False),
+            Param("e", "any", False),
+        ),
+    ),
     Method("notify_hello", _noop, (Param("n", "integer", False),)),
     Method("get_data", lambda: ["hello", 5]),
     Method("echo", _slow_echo, (Param("text", "string"), Param("delay", "number", False))),
@@ -71,8 +80,18 @@ METHODS = [
     Method("not_json", _not_json),
     Method("async_error", _async_rpc_error),
     Method("raw", lambda: RawJson('{"cached":true}')),
-    Method("types", _noop, (Param("s", "string", False), Param("i", "integer", False), Param("n", "number", False),
-                            Param("b", "boolean", False), Param("o", "object", False), Param("a", "array", False))),
+    Method(
+        "types",
+        _noop,
+        (
+            Param("s", "string", False),
+            Param("i", "integer", False),
+            Param("n", "number", False),
+            Param("b", "boolean", False),
+            Param("o", "object", False),
+            Param("a", "array", False),
+        ),
+    ),
     Method("secret", lambda: "admin only", admin=True),
 ]
 
@@ -101,13 +120,18 @@ def err(answer: Any) -> tuple[int, Any]:
 
 
 def test_positional_params() -> None:
-    assert call('{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}') == \
-        {"jsonrpc": "2.0", "result": 19, "id": 1}
+    assert call('{"jsonrpc": "2.0", "method": "subtract", "params": [42, 23], "id": 1}') == {
+        "jsonrpc": "2.0",
+        "result": 19,
+        "id": 1,
+    }
     assert call('{"jsonrpc": "2.0", "method": "subtract", "params": [23, 42], "id": 2}')["result"] == -19
 
 
 def test_named_params() -> None:
-    answer = call('{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}')
+    answer = call(
+        '{"jsonrpc": "2.0", "method": "subtract", "params": {"subtrahend": 23, "minuend": 42}, "id": 3}'
+    )
     assert answer == {"jsonrpc": "2.0", "result": 19, "id": 3}
 
 
@@ -136,7 +160,9 @@ def test_invalid_request_object() -> None:
 
 
 def test_batch_with_invalid_json_is_one_parse_error() -> None:
-    answer = call('[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"}, {"jsonrpc": "2.0", "method"]')
+    answer = call(
+        '[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"}, {"jsonrpc": "2.0", "method"]'
+    )
     assert err(answer) == (PARSE_ERROR, None)
 
 
@@ -176,8 +202,13 @@ def test_mixed_batch() -> None:
 
 
 def test_batch_of_notifications_answers_nothing() -> None:
-    assert call('[{"jsonrpc": "2.0", "method": "notify_sum", "params": [1,2,4]},'
-                ' {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}]') is None
+    assert (
+        call(
+            '[{"jsonrpc": "2.0", "method": "notify_sum", "params": [1,2,4]},'
+            ' {"jsonrpc": "2.0", "method": "notify_hello", "params": [7]}]'
+        )
+        is None
+    )
 
 
 # --- ids ------------------------------------------------------------------------------------------------
@@ -203,17 +234,29 @@ def test_id_echoed_on_invalid_request_when_readable() -> None:
 # --- invalid requests -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("req, fragment", [
-    ({"method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
-    ({"jsonrpc": "1.0", "method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
-    ({"jsonrpc": 2.0, "method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
-    ({"jsonrpc": "2.0", "id": 1}, '"method" must be a string'),
-    ({"jsonrpc": "2.0", "method": None, "id": 1}, '"method" must be a string'),
-    ({"jsonrpc": "2.0", "method": "get_data", "params": "x", "id": 1}, '"params" must be an array or an object'),
-    ({"jsonrpc": "2.0", "method": "get_data", "params": None, "id": 1}, '"params" must be an array or an object'),
-    ({"jsonrpc": "2.0", "method": "get_data", "params": 3, "id": 1}, '"params" must be an array or an object'),
-    ({"jsonrpc": "2.0", "method": "get_data", "id": 1, "extra": 1}, "unknown member(s) 'extra'"),
-])
+@pytest.mark.parametrize(
+    "req, fragment",
+    [
+        ({"method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
+        ({"jsonrpc": "1.0", "method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
+        ({"jsonrpc": 2.0, "method": "get_data", "id": 1}, '"jsonrpc" must be exactly "2.0"'),
+        ({"jsonrpc": "2.0", "id": 1}, '"method" must be a string'),
+        ({"jsonrpc": "2.0", "method": None, "id": 1}, '"method" must be a string'),
+        (
+            {"jsonrpc": "2.0", "method": "get_data", "params": "x", "id": 1},
+            '"params" must be an array or an object',
+        ),
+        (
+            {"jsonrpc": "2.0", "method": "get_data", "params": None, "id": 1},
+            '"params" must be an array or an object',
+        ),
+        (
+            {"jsonrpc": "2.0", "method": "get_data", "params": 3, "id": 1},
+            '"params" must be an array or an object',
+        ),
+        ({"jsonrpc": "2.0", "method": "get_data", "id": 1, "extra": 1}, "unknown member(s) 'extra'"),
+    ],
+)
 def test_invalid_requests(req: dict[str, Any], fragment: str) -> None:
     answer = call(req)
     code, _ = err(answer)
@@ -227,17 +270,24 @@ def test_invalid_request_without_id_is_still_answered() -> None:
     assert err(answer) == (INVALID_REQUEST, None)
 
 
-@pytest.mark.parametrize("body, fragment", [
-    (b"", "not valid JSON"),
-    (b"   ", "not valid JSON"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    (b'{"jsonrpc": "2.0", "method": "sum", "params": [NaN, 1], "id": 1}', "NaN is not valid JSON"),
-    (b'{"jsonrpc": "2.0", "method": "sum", "params": [Infinity, 1], "id": 1}', "Infinity is not valid JSON"),
-    (b'{"jsonrpc": "2.0", "method": "sum", "params": [1e999, 1], "id": 1}', "out of range"),
-    (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
-    (b'{"a": 1} {"b": 2}', "not valid JSON"),
-    (b"\xef\xbb\xbf{}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        (b"", "not valid JSON"),
+        (b"   ", "not valid JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"jsonrpc": "2.0", "method": "sum", "params": [NaN, 1], "id": 1}', "NaN is not valid JSON"),
+        (
+            b'{"jsonrpc": "2.0", "method": "sum", "params": [Infinity, 1], "id": 1}',
+            "Infinity is not valid JSON",
+        ),
+        (b'{"jsonrpc": "2.0", "method": "sum", "params": [1e999, 1], "id": 1}', "out of range"),
+        (b"[" * 100000 + b"]" * 100000, "nested deeper than"),
+    (b"[" * 129 + b"]" * 129, "nested deeper than"),
+        (b'{"a": 1} {"b": 2}', "not valid JSON"),
+        (b"\xef\xbb\xbf{}", "not valid JSON"),
+    ],
+)
 def test_parse_errors(body: bytes, fragment: str) -> None:
     answer = call(body)
     assert err(answer) == (PARSE_ERROR, None)
@@ -304,17 +354,20 @@ def test_params_given_to_a_method_without_params() -> None:
     assert call({"jsonrpc": "2.0", "method": "get_data", "params": {}, "id": 1})["result"] == ["hello", 5]
 
 
-@pytest.mark.parametrize("name, value, expected, got", [
-    ("s", 1, "string", "integer"),
-    ("i", "1", "integer", "string"),
-    ("i", True, "integer", "boolean"),
-    ("i", 1.0, "integer", "number"),
-    ("n", False, "number", "boolean"),
-    ("n", None, "number", "null"),
-    ("b", 0, "boolean", "integer"),
-    ("o", [], "object", "array"),
-    ("a", {}, "array", "object"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected, got",
+    [
+        ("s", 1, "string", "integer"),
+        ("i", "1", "integer", "string"),
+        ("i", True, "integer", "boolean"),
+        ("i", 1.0, "integer", "number"),
+        ("n", False, "number", "boolean"),
+        ("n", None, "number", "null"),
+        ("b", 0, "boolean", "integer"),
+        ("o", [], "object", "array"),
+        ("a", {}, "array", "object"),
+    ],
+)
 def test_param_types(name: str, value: object, expected: str, got: str) -> None:
     answer = call({"jsonrpc": "2.0", "method": "types", "params": {name: value}, "id": 1})
     assert err(answer) == (INVALID_PARAMS, 1)
@@ -354,7 +407,11 @@ def test_result_that_is_not_json_is_internal_error() -> None:
 
 
 def test_raw_json_result_is_spliced() -> None:
-    assert call({"jsonrpc": "2.0", "method": "raw", "id": 1}) == {"jsonrpc": "2.0", "id": 1, "result": {"cached": True}}
+    assert call({"jsonrpc": "2.0", "method": "raw", "id": 1}) == {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "result": {"cached": True},
+    }
 
 
 def test_async_handler() -> None:
@@ -370,11 +427,13 @@ def test_async_handler_timeout() -> None:
 
 
 def test_async_in_batch_keeps_order() -> None:
-    answer = call([
-        {"jsonrpc": "2.0", "method": "echo", "params": ["a", 0.02], "id": 1},
-        {"jsonrpc": "2.0", "method": "get_data", "id": 2},
-        {"jsonrpc": "2.0", "method": "echo", "params": ["c"], "id": 3},
-    ])
+    answer = call(
+        [
+            {"jsonrpc": "2.0", "method": "echo", "params": ["a", 0.02], "id": 1},
+            {"jsonrpc": "2.0", "method": "get_data", "id": 2},
+            {"jsonrpc": "2.0", "method": "echo", "params": ["c"], "id": 3},
+        ]
+    )
     assert [a["id"] for a in answer] == [1, 2, 3]
     assert answer[0]["result"] == "a" and answer[2]["result"] == "c"
 

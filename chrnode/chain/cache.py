@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 
-from chrnode.errors import ChainUnavailable, ChrError, StorageError
+from chrnode.errors import ChainUnavailable, ChrError
 from chrnode.storage.ops import CachePut
 from chrnode.storage.reader import Reader
 
@@ -183,8 +183,12 @@ class TieredCache:
     def get(self, category: str, key: str, loader: Callable[[], Any]) -> Any:
         return self.fetch(category, key, loader).value
 
-    def fetch(self, category: str, key: str, loader: Callable[[], Any]) -> Hit:
-        """The value of (category, key) from L1, L2 or `loader` (see the module docstring)."""
+    def fetch(
+        self, category: str, key: str, loader: Callable[[], Any], keep: Callable[[Any], bool] | None = None
+    ) -> Hit:
+        """The value of (category, key) from L1, L2 or `loader` (see the module docstring).
+
+        `keep(value)` false leaves a loaded value out of the cache (a receipt not mined yet)."""
         policy = self._policy(category)
         k = (category, key)
         now = self.clock()
@@ -208,11 +212,11 @@ class TieredCache:
                     self._counts["merged"] += 1
         if hit is not None:
             if refresh is not None:
-                self._submit_refresh(k, policy, loader, refresh)
+                self._submit_refresh(k, policy, loader, refresh, keep)
             return hit
         if not leader:
             return self._wait(k, flight)
-        return self._lead(k, policy, loader, flight, check_l2=True)
+        return self._lead(k, policy, loader, flight, check_l2=True, keep=keep)
 
     def peek(self, category: str, key: str) -> Hit | None:
         """The L1 entry if fresh, without loading or counting."""
@@ -237,9 +241,10 @@ class TieredCache:
         loader: Callable[[], Any],
         flight: Future[Hit],
         check_l2: bool,
+        keep: Callable[[Any], bool] | None = None,
     ) -> Hit:
         try:
-            hit = self._resolve(k, policy, loader, check_l2)
+            hit = self._resolve(k, policy, loader, check_l2, keep)
         except BaseException as exc:
             flight.set_exception(exc)
             raise
@@ -252,7 +257,12 @@ class TieredCache:
                     del self._flights[k]
 
     def _resolve(
-        self, k: tuple[str, str], policy: CachePolicy, loader: Callable[[], Any], check_l2: bool
+        self,
+        k: tuple[str, str],
+        policy: CachePolicy,
+        loader: Callable[[], Any],
+        check_l2: bool,
+        keep: Callable[[Any], bool] | None,
     ) -> Hit:
         category, key = k
         now = self.clock()
@@ -281,6 +291,8 @@ class TieredCache:
         except BaseException:
             self._tally(category, "load_errors")
             raise
+        if keep is not None and not keep(value):
+            return Hit(decode_value(encode_value(value)), "chain")
         return Hit(self._store(k, value, policy), "chain")
 
     def _l1_fallback(self, k: tuple[str, str]) -> Hit | None:
@@ -303,11 +315,16 @@ class TieredCache:
         return flight
 
     def _submit_refresh(
-        self, k: tuple[str, str], policy: CachePolicy, loader: Callable[[], Any], flight: Future[Hit]
+        self,
+        k: tuple[str, str],
+        policy: CachePolicy,
+        loader: Callable[[], Any],
+        flight: Future[Hit],
+        keep: Callable[[Any], bool] | None,
     ) -> None:
         def run() -> None:
             try:
-                self._lead(k, policy, loader, flight, check_l2=False)
+                self._lead(k, policy, loader, flight, check_l2=False, keep=keep)
             except ChrError as exc:  # the entry stays until it expires; a later hit tries again
                 self._tally(k[0], "refresh_errors")
                 log.warning("background refresh of %s/%s failed: %s", k[0], k[1], exc)
@@ -371,7 +388,7 @@ class TieredCache:
         assert self.store is not None
         try:
             blob = self.store.get(L2_PREFIX + k[0], l2_key(k[1]), now)
-        except StorageError as exc:
+        except ChrError as exc:  # StorageError: a miss, the chain still answers
             self._tally(k[0], "l2_errors")
             log.warning("cannot read %s/%s from the L2 cache: %s", k[0], k[1], exc)
             return None
@@ -420,22 +437,19 @@ class TieredCache:
         categories: dict[str, dict[str, int]] = {}
         for (category, what), n in by_category.items():
             categories.setdefault(category, {})[what] = n
-        return {
+        out: dict[str, Any] = {
             "requests": requests,
             "entries": entries,
             "max_entries": self.max_entries,
             "hits": hits,
             "ratios": {tier: ratio(n) for tier, n in hits.items()},
             "hit_ratio": ratio(hits["l1"] + hits["l2"] + counts.get("merged", 0)),
-            "merged": counts.get("merged", 0),
-            "stale_served": counts.get("stale_served", 0),
-            "load_errors": counts.get("load_errors", 0),
-            "refreshes": counts.get("refreshes", 0),
-            "refresh_errors": counts.get("refresh_errors", 0),
-            "l2_errors": counts.get("l2_errors", 0),
-            "evictions": counts.get("evictions", 0),
             "categories": categories,
         }
+        for name in ("merged", "stale_served", "load_errors", "refreshes", "refresh_errors", "l2_errors",
+                     "evictions"):
+            out[name] = counts.get(name, 0)
+        return out
 
     def close(self) -> None:
         """Stop background refreshes (waits for running ones, each bounded by its loader)."""

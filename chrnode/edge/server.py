@@ -33,7 +33,7 @@ from chrnode.edge.hooks import DefaultHooks, EdgeHooks
 from chrnode.edge.ports import PortTable
 from chrnode.edge.ratelimit import KeyedBuckets
 from chrnode.edge.session import Session
-from chrnode.edge.tlsconn import TlsListener, start_tls_server
+from chrnode.edge.tlslisten import TlsListener, start_tls_server
 from chrnode.edge.usage import DeviceAccount, TicketDesk
 from chrnode.errors import ChrError, CryptoError
 
@@ -65,7 +65,7 @@ class EdgeServer:
         self.hooks: EdgeHooks = hooks if hooks is not None else DefaultHooks(config.epoch_length)
         self.fleet = _fleet_address(config.fleet_contract)
         self.epoch = 0
-        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop_policy().get_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.ports = PortTable(open_timeout=config.connection_timeout)
         self.desk = TicketDesk(self.node_address, config.chain_id, self.hooks, config.max_ticket_jump)
         self.handlers = Handlers(self)
@@ -87,7 +87,7 @@ class EdgeServer:
 
     async def start(self) -> list[int]:
         """Bind every edge port and start serving; returns the bound port numbers."""
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         self.epoch = await self.hooks.current_epoch()
         try:
@@ -136,6 +136,13 @@ class EdgeServer:
             await self.hooks.report(self.snapshot())
         except Exception:
             _log.exception("final edge report failed")
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the server runs on (set by start())."""
+        if self._loop is None:
+            raise ChrError("the edge server is not started")
+        return self._loop
 
     @property
     def bound_ports(self) -> list[int]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -37,14 +36,7 @@ from typing import Protocol
 
 from chrnode.errors import ProtocolError
 
-__all__ = [
-    "TlsConnection",
-    "TlsListener",
-    "TlsProtocol",
-    "open_tls_connection",
-    "scratch_buffer",
-    "start_tls_server",
-]
+__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]
 
 _log = logging.getLogger("chrnode.edge")
 
@@ -55,7 +47,6 @@ DEFAULT_HIGH_WATER = 512 * 1024
 DEFAULT_LOW_WATER = 128 * 1024
 CLOSE_TIMEOUT = 10.0  # seconds to flush queued data on close() before the socket is cut
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
-ACCEPTS_PER_CALLBACK = 64
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
 
@@ -364,6 +355,10 @@ class TlsConnection:
                     break
                 self.bytes_in += nbytes
                 protocol.buffer_updated(nbytes)
+                if _thread.dirty and not sock.pending():
+                    # A whole record is handled: send what it produced now rather than after
+                    # the next read (which usually just finds the socket empty): latency.
+                    _flush_dirty()
                 if not self._reading:
                     break
             else:
@@ -484,143 +479,3 @@ def _flush_dirty() -> None:
     for conn in dirty:
         if conn._out and not conn._writer_on and _OPEN <= conn._state <= _CLOSING:
             conn._flush()
-
-
-class TlsListener:
-    """A listening socket that accepts TLS connections and hands each to a fresh protocol.
-
-    ``protocol_factory(peer_address)`` returns the protocol of a new connection, or None to refuse
-    it before any TLS work is done (connection limits, rate limits).
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        sock: socket.socket,
-        ssl_context: ssl.SSLContext,
-        protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
-        handshake_timeout: float,
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._ctx = ssl_context
-        self._factory = protocol_factory
-        self._timeout = handshake_timeout
-        self.port: int = sock.getsockname()[1]
-        self.accepted = 0
-        self.refused = 0
-        self.handshaking = 0
-        self.handshakes_failed = 0
-        loop.add_reader(sock.fileno(), self._on_accept)
-
-    def _on_accept(self) -> None:
-        for _ in range(ACCEPTS_PER_CALLBACK):
-            try:
-                raw, addr = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE and friends: log and keep the listener; the next turn may succeed.
-                _log.warning("accept on port %d failed: %s", self.port, exc)
-                return
-            protocol = self._factory(addr)
-            if protocol is None:
-                self.refused += 1
-                raw.close()
-                continue
-            self.accepted += 1
-            self._start(raw, protocol)
-
-    def _start(self, raw: socket.socket, protocol: TlsProtocol) -> None:
-        try:
-            raw.setblocking(False)
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-        except (OSError, ssl.SSLError) as exc:
-            _log.debug("could not start TLS on an accepted socket: %s", exc)
-            raw.close()
-            return
-        self.handshaking += 1
-        conn = TlsConnection(self._loop, sock, protocol, self._handshake_done)
-        conn.start_handshake(self._timeout)
-
-    def _handshake_done(self, _conn: TlsConnection, exc: BaseException | None) -> None:
-        self.handshaking -= 1
-        if exc is not None:
-            self.handshakes_failed += 1
-
-    def close(self) -> None:
-        if self._sock.fileno() >= 0:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-
-
-def start_tls_server(
-    loop: asyncio.AbstractEventLoop,
-    ssl_context: ssl.SSLContext,
-    host: str,
-    port: int,
-    protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
-    handshake_timeout: float,
-    backlog: int = 1024,
-) -> TlsListener:
-    """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return TlsListener(loop, sock, ssl_context, protocol_factory, handshake_timeout)
-
-
-async def open_tls_connection(
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext,
-    protocol: TlsProtocol,
-    handshake_timeout: float = 30.0,
-) -> TlsConnection:
-    """Connect to (host, port), do the TLS client handshake, and attach ``protocol``.
-
-    Raises OSError/ssl.SSLError from the connect or handshake, TimeoutError when it takes longer
-    than ``handshake_timeout``.
-    """
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, _, _, _, address = infos[0]
-    raw = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        raw.setblocking(False)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.wait_for(loop.sock_connect(raw, address), handshake_timeout)
-        sock = ssl_context.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
-    except BaseException:
-        raw.close()
-        raise
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def on_ready(_conn: TlsConnection, exc: BaseException | None) -> None:
-        if ready.done():
-            return
-        if exc is None:
-            ready.set_result(None)
-        else:
-            ready.set_exception(exc)
-
-    conn = TlsConnection(loop, sock, protocol, on_ready)
-    conn.start_handshake(handshake_timeout)
-    try:
-        await ready
-    except ProtocolError as exc:
-        raise TimeoutError(
-            f"TLS handshake with {host}:{port} did not finish in {handshake_timeout} s"
-        ) from exc
-    except BaseException:
-        conn.abort()
-        raise
-    return conn

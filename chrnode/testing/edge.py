@@ -4,14 +4,18 @@ EdgeServer on a free loopback port, devices connected to it, and a raw TLS frame
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import socket
 import ssl
 import struct
+import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -24,9 +28,25 @@ from chrnode.edge.hooks import DefaultHooks, EdgeHooks
 from chrnode.edge.server import EdgeServer
 from chrnode.identity import NodeIdentity, edge_client_context, edge_server_context, load_node_identity
 
-__all__ = ["EdgeNode", "RawFrameClient", "start_node", "wait_for"]
+__all__ = ["EdgeNode", "NodeThread", "RawFrameClient", "async_test", "start_node", "wait_for"]
 
 TEST_EPOCH = 1000
+T = TypeVar("T")
+
+
+def async_test(
+    timeout: float = 60.0,
+) -> Callable[[Callable[..., Coroutine[Any, Any, None]]], Callable[..., None]]:
+    """Run an ``async def`` test in a fresh event loop, bounded by ``timeout`` seconds."""
+
+    def decorate(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            asyncio.run(asyncio.wait_for(fn(*args, **kwargs), timeout))
+
+        return wrapper
+
+    return decorate
 
 
 @dataclasses.dataclass
@@ -88,11 +108,57 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: s
         await asyncio.sleep(0.01)
 
 
+class NodeThread:
+    """An EdgeNode on an event loop of its own thread, for tests that use blocking clients."""
+
+    def __init__(self, data_dir: Path, hooks: DefaultHooks | None = None, **overrides: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="edge-node", daemon=True)
+        self._thread.start()
+        self._clients: list[RawFrameClient] = []
+        self.node: EdgeNode = self.call(start_node(data_dir, hooks, **overrides))
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run ``coro`` on the node's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def run(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Call ``fn()`` on the node's loop thread (to read server state safely)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except Exception as exc:
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(call)
+        return future.result(timeout)
+
+    def raw(self, source: str | None = None) -> RawFrameClient:
+        """A raw client of this node; closed by stop() if the test did not close it."""
+        client = RawFrameClient(self.node.host, self.node.port, source=source)
+        self._clients.append(client)
+        return client
+
+    def stop(self) -> None:
+        for client in self._clients:
+            client.close()
+        try:
+            self.call(self.node.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+
+
 class RawFrameClient:
     """A blocking TLS client speaking raw frames (for bad input and benchmarks): no checks at all."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        raw = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source: str | None = None) -> None:
+        raw = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: ssl.SSLSocket = edge_client_context().wrap_socket(raw)
         self._buf = bytearray()
@@ -119,6 +185,8 @@ class RawFrameClient:
         header = self._read(8)
         _version, msg_type, flags, length = struct.unpack(">BBHI", header)
         body = self._read(length)
+        if flags & 0x0004:
+            body = zlib.decompress(body)
         return msg_type, flags, msgpack.unpackb(body, raw=False)
 
     def _read(self, size: int) -> bytes:
@@ -138,10 +206,16 @@ class RawFrameClient:
             while True:
                 if not self.sock.recv(65536):
                     return True
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except (ssl.SSLError, OSError):
             return True
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> RawFrameClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

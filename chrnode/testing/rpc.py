@@ -12,6 +12,7 @@ from typing import Any
 
 from chrnode.errors import ChrError
 from chrnode.rpc_server import RpcApplication, make_app, start_servers
+from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats, StatsAggregate
 
 TOKEN = "5f0c7e4b9a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80912"
 
@@ -33,6 +34,26 @@ _TREE = [
 ]
 
 
+def sample_stats(now: float) -> dict[str, Any]:
+    """The `stats` part as the Stats actor publishes it (chrnode.stats.StatsAggregate.snapshot)."""
+    edge, rpc = LocalStats("Network.EdgeV2.Listener"), LocalStats("Network.RpcHttp")
+    edge.set_gauge(CONNECTIONS, 42)
+    edge.incr(BANDWIDTH_IN, 123456789)
+    edge.incr(BANDWIDTH_OUT, 98765432)
+    edge.incr("errors_total", 3, labels={"category": "tickets"})
+    rpc.incr("errors_total", 1, labels={"category": "rpc"})
+    rpc.incr("cache_hits_total", 900, labels={"cache": "chain_l1"})
+    rpc.incr("cache_misses_total", 100, labels={"cache": "chain_l1"})
+    rpc.incr("rpc_requests_total", 5000, labels={"status": "2xx"})
+    for i in range(1000):
+        rpc.record("rpc_request_seconds", 0.0005 + (i % 10) * 0.0001)  # p90 about 1.4 ms
+        edge.record("edge_request_seconds", 0.002 + (i % 10) * 0.0005)
+    aggregate = StatsAggregate(now - 3600.5)
+    aggregate.merge(edge.drain())
+    aggregate.merge(rpc.drain())
+    return aggregate.snapshot(now)
+
+
 def sample_snapshot(now: float | None = None) -> dict[str, Any]:
     """A snapshot like a running node's: every part filled, everything healthy."""
     now = time.time() if now is None else now
@@ -45,28 +66,49 @@ def sample_snapshot(now: float | None = None) -> dict[str, Any]:
             "ports": {"rpc": 8545, "rpcs": 8443, "edge2": [41046, 41047], "peer2": 51055},
         },
         "tree": [
-            {"name": n, "parent": p, "state": "running", "restarts": i % 3, "restart_type": r,
-             "pid": 0, "reason": ""}
+            {
+                "name": n,
+                "parent": p,
+                "state": "running",
+                "restarts": i % 3,
+                "restart_type": r,
+                "pid": 0,
+                "reason": "",
+            }
             for i, (n, p, r) in enumerate(_TREE)
         ],
-        "stats": {
-            "counters": {"bytes.in": 123456789, "bytes.out": 98765432, "errors.ticket": 3,
-                         "errors.protocol": 1, "cache.l1.hits": 900, "cache.l1.misses": 100,
-                         "rpc.requests": 5000},
-            "gauges": {"connections.device": 42, "connections.peer": 7},
-            "timers": {"rpc.request": {"count": 5000, "sum": 4.2, "p50": 0.0006, "p90": 0.001,
-                                       "p99": 0.004, "max": 0.02},
-                       "edge.request": {"count": 800, "sum": 2.0, "p50": 0.002, "p90": 0.004,
-                                        "p99": 0.01, "max": 0.05}},
+        "stats": sample_stats(now),
+        "cron": [
+            {
+                "name": "tickets.submit",
+                "interval": 3600.0,
+                "last_run": now - 60,
+                "last_ok": True,
+                "last_duration": 0.2,
+            }
+        ],
+        "connectivity": {
+            "listeners": {"edge2": True, "peer2": True, "rpc": True},
+            "peers_connected": 7,
+            "peers_known": 20,
         },
-        "cron": [{"name": "tickets.submit", "interval": 3600.0, "last_run": now - 60,
-                  "last_ok": True, "last_duration": 0.2}],
-        "connectivity": {"listeners": {"edge2": True, "peer2": True, "rpc": True},
-                         "peers_connected": 7, "peers_known": 20},
-        "peers": [{"node_id": "0x" + f"{i:02x}" * 20, "host": "127.0.0.1", "port": 51055 + i,
-                   "state": "connected" if i < 7 else "known", "last_seen": now - i} for i in range(20)],
-        "fleet": {"configured": True, "connected": True, "fleet": "0x" + "cd" * 20,
-                  "seed_nodes": ["0x" + "ef" * 20 + "@127.0.0.1:51055"], "connected_nodes": 1},
+        "peers": [
+            {
+                "node_id": "0x" + f"{i:02x}" * 20,
+                "host": "127.0.0.1",
+                "port": 51055 + i,
+                "state": "connected" if i < 7 else "known",
+                "last_seen": now - i,
+            }
+            for i in range(20)
+        ],
+        "fleet": {
+            "configured": True,
+            "connected": True,
+            "fleet": "0x" + "cd" * 20,
+            "seed_nodes": ["0x" + "ef" * 20 + "@127.0.0.1:51055"],
+            "connected_nodes": 1,
+        },
         "chain": {"configured": True, "reachable": True, "synced": True, "head_block": 1234, "lag_s": 2.0},
         "reward": {"epoch": 668, "earned": "1500000000000000000", "pending": "0", "rate_per_hour": 0.25},
         "storage": {"writable": True, "checked_at": now - 5},
@@ -175,8 +217,9 @@ def rpc_factory(view: Any, admin: Any | None = None, **kwargs: Any) -> Callable[
     return factory
 
 
-def http_post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None,
-              timeout: float = 20.0) -> tuple[int, dict[str, str], bytes]:
+def http_post(
+    port: int, path: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 20.0
+) -> tuple[int, dict[str, str], bytes]:
     """One POST on a fresh connection: (status, headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:

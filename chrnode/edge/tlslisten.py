@@ -1,0 +1,163 @@
+"""Listening and connecting for chrnode.edge.tlsconn: accept loop with admission, client connect.
+
+The listener accepts in batches, asks ``protocol_factory(peer_address)`` for a protocol (None
+refuses the socket before any TLS work: connection and rate limits), wraps the socket with the
+server context and starts the handshake; it counts handshakes in progress and failed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+from chrnode.edge.tlsconn import TlsConnection, TlsProtocol
+from chrnode.errors import ProtocolError
+
+__all__ = ["TlsListener", "open_tls_connection", "start_tls_server"]
+
+_log = logging.getLogger("chrnode.edge")
+
+ACCEPTS_PER_CALLBACK = 64
+
+
+class TlsListener:
+    """A listening socket that accepts TLS connections and hands each to a fresh protocol.
+
+    ``protocol_factory(peer_address)`` returns the protocol of a new connection, or None to refuse
+    it before any TLS work is done (connection limits, rate limits).
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ssl_context: ssl.SSLContext,
+        protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
+        handshake_timeout: float,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._ctx = ssl_context
+        self._factory = protocol_factory
+        self._timeout = handshake_timeout
+        self.port: int = sock.getsockname()[1]
+        self.accepted = 0
+        self.refused = 0
+        self.handshaking = 0
+        self.handshakes_failed = 0
+        loop.add_reader(sock.fileno(), self._on_accept)
+
+    def _on_accept(self) -> None:
+        for _ in range(ACCEPTS_PER_CALLBACK):
+            try:
+                raw, addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: log and keep the listener; the next turn may succeed.
+                _log.warning("accept on port %d failed: %s", self.port, exc)
+                return
+            protocol = self._factory(addr)
+            if protocol is None:
+                self.refused += 1
+                raw.close()
+                continue
+            self.accepted += 1
+            self._start(raw, protocol)
+
+    def _start(self, raw: socket.socket, protocol: TlsProtocol) -> None:
+        try:
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ssl.SSLError) as exc:
+            _log.debug("could not start TLS on an accepted socket: %s", exc)
+            raw.close()
+            return
+        self.handshaking += 1
+        conn = TlsConnection(self._loop, sock, protocol, self._handshake_done)
+        conn.start_handshake(self._timeout)
+
+    def _handshake_done(self, _conn: TlsConnection, exc: BaseException | None) -> None:
+        self.handshaking -= 1
+        if exc is not None:
+            self.handshakes_failed += 1
+
+    def close(self) -> None:
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+
+
+def start_tls_server(
+    loop: asyncio.AbstractEventLoop,
+    ssl_context: ssl.SSLContext,
+    host: str,
+    port: int,
+    protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
+    handshake_timeout: float,
+    backlog: int = 1024,
+) -> TlsListener:
+    """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return TlsListener(loop, sock, ssl_context, protocol_factory, handshake_timeout)
+
+
+async def open_tls_connection(
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext,
+    protocol: TlsProtocol,
+    handshake_timeout: float = 30.0,
+) -> TlsConnection:
+    """Connect to (host, port), do the TLS client handshake, and attach ``protocol``.
+
+    Raises OSError/ssl.SSLError from the connect or handshake, TimeoutError when it takes longer
+    than ``handshake_timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, _, _, _, address = infos[0]
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        raw.setblocking(False)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.wait_for(loop.sock_connect(raw, address), handshake_timeout)
+        sock = ssl_context.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
+    except BaseException:
+        raw.close()
+        raise
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def on_ready(_conn: TlsConnection, exc: BaseException | None) -> None:
+        if ready.done():
+            return
+        if exc is None:
+            ready.set_result(None)
+        else:
+            ready.set_exception(exc)
+
+    conn = TlsConnection(loop, sock, protocol, on_ready)
+    conn.start_handshake(handshake_timeout)
+    try:
+        await ready
+    except ProtocolError as exc:
+        raise TimeoutError(
+            f"TLS handshake with {host}:{port} did not finish in {handshake_timeout} s"
+        ) from exc
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
