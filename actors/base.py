@@ -100,7 +100,9 @@ class LoopAsks:
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
-            raise ActorError(f"{target} did not answer {type(message).__name__} within {timeout:g} s") from exc
+            raise ActorError(
+                f"{target} did not answer {type(message).__name__} within {timeout:g} s"
+            ) from exc
         finally:
             self.pending.pop(tag, None)
 
@@ -248,7 +250,9 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     def send_to(self, name: str, message: Any) -> bool:
         address = self.registry.get(name)
         if address is None:
-            self.log.debug("%s: no actor named %s right now; dropped %s", self.name, name, type(message).__name__)
+            self.log.debug(
+                "%s: no actor named %s right now; dropped %s", self.name, name, type(message).__name__
+            )
             return False
         self.send(address, message)
         return True

@@ -29,7 +29,6 @@ class Connectivity(ChrActor):
     SUBSCRIBE = ("snapshot",)
 
     def on_start(self, init: m.Init) -> None:
-        cfg = self.config
         self.ports: dict[str, Any] = {}
         self.result: dict[str, Any] = {}
         self.recheck_pending = False
@@ -56,8 +55,15 @@ class Connectivity(ChrActor):
         self.result = self.check()
         self.publish("snapshot", "connectivity", self.result)
         down = [name for name, up in self.result["listeners"].items() if not up]
-        self.send(sender, m.JobDone(msg.name, not down, f"not listening: {', '.join(down)}" if down else "",
-                                    time.perf_counter() - started))
+        self.send(
+            sender,
+            m.JobDone(
+                msg.name,
+                not down,
+                f"not listening: {', '.join(down)}" if down else "",
+                time.perf_counter() - started,
+            ),
+        )
 
     def check(self) -> dict[str, Any]:
         cfg = self.config
@@ -67,12 +73,19 @@ class Connectivity(ChrActor):
                 if not port:
                     continue
                 ok, error = tcp_reachable("127.0.0.1", int(port), PORT_TIMEOUT)
-                listeners[f"{kind}:{port}"] = {"kind": kind, "port": int(port), "listening": ok, "error": error}
+                listeners[f"{kind}:{port}"] = {
+                    "kind": kind,
+                    "port": int(port),
+                    "listening": ok,
+                    "error": error,
+                }
         seeds = []
         for entry in cfg.fleet_nodes:
             node = parse_fleet_node(entry)
             ok, error = tcp_reachable(node.host, node.port, SEED_TIMEOUT)
-            seeds.append({"node": node.address, "host": node.host, "port": node.port, "reachable": ok, "error": error})
+            seeds.append(
+                {"node": node.address, "host": node.host, "port": node.port, "reachable": ok, "error": error}
+            )
         reachable = sum(1 for seed in seeds if seed["reachable"])
         return {
             "host": cfg.host,

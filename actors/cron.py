@@ -51,8 +51,9 @@ class Cron(ChrActor):
         for name in self.schedule.due(now):
             self.started[name] = time.perf_counter()
             if not self.send_to(self.targets[name], m.RunJob(name)):
-                self.schedule.mark_done(name, now, ok=False, error=f"{self.targets[name]} is not running",
-                                        duration=0.0)
+                self.schedule.mark_done(
+                    name, now, ok=False, error=f"{self.targets[name]} is not running", duration=0.0
+                )
         self._publish()
         self._arm(now)
 
@@ -83,5 +84,5 @@ class Cron(ChrActor):
     def _publish(self) -> None:
         jobs = self.schedule.snapshot()
         for job in jobs:
-            job["target"] = self.targets.get(job["name"], "")
+            job["target"] = self.targets.get(str(job["name"]), "")
         self.publish("snapshot", "cron", jobs)

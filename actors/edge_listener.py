@@ -43,7 +43,9 @@ class ActorHooks:
         wire = msgpack.packb(ticket.to_wire(), use_bin_type=True)
         reply = await self.asks.ask(
             "TicketStore",
-            m.SaveTicket(device, ticket.fleet, ticket.epoch, ticket.total_bytes, ticket.total_connections, wire),
+            m.SaveTicket(
+                device, ticket.fleet, ticket.epoch, ticket.total_bytes, ticket.total_connections, wire
+            ),
             ASK_TIMEOUT,
         )
         if not reply.ok:

@@ -53,4 +53,3 @@ class Globals(ChrActor):
 
     def receiveMsg_GetGlobals(self, msg: GetGlobals, sender: Any) -> None:
         self.send(sender, dict(self.info))
-

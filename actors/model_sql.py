@@ -27,8 +27,14 @@ class SqlWorker(ChrActor):
         self.path = database_path(Path(self.config.data_dir))
         self.db = open_database(self.path)
         self.writer = Writer(self.db)
-        self.health: dict[str, Any] = {"ok": True, "path": str(self.path), "writes": 0, "errors": 0,
-                                       "last_error": "", "last_write_at": None}
+        self.health: dict[str, Any] = {
+            "ok": True,
+            "path": str(self.path),
+            "writes": 0,
+            "errors": 0,
+            "last_error": "",
+            "last_write_at": None,
+        }
 
     def on_stop(self) -> None:
         self.db.shutdown()
@@ -54,7 +60,8 @@ class SqlWorker(ChrActor):
     def receiveMsg_RunJob(self, msg: m.RunJob, sender: Any) -> None:
         started = time.perf_counter()
         try:
-            self.writer.apply([CachePurgeExpired(), DhtPurgeExpired()])
+            now = time.time()
+            self.writer.apply([CachePurgeExpired(now), DhtPurgeExpired(now)])
             size = os.path.getsize(self.path)
             self.health.update(ok=True, size_bytes=size)
             ok, error = True, ""

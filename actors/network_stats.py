@@ -47,7 +47,7 @@ class NetworkStats(ChrActor):
             self._job_done(False, "Stats is not running")
 
     def receiveMsg_RollupRow(self, msg: RollupRow, sender: Any) -> None:
-        self.recent = (self.recent + [asdict(msg.row)])[-RECENT_ROWS:]
+        self.recent = [*self.recent, asdict(msg.row)][-RECENT_ROWS:]
         self._publish()
         ops = (StatsRollup((msg.row,)), StatsPrune(int(time.time()) - RETENTION_SECONDS))
         if not self.send_to("Model.Sql.Worker", m.SqlWrite(ops, tag="rollup")):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actors import messages as m
-from actors.base import ChrActor
+from actors.base import ChrActor, _set_result
 from actors.tree import ROOT
 from chrnode.errors import ActorError, RpcError
 from chrnode.rpc_api import NodeView
@@ -161,7 +161,7 @@ class RpcActor(ChrActor):
         if waiting is None:
             return
         loop, future = waiting
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(reply))
+        loop.call_soon_threadsafe(_set_result, future, reply)
 
     def on_published(self, topic: str, key: str, payload: Any) -> None:
         self.view.set_part(key, payload)
@@ -188,4 +188,3 @@ class RpcHttps(RpcActor):
         context.minimum_version = ssl.TLSVersion.TLSv1_2  # SPEC 3: 1.2 and 1.3 on the RPC port
         context.load_cert_chain(str(cert), str(key))
         return context
-

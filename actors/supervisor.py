@@ -88,9 +88,7 @@ class Supervisor(ChrActor):
     def _configure(self, spec: m.ChildSpec, config: Any) -> None:
         self.strategy = spec.strategy
         self.children = [Child(c) for c in spec.children]
-        self.intensity = Intensity(
-            getattr(config, "max_restarts", 5), getattr(config, "restart_window", 5.0)
-        )
+        self.intensity = Intensity(getattr(config, "max_restarts", 5), getattr(config, "restart_window", 5.0))
 
     def _start_chain(self, indexes: list[int]) -> None:
         self.chain = indexes
@@ -188,7 +186,9 @@ class Supervisor(ChrActor):
             self._advance()
             return
         abnormal = not child.normal_exit
-        self._crashed(child, child.reason or ("exited abnormally" if abnormal else "exited normally"), abnormal)
+        self._crashed(
+            child, child.reason or ("exited abnormally" if abnormal else "exited normally"), abnormal
+        )
 
     def _crashed(self, child: Child, reason: str, abnormal: bool = True) -> None:
         name = child.spec.name
@@ -350,7 +350,13 @@ class Supervisor(ChrActor):
 
     def _report(self, child: Child) -> None:
         state = m.ChildState(
-            child.spec.name, self.name, child.state, child.restarts, child.spec.restart, child.pid, child.reason
+            child.spec.name,
+            self.name,
+            child.state,
+            child.restarts,
+            child.spec.restart,
+            child.pid,
+            child.reason,
         )
         if self.is_root:
             self._tree_update(state)
@@ -380,6 +386,6 @@ def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False

@@ -40,11 +40,14 @@ class TicketStore(ChrActor):
         self.counter += 1
         tag = f"save-{self.counter}"
         self.waiting[tag] = (sender, msg)
-        op = TicketUpsert(msg.device, msg.fleet, msg.epoch, msg.total_bytes, msg.total_connections,
-                          msg.ticket, time.time())
+        op = TicketUpsert(
+            msg.device, msg.fleet, msg.epoch, msg.total_bytes, msg.total_connections, msg.ticket, time.time()
+        )
         if not self.send_to("Model.Sql.Worker", m.SqlWrite((op,), tag=tag)):
             self.waiting.pop(tag)
-            self.send(sender, m.TicketSaved(msg.tag, False, error="storage is restarting; send the ticket again"))
+            self.send(
+                sender, m.TicketSaved(msg.tag, False, error="storage is restarting; send the ticket again")
+            )
 
     def receiveMsg_SqlWritten(self, msg: m.SqlWritten, sender: Any) -> None:
         waiting = self.waiting.pop(msg.tag, None)

@@ -34,11 +34,11 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.crypto import PrivateKey  # noqa: E402
-from chrnode.edge.messages import encode_portsend_parts  # noqa: E402
-from chrnode.identity import EDGE_CIPHERS, load_node_identity  # noqa: E402
-from chrnode.testing.edge import RawFrameClient, node_config, start_node  # noqa: E402
-from chrnode.ticket import Ticket  # noqa: E402
+from chrnode.crypto import PrivateKey
+from chrnode.edge.messages import encode_portsend_parts
+from chrnode.identity import EDGE_CIPHERS, load_node_identity
+from chrnode.testing.edge import RawFrameClient, start_node
+from chrnode.ticket import Ticket
 
 BLOCK = os.urandom(1 << 20)
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actors import messages as m  # noqa: E402
-from actors.tree import ROOT  # noqa: E402
-from chrnode.actorsys import loopback_only  # noqa: E402
-from chrnode.testing.actors import Worker  # noqa: E402
-from chrnode.testing.node import NodeProcess  # noqa: E402
+from actors import messages as m
+from actors.tree import ROOT
+from chrnode.actorsys import loopback_only
+from chrnode.testing.actors import Worker
+from chrnode.testing.node import NodeProcess
 
 # Actors whose restart touches no sibling (one_for_one under Model.Sql; the last of the root):
 # what is measured is one restart, not a rest_for_one cascade.
@@ -92,14 +92,19 @@ def main() -> int:
                 fresh = asys.createActor(Worker)
                 ask(asys, fresh, m.Ping(), m.Pong)
                 baseline_ms.append((time.perf_counter() - started) * 1000)
-                asys.tell(fresh, __import__("thespian.actors", fromlist=["ActorExitRequest"]).ActorExitRequest())
+                asys.tell(
+                    fresh, __import__("thespian.actors", fromlist=["ActorExitRequest"]).ActorExitRequest()
+                )
         finally:
             node.stop()
     med, p90 = statistics.median(restart_ms), percentile(restart_ms, 0.9)
     base_med, base_p90 = statistics.median(baseline_ms), percentile(baseline_ms, 0.9)
     print(f"killed actor replaced and answering over {args.kills} kills of {', '.join(TARGETS)}:")
     print(f"  chr-node supervisor : median {med:7.1f} ms   p90 {p90:7.1f} ms   (target: median < 100 ms)")
-    print(f"  baseline (Thespian createActor + first answer): median {base_med:7.1f} ms   p90 {base_p90:7.1f} ms")
+    print(
+        f"  baseline (Thespian createActor + first answer): median {base_med:7.1f} ms"
+        f"   p90 {base_p90:7.1f} ms"
+    )
     print(f"  ratio to baseline   : median {med / base_med:5.2f}x")
     print("  verdict             : " + ("PASS" if med < 100 else "MISS"))
     return 0

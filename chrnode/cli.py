@@ -81,9 +81,13 @@ def cmd_shell(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chr-node", description="Chronara community relay node")
     parser.add_argument("--version", action="version", version=f"chr-node {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $CHR_CONFIG or ./conf/chronara.toml)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $CHR_CONFIG or ./conf/chronara.toml)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("start", help="run the node in the foreground (logs to stderr and <data_dir>/chr-node.log)")
+    sub.add_parser(
+        "start", help="run the node in the foreground (logs to stderr and <data_dir>/chr-node.log)"
+    )
     sub.add_parser("status", help="show the running node's state and health")
     sub.add_parser("config", help="print the effective config and where each value came from")
     rpc = sub.add_parser("rpc", help="call a JSON-RPC method on the running node")
@@ -99,7 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"start": cmd_start, "config": cmd_config, "rpc": cmd_rpc, "status": cmd_status, "shell": cmd_shell}
+COMMANDS = {
+    "start": cmd_start,
+    "config": cmd_config,
+    "rpc": cmd_rpc,
+    "status": cmd_status,
+    "shell": cmd_shell,
+}
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

@@ -44,7 +44,9 @@ def check_ports_free(cfg: Config) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
         except OSError as exc:
-            raise ConfigError(key, port, "the running system", f"a free port ({host}:{port}: {exc.strerror})") from exc
+            raise ConfigError(
+                key, port, "the running system", f"a free port ({host}:{port}: {exc.strerror})"
+            ) from exc
         finally:
             probe.close()
 
@@ -135,7 +137,11 @@ class Daemon:
                 return 1
             log.info(
                 "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https)",
-                time.monotonic() - started, len(reply.names), cfg.rpc_bind, cfg.rpc_port, cfg.rpcs_port,
+                time.monotonic() - started,
+                len(reply.names),
+                cfg.rpc_bind,
+                cfg.rpc_port,
+                cfg.rpcs_port,
             )
             code = self._wait()
         finally:

@@ -189,7 +189,9 @@ class Dispatcher:
             return self.too_large(len(body)).encode()
         if _too_deep(body):
             return _error(
-                None, PARSE_ERROR, f"parse error: body is not valid JSON (nested deeper than {MAX_DEPTH} levels)"
+                None,
+                PARSE_ERROR,
+                f"parse error: body is not valid JSON (nested deeper than {MAX_DEPTH} levels)",
             ).encode()
         try:
             doc = _DECODER.decode(body.decode("utf-8"))

@@ -43,7 +43,8 @@ class RpcClient:
             raw = response.read()
         except OSError as exc:
             raise ChrError(
-                f"cannot reach the node's JSON-RPC at {self.host}:{self.port} ({exc}); is `chr-node start` running?"
+                f"cannot reach the node's JSON-RPC at {self.host}:{self.port} ({exc}); "
+                "is `chr-node start` running?"
             ) from exc
         finally:
             conn.close()
@@ -82,8 +83,8 @@ def format_status(info: dict[str, Any], health: dict[str, Any]) -> str:
     for actor in info.get("tree") or []:
         reason = f"  ({actor['reason']})" if actor.get("reason") else ""
         lines.append(
-            f"  {actor.get('name', '?'):<28} {actor.get('state', '?'):<10} restarts={actor.get('restarts', 0)}"
-            f" pid={actor.get('pid', 0)}{reason}"
+            f"  {actor.get('name', '?'):<28} {actor.get('state', '?'):<10}"
+            f" restarts={actor.get('restarts', 0)} pid={actor.get('pid', 0)}{reason}"
         )
     lines.append(f"as of    {time.strftime('%Y-%m-%d %H:%M:%S')}")
     return "\n".join(lines)

@@ -81,9 +81,8 @@ class AdminShell(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
-    def default(self, line: str) -> bool:
+    def default(self, line: str) -> None:
         self._say(f"unknown command {line.split()[0]!r}; type help")
-        return False
 
     # -- commands ------------------------------------------------------------------------------
 

@@ -143,8 +143,10 @@ async def test_automatic_tickets_keep_ahead_of_usage(tmp_path: Path) -> None:
             await port.write(BIG)
             await remote.readexactly(len(BIG))
         await wait_for(
-            lambda: node.hooks.tickets[(opener.address, bytes(20), TEST_EPOCH)].total_bytes
-            >= node.server.usage_of(opener.address),
+            lambda: (
+                node.hooks.tickets[(opener.address, bytes(20), TEST_EPOCH)].total_bytes
+                >= node.server.usage_of(opener.address)
+            ),
             what="tickets covering usage",
         )
         assert opener.tickets.sent >= 3
@@ -162,7 +164,10 @@ def test_compress_in_hello_compresses_answers_that_shrink(tmp_path: Path) -> Non
             binding = client.sock.get_channel_binding("tls-unique")
             assert binding is not None
             signature = sign_hello(key, binding, thread.node.address)
-            client.send(0x01, {"id": 1, "device": key.address, "device_sig": signature, "version": 2, "compress": True})
+            client.send(
+                0x01,
+                {"id": 1, "device": key.address, "device_sig": signature, "version": 2, "compress": True},
+            )
             client.recv()
             client.send(0x09, {"id": 2, "name": "a" * 250})  # resolve: a long, repetitive not_found message
             header = client._read(8)

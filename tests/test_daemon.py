@@ -47,7 +47,11 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):  # ty
 
 def tree_whole(node: NodeProcess, old_pids: dict[str, int]) -> bool:
     tree = node.rpc("chr_node_info")["tree"]
-    return bool(tree) and all(a["state"] == "running" for a in tree) and {a["name"] for a in tree} == set(old_pids)
+    return (
+        bool(tree)
+        and all(a["state"] == "running" for a in tree)
+        and {a["name"] for a in tree} == set(old_pids)
+    )
 
 
 def test_node_info_names_the_node_and_its_ports(node: NodeProcess) -> None:
@@ -66,13 +70,17 @@ def test_node_info_names_the_node_and_its_ports(node: NodeProcess) -> None:
 
 
 def test_health_and_cron_come_from_live_state(node: NodeProcess) -> None:
-    health = wait_until(lambda: (h := node.rpc("health")) and h["layers"]["storage"]["status"] == "ok" and h,
-                        what="storage layer ok")
+    health = wait_until(
+        lambda: (h := node.rpc("health")) and h["layers"]["storage"]["status"] == "ok" and h,
+        what="storage layer ok",
+    )
     assert set(health["layers"]) == {"process", "network", "storage", "performance", "integration"}
     assert health["layers"]["process"]["status"] == "ok"
-    jobs = wait_until(lambda: [j for j in node.rpc("cron_jobs")["jobs"] if j["runs"] > 0], what="a cron job ran")
+    jobs = wait_until(
+        lambda: [j for j in node.rpc("cron_jobs")["jobs"] if j["runs"] > 0], what="a cron job ran"
+    )
     assert any(j["name"] == "connectivity_check" for j in jobs)
-    status, body = node.post(b"", path="/health")  # GET is what load balancers use; POST is refused
+    status, _ = node.post(b"", path="/health")  # GET is what load balancers use; POST is refused
     assert status in (404, 405)
 
 
@@ -80,23 +88,27 @@ def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
     for name in ("Globals", "Model.Sql.Worker", "PubSub", "Network.RpcHttp", "Network.EdgeV2.Listener"):
         before = {a["name"]: a["pid"] for a in node.rpc("chr_node_info")["tree"]}
         os.kill(before[name], signal.SIGKILL)
-        wait_until(lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
-                   what=f"{name} replaced and the tree whole again")
+        wait_until(
+            lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
+            what=f"{name} replaced and the tree whole again",
+        )
         restarted = {a["name"]: a for a in node.rpc("chr_node_info")["tree"]}
         assert restarted[name]["restarts"] >= 1
 
 
 def test_bad_json_rpc_is_answered_and_harmless(node: NodeProcess) -> None:
-    status, reply = node.post("{not json")
+    _, reply = node.post("{not json")
     assert reply["error"]["code"] == -32700
     status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "nope"}))
     assert reply["error"]["code"] == -32601
     status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "admin_stop"}))
     assert reply["error"]["code"] == -32001, "admin without the cookie token is refused"
-    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 3, "method": "admin_stop"}),
-                              {"Authorization": "Bearer " + "0" * 64})
+    status, reply = node.post(
+        json.dumps({"jsonrpc": "2.0", "id": 3, "method": "admin_stop"}),
+        {"Authorization": "Bearer " + "0" * 64},
+    )
     assert reply["error"]["code"] == -32001
-    status, reply = node.post(b"[" + b",".join([b'{"jsonrpc":"2.0","id":1,"method":"health"}'] * 1000) + b"]")
+    _, reply = node.post(b"[" + b",".join([b'{"jsonrpc":"2.0","id":1,"method":"health"}'] * 1000) + b"]")
     assert reply["error"]["code"] == -32600 and "batch" in reply["error"]["message"]
     assert node.rpc("chr_node_info")["address"].startswith("0x")
 
@@ -162,7 +174,8 @@ def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path) -> No
     acknowledged: list[str] = []
     with subprocess.Popen(
         [sys.executable, "-m", "chrnode.testing.write_stream", port, "100000"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as writer:
         assert writer.stdout is not None
         try:
@@ -189,8 +202,9 @@ def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path) -> No
 
 def test_bad_config_stops_startup_naming_key_value_and_source(tmp_path: Path) -> None:
     env = node_env(tmp_path / "data", CHR_RPC_PORT="70000")
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert "rpc_port" in out.stderr and "70000" in out.stderr and "CHR_RPC_PORT" in out.stderr
     assert not (tmp_path / "data" / "chr-node.sqlite").exists()
@@ -201,8 +215,13 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         env = node_env(tmp_path / "data", CHR_RPC_PORT=str(taken.getsockname()[1]))
-        out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "chrnode.cli", "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert out.returncode == 2
     assert "rpc_port" in out.stderr and "free port" in out.stderr
 
@@ -211,25 +230,38 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     env = node_env(blocker / "data")
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "start"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert "data_dir" in out.stderr
 
 
 def test_cli_config_rpc_and_status(node: NodeProcess, tmp_path: Path) -> None:
     env = dict(node.env)
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "config"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "config"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "CHR_RPC_PORT" in out.stdout and str(node.rpc_port) in out.stdout
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "rpc", "chr_node_info"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "rpc", "chr_node_info"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and json.loads(out.stdout)["ports"]["rpc"] == node.rpc_port
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "status"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0 and "Model.Sql.Worker" in out.stdout and "storage" in out.stdout, out.stdout
-    out = subprocess.run([sys.executable, "-m", "chrnode.cli", "rpc", "admin_restart_actor", "Bogus"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "rpc", "admin_restart_actor", "Bogus"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "Bogus" in out.stderr
 
 
@@ -241,8 +273,12 @@ def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
 
     client = RpcClient("127.0.0.1", node.rpc_port, node.token())
     out = io.StringIO()
-    shell = AdminShell(client, history_file=None, stdin=io.StringIO("info\nhealth\ncall peer_list\nbogus\nquit\n"),
-                       stdout=out)
+    shell = AdminShell(
+        client,
+        history_file=None,
+        stdin=io.StringIO("info\nhealth\ncall peer_list\nbogus\nquit\n"),
+        stdout=out,
+    )
     shell._refresh_names()
     assert "chr_node_info" in shell.complete_call("chr_", "call chr_", 5, 9)
     assert shell.complete_restart("Model.Sql.W", "restart Model.Sql.W", 8, 19) == ["Model.Sql.Worker"]

@@ -125,7 +125,9 @@ async def test_automatic_tickets_continue_above_an_earlier_session(tmp_path: Pat
     node = await start_node(tmp_path, hooks)
     try:
         key = PrivateKey.generate()
-        hooks.tickets[(key.address, FLEET, TEST_EPOCH)] = make_ticket(key, node.address, 50_000_000, connections=7)
+        hooks.tickets[(key.address, FLEET, TEST_EPOCH)] = make_ticket(
+            key, node.address, 50_000_000, connections=7
+        )
         client = await node.device(key)  # auto tickets: too_low, then a ticket above the stored one
         stored = hooks.tickets[(key.address, FLEET, TEST_EPOCH)]
         assert stored.total_bytes > 50_000_000 and stored.total_connections == 8

@@ -104,8 +104,7 @@ def test_rest_for_one_restarts_later_siblings_only() -> None:
         tree.wait_for(running(["A", "B", "C"]))
         before = {n: pid_of(tree, n) for n in "ABC"}
         kill(before["B"])
-        tree.wait_for(lambda s: running(["A", "B", "C"])(s) and all(
-            pid_of(s, n) != before[n] for n in "BC"))
+        tree.wait_for(lambda s: running(["A", "B", "C"])(s) and all(pid_of(s, n) != before[n] for n in "BC"))
         assert pid_of(tree, "A") == before["A"], "rest_for_one must not touch earlier siblings"
         assert tree.actor("B")["restarts"] == 1 and tree.actor("C")["restarts"] == 1
 
@@ -146,7 +145,9 @@ def test_temporary_is_never_restarted() -> None:
 
 def test_nested_supervisor_restarts_its_children_and_escalation() -> None:
     inner = m.ChildSpec(
-        "Inner", "actors.supervisor:Supervisor", strategy="one_for_one",
+        "Inner",
+        "actors.supervisor:Supervisor",
+        strategy="one_for_one",
         children=(m.ChildSpec("Leaf", WORKER),),
     )
     with running_tree(spec(inner, m.ChildSpec("After", WORKER))) as tree:
@@ -157,8 +158,14 @@ def test_nested_supervisor_restarts_its_children_and_escalation() -> None:
         assert pid_of(tree, "Inner") == inner_pid and pid_of(tree, "After") == after
         leaf = pid_of(tree, "Leaf")
         kill(inner_pid)  # the supervisor itself: its child dies with it, After is rest_for_one'd
-        tree.wait_for(lambda s: running(["Inner", "Leaf", "After"])(s) and all(
-            pid_of(s, n) != p for n, p in (("Inner", inner_pid), ("Leaf", leaf), ("After", after))))
+        tree.wait_for(
+            lambda s: (
+                running(["Inner", "Leaf", "After"])(s)
+                and all(
+                    pid_of(s, n) != p for n, p in (("Inner", inner_pid), ("Leaf", leaf), ("After", after))
+                )
+            )
+        )
 
 
 def test_intensity_exceeded_escalates_to_tree_failure() -> None:
@@ -167,8 +174,11 @@ def test_intensity_exceeded_escalates_to_tree_failure() -> None:
         for restarts in (1, 2):
             before = pid_of(tree, "A")
             kill(before)
-            tree.wait_for(lambda s, b=before, r=restarts: running(["A"])(s) and restarts_of(s, "A") == r
-                          and pid_of(s, "A") != b)
+            tree.wait_for(
+                lambda s, b=before, r=restarts: (
+                    running(["A"])(s) and restarts_of(s, "A") == r and pid_of(s, "A") != b
+                )
+            )
         kill(pid_of(tree, "A"))  # the third restart inside the window is one too many
         failure = tree.asys.listen(20)
         assert isinstance(failure, m.TreeFailed), failure

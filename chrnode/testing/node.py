@@ -88,10 +88,14 @@ class NodeProcess:
 
         return read_cookie(self.data_dir / ".cookie")
 
-    def post(self, body: bytes | str, headers: dict[str, str] | None = None, path: str = "/rpc") -> tuple[int, Any]:
+    def post(
+        self, body: bytes | str, headers: dict[str, str] | None = None, path: str = "/rpc"
+    ) -> tuple[int, Any]:
         data = body.encode() if isinstance(body, str) else body
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.rpc_port}{path}", data=data, method="POST",
+            f"http://127.0.0.1:{self.rpc_port}{path}",
+            data=data,
+            method="POST",
             headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
@@ -105,7 +109,7 @@ class NodeProcess:
     def rpc(self, method: str, params: Any = None, admin: bool = False) -> Any:
         headers = {"Authorization": f"Bearer {self.token()}"} if admin else {}
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
-        status, reply = self.post(body, headers)
+        _, reply = self.post(body, headers)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply["result"]
@@ -157,7 +161,9 @@ class NodeProcess:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"chr-node did not stop within {timeout} s of SIGTERM:\n{self.log()}") from None
+            raise AssertionError(
+                f"chr-node did not stop within {timeout} s of SIGTERM:\n{self.log()}"
+            ) from None
         deadline = time.monotonic() + 10
         while self.leftovers() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -1,0 +1,223 @@
+"""The TLS transport and the zero-copy frame reader: buffers, backpressure, closing (SPEC 3, 13)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ssl
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chrnode.edge.messages import encode_portsend_parts
+from chrnode.edge.ports import parse_portsend
+from chrnode.edge.reader import FrameReader
+from chrnode.edge.tlsconn import TlsConnection
+from chrnode.edge.tlslisten import open_tls_connection, start_tls_server
+from chrnode.errors import FrameError
+from chrnode.identity import edge_client_context, edge_server_context, load_node_identity
+from chrnode.testing.edge import async_test, wait_for
+
+SSL_CTRL_MODE = 33
+SSL_MODE_RELEASE_BUFFERS = 0x10
+
+
+def _ssl_ctx_mode(ctx: ssl.SSLContext) -> int:
+    """SSL_CTX_get_mode() of a Python context, through the libssl that _ssl is linked with."""
+    with open("/proc/self/maps") as maps:
+        libssl = next(line.split()[-1] for line in maps if "libssl" in line)
+    lib = ctypes.CDLL(libssl)
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    # PySSLContext starts with PyObject_HEAD (16 bytes on 64-bit CPython), then SSL_CTX *ctx.
+    pointer = ctypes.c_void_p.from_address(id(ctx) + 16).value
+    return int(lib.SSL_CTX_ctrl(pointer, SSL_CTRL_MODE, 0, None))
+
+
+def test_cpython_sets_release_buffers_on_edge_contexts(tmp_path: Path) -> None:
+    identity = load_node_identity(tmp_path)
+    for ctx in (edge_server_context(identity.key_pem_path, identity.cert_path), edge_client_context()):
+        assert _ssl_ctx_mode(ctx) & SSL_MODE_RELEASE_BUFFERS
+
+
+class _Collector(FrameReader):
+    """FrameReader that records what it delivers (owned bytearray or volatile view)."""
+
+    def __init__(self, max_frame: int = 1 << 20) -> None:
+        super().__init__(max_frame)
+        self.frames: list[tuple[int, int, bytes, bool]] = []
+        self.faults: list[FrameError] = []
+
+    def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
+        self.frames.append((msg_type, flags, bytes(frame), isinstance(frame, bytearray)))
+
+    def frame_fault(self, error: FrameError) -> None:
+        self.faults.append(error)
+
+    def feed(self, data: bytes) -> None:
+        """Act like the transport: decrypt into whatever get_buffer() hands out."""
+        view = memoryview(data)
+        while view:
+            buf = self.get_buffer()
+            n = min(len(buf), len(view), 16384)
+            buf[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
+
+
+def _frame(msg_type: int, payload: bytes, flags: int = 0) -> bytes:
+    return struct.pack(">BBHI", 2, msg_type, flags, len(payload)) + payload
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 255), st.integers(0, 7), st.binary(max_size=70000)), min_size=1, max_size=6
+    ),
+    st.lists(st.integers(1, 40000), min_size=1, max_size=20),
+)
+def test_reader_reassembles_frames_split_anywhere(
+    frames: list[tuple[int, int, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(_frame(t, p, f) for t, f, p in frames)
+    reader = _Collector()
+    pos = 0
+    for cut in cuts * (len(stream) // max(sum(cuts), 1) + 1):
+        if pos >= len(stream):
+            break
+        reader.feed(stream[pos : pos + cut])
+        pos += cut
+    reader.feed(stream[pos:])
+    assert [(t, f, frame[8:]) for t, f, frame, _owned in reader.frames] == [(t, f, p) for t, f, p in frames]
+    assert reader.assembling == 0 and not reader.faults
+
+
+def test_reader_refuses_oversized_and_wrong_version_before_buffering() -> None:
+    reader = _Collector(max_frame=1000)
+    reader.feed(struct.pack(">BBHI", 2, 4, 0, 5000))
+    assert reader.faults[0].code == "frame_too_large" and reader.assembling == 0
+    reader = _Collector()
+    reader.feed(struct.pack(">BBHI", 1, 4, 0, 5) + b"hello")
+    assert reader.faults[0].code == "bad_frame" and not reader.frames
+
+
+def test_large_frames_are_owned_small_frames_are_views() -> None:
+    reader = _Collector()
+    small, large = _frame(6, b"x" * 10), _frame(4, b"y" * 200_000)
+    reader.feed(small + large)
+    assert [owned for *_rest, owned in reader.frames] == [False, True]
+
+
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=70000))
+def test_portsend_fast_path_matches_the_codec(ref: int, data: bytes) -> None:
+    header, body = encode_portsend_parts(ref, data)
+    frame = header + body
+    assert parse_portsend(frame) == (ref, len(frame) - len(data), len(frame))
+    assert parse_portsend(frame + b"\x00") is None  # trailing bytes: left to the full decoder
+
+
+class _Sink:
+    """A TlsProtocol that records and can stop reading (a slow reader)."""
+
+    def __init__(self) -> None:
+        self.conn: TlsConnection | None = None
+        self.received = bytearray()
+        self.paused = 0
+        self.resumed = 0
+        self.lost: list[BaseException | None] = []
+        self._buf = bytearray(65536)
+
+    def connection_made(self, conn: TlsConnection) -> None:
+        self.conn = conn
+
+    def get_buffer(self) -> memoryview:
+        return memoryview(self._buf)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.received += self._buf[:nbytes]
+
+    def eof_received(self) -> None:
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+    def pause_writing(self) -> None:
+        self.paused += 1
+
+    def resume_writing(self) -> None:
+        self.resumed += 1
+
+
+async def _pair(tmp_path: Path) -> tuple[_Sink, _Sink, object]:
+    identity = load_node_identity(tmp_path)
+    server_ctx = edge_server_context(identity.key_pem_path, identity.cert_path)
+    server_side = _Sink()
+    listener = start_tls_server(
+        asyncio.get_running_loop(), server_ctx, "127.0.0.1", 0, lambda _a: server_side, 5.0
+    )
+    client_side = _Sink()
+    await open_tls_connection("127.0.0.1", listener.port, edge_client_context(), client_side)
+    await wait_for(lambda: server_side.conn is not None, what="server side up")
+    return server_side, client_side, listener
+
+
+@async_test()
+async def test_write_backpressure_pauses_and_resumes(tmp_path: Path) -> None:
+    server_side, client_side, listener = await _pair(tmp_path)
+    assert server_side.conn is not None and client_side.conn is not None
+    client_side.conn.pause_reading()  # a reader that stops reading
+    block = b"b" * 65536
+    for _ in range(200):  # 12.5 MiB: more than kernel buffers and the high-water mark
+        server_side.conn.write(block)
+    assert server_side.paused == 1
+    assert server_side.conn.get_write_buffer_size() > 0
+    client_side.conn.resume_reading()
+    await wait_for(lambda: len(client_side.received) == 200 * 65536, what="all data read")
+    assert server_side.resumed == 1 and server_side.conn.get_write_buffer_size() == 0
+    client_side.conn.close()
+    await wait_for(lambda: bool(server_side.lost), what="peer close seen")
+    listener.close()  # type: ignore[attr-defined]
+
+
+@async_test()
+async def test_close_flushes_queued_data_abort_drops_it(tmp_path: Path) -> None:
+    server_side, client_side, listener = await _pair(tmp_path)
+    assert server_side.conn is not None and client_side.conn is not None
+    client_side.conn.pause_reading()
+    for _ in range(100):
+        server_side.conn.write(b"c" * 65536)
+    server_side.conn.close()
+    assert not server_side.lost  # still flushing
+    client_side.conn.resume_reading()
+    await wait_for(lambda: bool(client_side.lost), what="close after flush")
+    assert len(client_side.received) == 100 * 65536
+    await server_side.conn.wait_closed()
+    assert server_side.lost == [None]
+
+    server_side, client_side, _second = await _pair(tmp_path / "b")
+    assert server_side.conn is not None and client_side.conn is not None
+    server_side.conn.write(b"d" * 10)
+    server_side.conn.abort()
+    await wait_for(lambda: bool(client_side.lost), what="abort seen")
+    listener.close()  # type: ignore[attr-defined]
+    _second.close()  # type: ignore[attr-defined]
+
+
+@async_test()
+async def test_handshake_needs_secp256k1(tmp_path: Path) -> None:
+    identity = load_node_identity(tmp_path)
+    server_ctx = edge_server_context(identity.key_pem_path, identity.cert_path)
+    listener = start_tls_server(
+        asyncio.get_running_loop(), server_ctx, "127.0.0.1", 0, lambda _a: _Sink(), 5.0
+    )
+    other = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    other.check_hostname, other.verify_mode = False, ssl.CERT_NONE
+    other.set_ecdh_curve("prime256v1")  # a client without the secp256k1 group: no shared suite
+    with pytest.raises(ssl.SSLError):
+        await open_tls_connection("127.0.0.1", listener.port, other, _Sink())
+    await wait_for(lambda: listener.handshakes_failed == 1, what="failure counted")
+    listener.close()
