@@ -99,11 +99,11 @@ def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
 def test_bad_json_rpc_is_answered_and_harmless(node: NodeProcess) -> None:
     _, reply = node.post("{not json")
     assert reply["error"]["code"] == -32700
-    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "nope"}))
+    _, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "nope"}))
     assert reply["error"]["code"] == -32601
-    status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "admin_stop"}))
+    _, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "admin_stop"}))
     assert reply["error"]["code"] == -32001, "admin without the cookie token is refused"
-    status, reply = node.post(
+    _, reply = node.post(
         json.dumps({"jsonrpc": "2.0", "id": 3, "method": "admin_stop"}),
         {"Authorization": "Bearer " + "0" * 64},
     )
