@@ -82,8 +82,8 @@ _VALUES = st.one_of(
     st.binary(max_size=40),
     st.text(max_size=20),
     st.none(),
-    st.lists(st.integers(), max_size=3),
-    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.lists(st.integers(-(2**63), 2**63), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(-1000, 1000), max_size=3),
 )
 frames = st.tuples(
     st.integers(0, 255),  # type, known or not
