@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from actors import chain_messages as cm
 from actors import messages as m
 from actors.base import ChrActor, LoopAsks
 from chrnode.edge.hooks import NameRecord
@@ -60,17 +61,35 @@ class ActorHooks:
         return Ticket.from_wire(msgpack.unpackb(reply.ticket, raw=False))
 
     async def current_epoch(self) -> int:
-        # The chain's head timestamp once RemoteChain follows it; the wall clock until then.
-        return epoch_of(int(time.time()), self.epoch_length)
+        # SPEC 5: from the chain's head block (RemoteChain.Monitor); the wall clock without a chain.
+        epoch = self.actor.chain_epoch
+        return epoch if epoch is not None else epoch_of(int(time.time()), self.epoch_length)
+
+    async def _chain(self, message: Any) -> cm.ChainAnswer | None:
+        """Ask RemoteChain.Cache; None when this node has no chain configured (development)."""
+        answer: cm.ChainAnswer = await self.asks.ask("RemoteChain.Cache", message, ASK_TIMEOUT)
+        if answer.ok:
+            return answer
+        if answer.code == cm.NOT_CONFIGURED:
+            return None
+        raise cm.answer_error(answer)
 
     async def fleet_check(self, fleet: bytes, node: bytes, device: bytes) -> tuple[bool, bool]:
-        return True, True
+        answer = await self._chain(cm.FleetCheckRequest(fleet, node, device))
+        if answer is None:
+            return True, True  # no chain, no fleet contract to ask: nothing to refuse on
+        allowed_node, allowed_device = answer.result
+        return bool(allowed_node), bool(allowed_device)
 
     async def payment_check(self, ticket: Ticket, device: bytes) -> None:
-        return None
+        await self._chain(cm.PaymentCheckRequest(ticket, device))
 
     async def resolve_name(self, name: str) -> NameRecord | None:
-        return None
+        answer = await self._chain(cm.BnsResolve(name))
+        if answer is None or not answer.result.found:
+            return None
+        found = answer.result
+        return NameRecord(tuple(found.devices), found.owner, found.namespace)
 
     async def node_record(self, node: bytes) -> dict[str, Any] | None:
         return None
@@ -83,6 +102,14 @@ class ActorHooks:
 
 
 class EdgeListener(ChrActor):
+    SUBSCRIBE = ("snapshot",)
+    chain_epoch: int | None = None  # from the chain's head (snapshot "chain"), when known
+
+    def on_published(self, topic: str, key: str, payload: Any) -> None:
+        if key == "chain" and isinstance(payload, dict):
+            epoch = payload.get("epoch")
+            self.chain_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)

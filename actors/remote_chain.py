@@ -4,7 +4,8 @@
                          (SubmitTickets, Cron job "ticket_submit" which it registers itself)
     RemoteChain.Monitor  polls every endpoint's head block, publishes snapshot "chain"
     RemoteChain.Cache    TieredCache + ChainService: BNS, fleet and payment checks, proxied eth_*
-                         reads; publishes snapshot "cache" and cache.* counters for metrics
+                         reads; publishes snapshots "cache" and "fleet_chain" (the node's standing
+                         in its fleet) and cache hit/miss counters for metrics
 
 Chain and HTTP work never runs on an actor's own thread: it goes to a thread pool of
 `worker_pool_size` threads and the answer comes back through the ThreadBridge, so every actor
@@ -46,6 +47,7 @@ from chrnode.ticket import epoch_of
 POLL_SECONDS = 2.0
 PUBLISH_SECONDS = 2.0
 FLUSH_SECONDS = 0.2
+FLEET_SECONDS = 30.0  # the "stats" TTL: fleet standing is read through the cache anyway
 MAX_QUEUED_PER_THREAD = 64  # beyond pool size x this, requests are refused `busy`, not queued
 SUBMIT_JOB = "ticket_submit"
 SUBMIT_INTERVAL = 3600.0
@@ -281,6 +283,12 @@ class RemoteChainCache(_PoolActor):
         self.writes: list[CachePut] = []
         self.flush_due = False
         self.reported: dict[tuple[str, str], int] = {}
+        try:
+            self.node_address: bytes | None = load_or_create_node_key(Path(cfg.node_key_path)).address
+        except (ChrError, OSError) as exc:
+            self.node_address = None
+            self.log.warning("no node key, so no fleet standing to report: %s", exc)
+        self.fleet_due = 0.0
         self.wakeupAfter(PUBLISH_SECONDS, payload="publish")
 
     def on_stop(self) -> None:
@@ -319,6 +327,9 @@ class RemoteChainCache(_PoolActor):
         self.post("__self__", op)
 
     def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
+        if isinstance(message, tuple) and message[0] == "fleet":
+            self.publish("snapshot", "fleet_chain", message[1])
+            return
         if isinstance(message, CachePut):
             self.writes.append(message)
             if not self.flush_due:
@@ -345,6 +356,26 @@ class RemoteChainCache(_PoolActor):
         elif payload == "publish":
             self._publish()
             self.wakeupAfter(PUBLISH_SECONDS, payload="publish")
+            if time.monotonic() >= self.fleet_due:
+                self.fleet_due = time.monotonic() + FLEET_SECONDS
+                self._report_fleet()
+
+    def _report_fleet(self) -> None:
+        """The node's standing in its configured fleet, as snapshot "fleet_chain" (`fleet_status`)."""
+        node = self.node_address
+        if node is None:
+            return
+
+        def work() -> None:
+            status: dict[str, Any] = {"configured": self.contracts.fleet is not None}
+            status["checked_at"] = time.time()
+            try:
+                status.update(self.service.fleet_status(node), ok=True)
+            except ChrError as exc:
+                status.update(ok=False, code=cm.error_code(exc), error=str(exc))
+            self.post("__self__", ("fleet", status))
+
+        self.pool.submit(work)
 
     def _publish(self) -> None:
         stats = self.cache.stats()

@@ -17,6 +17,7 @@ from typing import Any
 
 from actors import messages as m
 from actors.base import ChrActor, _set_result
+from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
 from chrnode.errors import ActorError, RpcError
 from chrnode.rpc_api import NodeView
@@ -115,6 +116,7 @@ class RpcActor(ChrActor):
             loop.call_later(STATS_SECONDS, flush)
 
         try:
+            assert self.asks is not None
             app = make_app(
                 self.view,
                 _Admin(self),
@@ -123,6 +125,7 @@ class RpcActor(ChrActor):
                 max_body=cfg.rpc_max_body,
                 max_batch=cfg.rpc_max_batch,
                 observer=observe,
+                extra_methods=chain_methods(self.asks),
             )
             tls = self.ssl_context()
             if tls is None:

@@ -32,6 +32,16 @@ def node_tree() -> ChildSpec:
             ChildSpec("TicketStore", "actors.ticket_store:TicketStore"),
             ChildSpec("Cron", "actors.cron:Cron"),
             ChildSpec("PubSub", "actors.pubsub:PubSub"),
+            ChildSpec(
+                "RemoteChain",
+                "actors.supervisor:Supervisor",
+                strategy="one_for_one",
+                children=(
+                    ChildSpec("RemoteChain.RPC", "actors.remote_chain:RemoteChainRpc"),
+                    ChildSpec("RemoteChain.Monitor", "actors.remote_chain:RemoteChainMonitor"),
+                    ChildSpec("RemoteChain.Cache", "actors.remote_chain:RemoteChainCache"),
+                ),
+            ),
             ChildSpec("Connectivity", "actors.connectivity:Connectivity"),
             ChildSpec("Network.EdgeV2.Listener", "actors.edge_listener:EdgeListener", restart="transient"),
             ChildSpec("Network.RpcHttp", "actors.rpc_http:RpcHttp", restart="transient"),

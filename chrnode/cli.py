@@ -26,6 +26,20 @@ def cmd_start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     return Daemon(loaded.config).run()
 
 
+def cmd_init(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    """Create the data dir, the node key and certificates (as `start` would) and print the address."""
+    from chrnode.config import validate_data_dir
+    from chrnode.daemon import rpcs_cert_paths
+    from chrnode.identity import load_node_identity
+
+    cfg = loaded.config
+    validate_data_dir(cfg.data_dir)
+    identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
+    rpcs_cert_paths(cfg)
+    print(identity.key.hex_address if args.quiet else f"node {identity.key.hex_address}, data dir {cfg.data_dir}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     print(loaded.render())
     return 0
@@ -88,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "start", help="run the node in the foreground (logs to stderr and <data_dir>/chr-node.log)"
     )
+    init = sub.add_parser("init", help="create the data dir, node key and certificates; print the node address")
+    init.add_argument("--quiet", action="store_true", help="print the address only")
     sub.add_parser("status", help="show the running node's state and health")
     sub.add_parser("config", help="print the effective config and where each value came from")
     rpc = sub.add_parser("rpc", help="call a JSON-RPC method on the running node")
@@ -104,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "init": cmd_init,
     "start": cmd_start,
     "config": cmd_config,
     "rpc": cmd_rpc,

@@ -199,6 +199,9 @@ def build_methods(
             "connected_nodes": 0,
         }
         out.update(jsonable(_section(view.snapshot, "fleet")))
+        chain = _section(view.snapshot, "fleet_chain")  # the fleet contract's view (RemoteChain)
+        if chain:
+            out["contract"] = jsonable(chain)
         return out
 
     def reward_status() -> dict[str, Any]:

@@ -123,8 +123,10 @@ def test_admin_restart_and_log_level(node: NodeProcess) -> None:
     node.rpc("admin_set_log_level", ["info"], admin=True)
 
 
-def test_public_listeners_are_only_the_documented_ports(tmp_path: Path) -> None:
-    proc = NodeProcess(tmp_path / "data", CHR_BIND_ADDRESS="0.0.0.0", CHR_RPC_BIND="0.0.0.0").start()
+def test_public_listeners_are_only_the_documented_ports(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    proc = NodeProcess(tmp_path / "data", CHR_BIND_ADDRESS="0.0.0.0", CHR_RPC_BIND="0.0.0.0")
+    nodes.append(proc)
+    proc.start()
     try:
         documented = {proc.rpc_port, int(proc.env["CHR_RPCS_PORT"]), int(proc.env["CHR_PEER2_PORT"])}
         documented |= {int(p) for p in proc.env["CHR_EDGE2_PORTS"].split(",")}
@@ -140,8 +142,10 @@ def test_public_listeners_are_only_the_documented_ports(tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_sigterm_leaves_no_process(tmp_path: Path) -> None:
-    proc = NodeProcess(tmp_path / "data").start()
+def test_sigterm_leaves_no_process(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    proc = NodeProcess(tmp_path / "data")
+    nodes.append(proc)
+    proc.start()
     pids = set(proc._descendants)
     assert len(pids) >= 10, "every actor is a process of its own"
     assert proc.stop() == 0
@@ -149,8 +153,10 @@ def test_sigterm_leaves_no_process(tmp_path: Path) -> None:
     assert "stopped" in proc.log()
 
 
-def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path) -> None:
-    proc = NodeProcess(tmp_path / "data").start()
+def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    proc = NodeProcess(tmp_path / "data")
+    nodes.append(proc)
+    proc.start()
     pids = set(proc._descendants)
     assert proc.proc is not None
     os.kill(proc.proc.pid, signal.SIGKILL)
@@ -159,17 +165,21 @@ def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path) -> None:
     assert pids
 
 
-def test_admin_stop_ends_the_daemon_cleanly(tmp_path: Path) -> None:
-    proc = NodeProcess(tmp_path / "data").start()
+def test_admin_stop_ends_the_daemon_cleanly(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    proc = NodeProcess(tmp_path / "data")
+    nodes.append(proc)
+    proc.start()
     proc.rpc("admin_stop", [], admin=True)
     assert proc.proc is not None
     assert proc.proc.wait(60) == 0
     wait_until(lambda: not proc.leftovers(), what="no process after admin_stop")
 
 
-def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path) -> None:
+def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path, nodes: list[NodeProcess]) -> None:
     """Writes acknowledged by Model.Sql.Worker are in the file after the whole node is SIGKILLed."""
-    proc = NodeProcess(tmp_path / "data").start()
+    proc = NodeProcess(tmp_path / "data")
+    nodes.append(proc)
+    proc.start()
     port = proc.env["CHR_ACTOR_ADMIN_PORT"]
     acknowledged: list[str] = []
     with subprocess.Popen(

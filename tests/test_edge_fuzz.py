@@ -66,7 +66,7 @@ def _answer_or_close(client: RawFrameClient, timeout: float = 10.0) -> str:
 
 @pytest.fixture
 def thread(tmp_path: Path):  # type: ignore[no-untyped-def]
-    node = NodeThread(tmp_path, hello_timeout=5.0)
+    node = NodeThread(tmp_path, hello_timeout=5.0, conn_rate_per_ip=10_000.0)
     yield node
     node.stop()
 

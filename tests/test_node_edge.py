@@ -55,8 +55,12 @@ def stored_tickets(data_dir: Path) -> dict[bytes, int]:
         db.close()
 
 
-def test_http_through_two_devices_and_tickets_persist_across_restart(tmp_path: Path, web_server: int) -> None:
-    node = NodeProcess(tmp_path / "data", CHR_REQUIRE_TICKETS="true").start()
+def test_http_through_two_devices_and_tickets_persist_across_restart(
+    tmp_path: Path, web_server: int, nodes: list[NodeProcess]
+) -> None:
+    node = NodeProcess(tmp_path / "data", CHR_REQUIRE_TICKETS="true")
+    nodes.append(node)
+    node.start()
     info = node.rpc("chr_node_info")
     node_address = parse_address(info["address"])
     edge_port = info["ports"]["edge2"][0]
@@ -91,7 +95,9 @@ def test_http_through_two_devices_and_tickets_persist_across_restart(tmp_path: P
     finally:
         assert node.stop() == 0
 
-    node = NodeProcess(tmp_path / "data", CHR_REQUIRE_TICKETS="true").start()  # same data dir, same key
+    node = NodeProcess(tmp_path / "data", CHR_REQUIRE_TICKETS="true")  # same data dir, same key
+    nodes.append(node)
+    node.start()
 
     async def lower_ticket() -> object:
         info2 = node.rpc("chr_node_info")

@@ -205,7 +205,9 @@ def test_monitor_and_cache_publish_their_snapshots(
     wait_for(lambda: monitor_status() == "synced", what="monitor synced")
     ask(tree, "RemoteChain.Cache", cm.BnsResolve("shop.chronara.com", tag="again"))
     parts = wait_for(lambda: (p := tree.ask("Probe", GetParts(), 10)) and "chain" in p and "cache" in p
-                     and p["cache"]["hits"]["l1"] > 0 and p, what="snapshots")
+                     and "fleet_chain" in p and p["cache"]["hits"]["l1"] > 0 and p, what="snapshots")
+    standing = parts["fleet_chain"]
+    assert standing["ok"] and standing["node_allowed"] and standing["node"] == "0x" + world.node.address.hex()
     chain, cache = parts["chain"], parts["cache"]
     assert chain["head"] is not None and chain["epoch"] == world.epoch
     assert chain["endpoints"][0]["status"] == "up"

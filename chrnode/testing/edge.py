@@ -169,8 +169,9 @@ class RawFrameClient:
         payload = {"id": request_id, "device": key.address, "device_sig": sign_hello(key, binding, node),
                    "version": VERSION}  # fmt: skip
         self.send(0x01, payload)
-        _type, _flags, answer = self.recv()
-        assert isinstance(answer, dict)
+        msg_type, _flags, answer = self.recv()
+        if msg_type != 0x01 or not isinstance(answer, dict):
+            raise AssertionError(f"expected the hello answer, got type 0x{msg_type:02x}: {answer!r}")
         return answer
 
     def send(self, msg_type: int, payload: Any, flags: int = 0) -> None:
