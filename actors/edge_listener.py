@@ -9,6 +9,7 @@ message to the actor that owns the answer, awaited on the loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -138,7 +139,7 @@ class EdgeListener(ChrActor):
         assert self.asks is not None
         hooks = ActorHooks(self, self.asks)
         try:
-            self.server = EdgeServer(self.config, key, context, hooks)
+            self.server = EdgeServer(_with_fleet(self.config), key, context, hooks)
             outcome["ports"] = loop.run_until_complete(self.server.start())
         except (ChrError, OSError) as exc:
             outcome["error"] = exc
@@ -184,3 +185,14 @@ class EdgeListener(ChrActor):
                 self.log.warning("the edge server did not stop cleanly")
         loop.call_soon_threadsafe(loop.stop)
         self.thread.join(5.0)
+
+
+def _with_fleet(cfg: Any) -> Any:
+    """The node's default fleet (sent in the hello answer) is `fleet_contract`, or else the fleet
+    of the local chain's deployment (<data_dir>/contracts.json, written by tools/devchain)."""
+    if cfg.fleet_contract:
+        return cfg
+    from chrnode.chain.service import ChainContracts
+
+    fleet = ChainContracts.from_config(cfg).fleet
+    return dataclasses.replace(cfg, fleet_contract="0x" + fleet.hex()) if fleet is not None else cfg
