@@ -22,8 +22,10 @@ CHAIN_FAILED = -32010  # the chain could not answer (down, wrong chain, reverted
 ETH_METHODS: dict[str, tuple[Param, ...]] = {
     "eth_blockNumber": (),
     "eth_chainId": (),
-    "eth_call": (Param("tx", "object", description="{to, data[, from]}"),
-                 Param("block", "string", False, "block tag or number, default latest")),
+    "eth_call": (
+        Param("tx", "object", description="{to, data[, from]}"),
+        Param("block", "string", False, "block tag or number, default latest"),
+    ),
     "eth_getBalance": (Param("address", "string"), Param("block", "string", False, "default latest")),
     "eth_getCode": (Param("address", "string"), Param("block", "string", False, "default latest")),
     "eth_getTransactionReceipt": (Param("hash", "string", description="0x transaction hash"),),
@@ -81,7 +83,9 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
 
     async def ticket_best(device: str, fleet: str, epoch: int) -> dict[str, Any] | None:
         reply = await asks.ask(
-            "TicketStore", m.LoadTicket(_address("device", device), _address("fleet", fleet), epoch), ASK_TIMEOUT
+            "TicketStore",
+            m.LoadTicket(_address("device", device), _address("fleet", fleet), epoch),
+            ASK_TIMEOUT,
         )
         if not reply.ok:
             raise RpcError(-32603, f"the ticket store could not answer: {reply.error}")
@@ -92,15 +96,29 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
         return {str(k): jsonable(v) for k, v in msgpack.unpackb(reply.ticket, raw=False).items()}
 
     methods = [
-        Method("bns_resolve", bns_resolve, (Param("name", "string", description="e.g. mysite.chronara.com"),),
-               result="{name, namespace, found, owner, devices, expiry, stale}",
-               summary="Resolve a BNS name (name.chronara.<tld>, or a bare name) through the cache tiers"),
-        Method("ticket_best", ticket_best,
-               (Param("device", "string"), Param("fleet", "string"), Param("epoch", "integer")),
-               result="the stored ticket (SPEC 5 fields) or null",
-               summary="The best ticket this node holds for (device, fleet, epoch)"),
+        Method(
+            "bns_resolve",
+            bns_resolve,
+            (Param("name", "string", description="e.g. mysite.chronara.com"),),
+            result="{name, namespace, found, owner, devices, expiry, stale}",
+            summary="Resolve a BNS name (name.chronara.<tld>, or a bare name) through the cache tiers",
+        ),
+        Method(
+            "ticket_best",
+            ticket_best,
+            (Param("device", "string"), Param("fleet", "string"), Param("epoch", "integer")),
+            result="the stored ticket (SPEC 5 fields) or null",
+            summary="The best ticket this node holds for (device, fleet, epoch)",
+        ),
     ]
     for name, params in ETH_METHODS.items():
-        methods.append(Method(name, eth(name, params), params, result="the chain's answer",
-                              summary=f"{name}, proxied to the chain through the node's cache"))
+        methods.append(
+            Method(
+                name,
+                eth(name, params),
+                params,
+                result="the chain's answer",
+                summary=f"{name}, proxied to the chain through the node's cache",
+            )
+        )
     return methods

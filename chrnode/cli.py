@@ -36,7 +36,11 @@ def cmd_init(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     validate_data_dir(cfg.data_dir)
     identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
     rpcs_cert_paths(cfg)
-    print(identity.key.hex_address if args.quiet else f"node {identity.key.hex_address}, data dir {cfg.data_dir}")
+    print(
+        identity.key.hex_address
+        if args.quiet
+        else f"node {identity.key.hex_address}, data dir {cfg.data_dir}"
+    )
     return 0
 
 
@@ -102,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "start", help="run the node in the foreground (logs to stderr and <data_dir>/chr-node.log)"
     )
-    init = sub.add_parser("init", help="create the data dir, node key and certificates; print the node address")
+    init = sub.add_parser(
+        "init", help="create the data dir, node key and certificates; print the node address"
+    )
     init.add_argument("--quiet", action="store_true", help="print the address only")
     sub.add_parser("status", help="show the running node's state and health")
     sub.add_parser("config", help="print the effective config and where each value came from")

@@ -60,8 +60,10 @@ def cmd_ping(args: argparse.Namespace, loaded: Any) -> int:
             started = loop.time()
             await client.ping()
             rtt = (loop.time() - started) * 1000
-            print(f"node {to_hex_address(client.node)} epoch {client.epoch} chain {client.chain_id}: "
-                  f"ping {rtt:.1f} ms")
+            print(
+                f"node {to_hex_address(client.node)} epoch {client.epoch} chain {client.chain_id}: "
+                f"ping {rtt:.1f} ms"
+            )
         finally:
             await client.close()
 
@@ -72,13 +74,18 @@ def cmd_ping(args: argparse.Namespace, loaded: Any) -> int:
 def cmd_publish(args: argparse.Namespace, loaded: Any) -> int:
     host, _, port = args.local.rpartition(":")
     if not host or not port.isdigit():
-        raise ChrError(f"--local {args.local!r}: expected HOST:PORT of the local service, e.g. 127.0.0.1:8080")
+        raise ChrError(
+            f"--local {args.local!r}: expected HOST:PORT of the local service, e.g. 127.0.0.1:8080"
+        )
 
     async def run() -> None:
         client = await _connect(args, loaded)
         await client.publish(host, int(port), _port_name(args.port))
-        print(f"publishing {args.local} as port {args.port!r} of device 0x{client.key.address.hex()}; Ctrl-C stops",
-              flush=True)
+        print(
+            f"publishing {args.local} as port {args.port!r} of device 0x{client.key.address.hex()};"
+            " Ctrl-C stops",
+            flush=True,
+        )
         await client.wait_closed()
 
     return _run_forever(run())
@@ -118,7 +125,9 @@ def add_device_commands(sub: Any) -> None:
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--key", required=True, help="the device key file")
-        parser.add_argument("--node", help="HOST:PORT of the node's device port (default: this machine's node)")
+        parser.add_argument(
+            "--node", help="HOST:PORT of the node's device port (default: this machine's node)"
+        )
         parser.add_argument("--expect", help="the node's 0x address; refuse any other node")
 
     keygen = actions.add_parser("keygen", help="create a device key file (mode 0600)")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,8 +46,14 @@ def world(chain: DevChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         CHR_TICKET_REGISTRY_CONTRACT=deployment.ticket_registry,
         CHR_REQUIRE_TICKETS="true",
     )
-    node_hex = subprocess.run([sys.executable, "-m", "chrnode.cli", "init", "--quiet"], env=env,
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    node_hex = subprocess.run(
+        [sys.executable, "-m", "chrnode.cli", "init", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     fleet = Fleet(chain.rpc, chain.address("fleet"))
     fleet.set_node_allowed(DEPLOYER, parse_address(node_hex))
     allowed, outsider = DeviceKey.create(base / "allowed.key"), DeviceKey.create(base / "outsider.key")
@@ -72,15 +77,20 @@ def edge_port(node: NodeProcess) -> int:
 
 def test_names_in_several_tlds_resolve_through_the_node(world: dict[str, Any]) -> None:
     node, allowed = world["node"], world["allowed"]
-    for name, namespace in (("mysite.chronara.com", "com:mysite"), ("robot.chronara.ai", "ai:robot"),
-                            ("club.chronara.org", "org:club")):
+    for name, namespace in (
+        ("mysite.chronara.com", "com:mysite"),
+        ("robot.chronara.ai", "ai:robot"),
+        ("club.chronara.org", "org:club"),
+    ):
         found = node.rpc("bns_resolve", [name])
         assert found["found"] and found["namespace"] == namespace
         assert found["devices"] == ["0x" + allowed.address.hex()]
     missing = node.rpc("bns_resolve", ["nobody.chronara.net"])
     assert not missing["found"]
     for bad in ("mysite.chronara.xyz", "bad..name", "-x.chronara.com"):
-        status, reply = node.post(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "bns_resolve", "params": [bad]}))
+        _, reply = node.post(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "bns_resolve", "params": [bad]})
+        )
         assert reply["error"]["code"] == -32602, reply
 
 
@@ -103,7 +113,9 @@ def test_fleet_allowlist_and_resolve_on_the_edge_port(world: dict[str, Any]) -> 
     port = edge_port(node)
 
     async def run() -> tuple[Any, str]:
-        inside = await connect("127.0.0.1", port, allowed, expect_node=address)  # its first ticket is accepted
+        inside = await connect(
+            "127.0.0.1", port, allowed, expect_node=address
+        )  # its first ticket is accepted
         try:
             reply = await inside.request(Resolve(name="mysite.chronara.com"))
             outside = await connect("127.0.0.1", port, outsider, expect_node=address, auto_tickets=False)

@@ -50,7 +50,9 @@ def web_server() -> Iterator[int]:
 def stored_tickets(data_dir: Path) -> dict[bytes, int]:
     db = sqlite3.connect(f"file:{data_dir / 'chr-node.sqlite'}?mode=ro", uri=True)
     try:
-        return {bytes(device): total for device, total in db.execute("SELECT device, total_bytes FROM tickets")}
+        return {
+            bytes(device): total for device, total in db.execute("SELECT device, total_bytes FROM tickets")
+        }
     finally:
         db.close()
 
@@ -88,7 +90,9 @@ def test_http_through_two_devices_and_tickets_persist_across_restart(
     try:
         assert asyncio.run(relay()) == b"hello from behind device A"
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not {key_a.address, key_b.address} <= set(stored_tickets(node.data_dir)):
+        while time.monotonic() < deadline and not {key_a.address, key_b.address} <= set(
+            stored_tickets(node.data_dir)
+        ):
             time.sleep(0.1)
         tickets = stored_tickets(node.data_dir)
         assert tickets[key_a.address] > 0 and tickets[key_b.address] > 0, "both devices paid for the relay"
@@ -101,10 +105,13 @@ def test_http_through_two_devices_and_tickets_persist_across_restart(
 
     async def lower_ticket() -> object:
         info2 = node.rpc("chr_node_info")
-        a = await connect("127.0.0.1", info2["ports"]["edge2"][0], key_a, expect_node=node_address,
-                          auto_tickets=False)
+        a = await connect(
+            "127.0.0.1", info2["ports"]["edge2"][0], key_a, expect_node=node_address, auto_tickets=False
+        )
         try:
-            stale = signed_ticket(key_a.private_key, node_address, epoch=a.epoch, fleet=a.fleet, total_bytes=1)
+            stale = signed_ticket(
+                key_a.private_key, node_address, epoch=a.epoch, fleet=a.fleet, total_bytes=1
+            )
             return await a.send_ticket(stale)
         finally:
             await a.close()
