@@ -123,3 +123,40 @@ def test_http_through_two_devices_and_tickets_persist_across_restart(
     finally:
         assert node.stop() == 0
     assert node.leftovers() == []
+
+
+def test_device_cli_keygen_and_ping(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    import subprocess
+    import sys
+
+    node = NodeProcess(tmp_path / "data")
+    nodes.append(node)
+    node.start()
+    info = node.rpc("chr_node_info")
+    key = tmp_path / "dev.key"
+    cli = [sys.executable, "-m", "chrnode.cli", "device"]
+    made = subprocess.run(
+        [*cli, "keygen", "--key", str(key)], env=node.env, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0 and made.stdout.startswith("device 0x"), made.stderr
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    target = f"127.0.0.1:{info['ports']['edge2'][0]}"
+    pinged = subprocess.run(
+        [*cli, "ping", "--key", str(key), "--node", target, "--expect", info["address"]],
+        env=node.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        pinged.returncode == 0 and "ping" in pinged.stdout and info["address"][2:10] in pinged.stdout.lower()
+    )
+    wrong = subprocess.run(
+        [*cli, "ping", "--key", str(key), "--node", target, "--expect", "0x" + "11" * 20],
+        env=node.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert wrong.returncode == 2 and "expected 0x1111" in wrong.stderr
+    assert node.stop() == 0
