@@ -183,6 +183,8 @@ def build_methods(
         snapshot = view.snapshot
         stats = summarize(snapshot)
         stats["process"] = sampler.sample(snapshot)
+        # The per-minute rollups of the last hour, as stored in node_stats (Network.Stats).
+        stats["minutes"] = _rows(_section(snapshot, "network"), "node_stats")
         return stats
 
     def peer_list() -> dict[str, Any]:

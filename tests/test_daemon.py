@@ -297,3 +297,20 @@ def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
     shell.cmdloop(intro="")
     text = out.getvalue()
     assert '"address"' in text and '"layers"' in text and "unknown command 'bogus'" in text
+
+
+def test_minute_rollup_lands_in_node_stats(node: NodeProcess) -> None:
+    from actors import messages as m
+    from chrnode.testing.join import joined
+
+    with joined(int(node.env["CHR_ACTOR_ADMIN_PORT"])) as system:
+        done = system.ask("Network.Stats", m.RunJob("stats_rollup"))
+    assert isinstance(done, m.JobDone) and done.ok, done
+    db = sqlite3.connect(f"file:{node.data_dir / 'chr-node.sqlite'}?mode=ro", uri=True)
+    rows = db.execute(
+        "SELECT timestamp, connections, bandwidth_in, bandwidth_out, uptime_seconds FROM node_stats"
+    ).fetchall()
+    db.close()
+    assert rows and rows[-1][4] >= 0
+    minutes = wait_until(lambda: node.rpc("network_stats")["minutes"], what="the rollup in network_stats")
+    assert minutes[-1]["timestamp"] == rows[-1][0]
