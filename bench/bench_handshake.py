@@ -42,7 +42,7 @@ def measure(kind: str, data_dir: str, seconds: float, clients: int) -> float:
     done = ctx.Event()
     target = serve_node if kind == "node" else serve_baseline
     # The server waits for this many hellos before its memory report; more than we will make.
-    server = ctx.Process(target=target, args=(data_dir, 10**9, q, done))
+    server = ctx.Process(target=target, args=(data_dir, 500_000, q, done))
     server.start()
     _tag, port, _rss = q.get(timeout=60)
     node = load_node_identity(Path(data_dir)).address

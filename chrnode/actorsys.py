@@ -141,22 +141,30 @@ class NotThespianFilter(logging.Filter):
         return record.levelno >= logging.WARNING or not record.name.startswith("thespian")
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why (host, port) cannot be bound right now, or None when it can."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        return exc
+    finally:
+        probe.close()
+    return None
+
+
 def _check_port_free(port: int) -> None:
     # Thespian joins an existing system when its admin port is taken, which would graft this node
     # onto another running node: refuse instead.
     if port == 0:
         raise ActorError("actor_admin_port must be a fixed port (Thespian needs to know it)")
-    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((LOOPBACK, port))
-    except OSError as exc:
+    error = bind_error(LOOPBACK, port)
+    if error is not None:
         raise ActorError(
-            f"actor_admin_port 127.0.0.1:{port} is in use ({exc.strerror}); is another chr-node running? "
+            f"actor_admin_port 127.0.0.1:{port} is in use ({error.strerror}); is another chr-node running? "
             "set CHR_ACTOR_ADMIN_PORT to a free port"
-        ) from exc
-    finally:
-        probe.close()
+        ) from error
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import logging
 import logging.handlers
 import os
 import signal
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from chrnode import __version__
-from chrnode.actorsys import shutdown_system, start_system
+from chrnode.actorsys import bind_error, shutdown_system, start_system
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
 from chrnode.rpc_server import write_cookie
@@ -37,18 +36,11 @@ def check_ports_free(cfg: Config) -> None:
         ("peer2_port", cfg.bind_address, cfg.peer2_port),
     ] + [("edge2_ports", cfg.bind_address, p) for p in cfg.edge2_ports]
     for key, host, port in wanted:
-        if port == 0:
-            continue
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-        except OSError as exc:
+        error = bind_error(host, port) if port else None
+        if error is not None:
             raise ConfigError(
-                key, port, "the running system", f"a free port ({host}:{port}: {exc.strerror})"
-            ) from exc
-        finally:
-            probe.close()
+                key, port, "the running system", f"a free port ({host}:{port}: {error.strerror})"
+            ) from error
 
 
 def rpcs_cert_paths(cfg: Config) -> tuple[Path, Path]:
