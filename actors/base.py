@@ -15,8 +15,9 @@ import itertools
 import logging
 import os
 import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from thespian.actors import (
@@ -117,6 +118,64 @@ class LoopAsks:
         loop, future = waiting
         loop.call_soon_threadsafe(_set_result, future, message)
         return True
+
+
+class LoopThread:
+    """An asyncio loop in a thread of the actor's process, for actors that serve sockets.
+
+    `start(setup)` runs the coroutine `setup()` on the new loop and returns its result, or raises
+    its exception in the actor's thread (so a port in use fails the actor's start, with reason);
+    after it the loop runs until `stop()`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+        ready = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+            try:
+                outcome["value"] = loop.run_until_complete(setup())
+            except Exception as exc:  # handed to start(), which raises it in the actor's thread
+                outcome["error"] = exc
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self.thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self.thread.start()
+        if not ready.wait(timeout):
+            raise ActorError(f"{self.name} did not start within {timeout:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def stop(
+        self, cleanup: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 5.0
+    ) -> None:
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            return
+        if cleanup is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(cleanup(), loop).result(timeout)
+            except Exception as exc:  # stopping anyway: the process ends right after
+                logging.getLogger("chrnode.actor").warning("%s did not stop cleanly: %s", self.name, exc)
+        loop.call_soon_threadsafe(loop.stop)
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 def _set_result(future: asyncio.Future[Any], value: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import msgpack
 
 from actors import chain_messages as cm
 from actors import messages as m
-from actors.base import ChrActor, LoopAsks
+from actors.base import ChrActor, LoopAsks, LoopThread
 from chrnode.edge.hooks import NameRecord
 from chrnode.edge.server import EdgeServer
-from chrnode.errors import ActorError, ChrError, StorageError
+from chrnode.errors import StorageError
 from chrnode.identity import edge_server_context, load_node_identity
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
 from chrnode.ticket import Ticket, epoch_of
@@ -118,42 +117,20 @@ class EdgeListener(ChrActor):
         self.edge_report: dict[str, Any] = {}
         self.start_bridge()
         assert self.asks is not None
-        ready = threading.Event()
-        outcome: dict[str, Any] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: EdgeServer | None = None
-        self.thread = threading.Thread(
-            target=self._serve, args=(identity.key, context, ready, outcome), name="edge-loop", daemon=True
-        )
-        self.thread.start()
-        if not ready.wait(START_TIMEOUT):
-            raise ActorError(f"the edge server did not start within {START_TIMEOUT:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        self.ports: tuple[int, ...] = tuple(outcome["ports"])
-
-    def _serve(self, key: Any, context: Any, ready: threading.Event, outcome: dict[str, Any]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loop = loop
-        assert self.asks is not None
         hooks = ActorHooks(self, self.asks)
-        try:
-            self.server = EdgeServer(_with_fleet(self.config), key, context, hooks)
-            outcome["ports"] = loop.run_until_complete(self.server.start())
-        except (ChrError, OSError) as exc:
-            outcome["error"] = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
+        self.server = EdgeServer(_with_fleet(cfg), identity.key, context, hooks)
+        self.thread = LoopThread("edge-loop")
+        self.ports: tuple[int, ...] = tuple(self.thread.start(lambda: self._serve(hooks), START_TIMEOUT))
+
+    async def _serve(self, hooks: ActorHooks) -> list[int]:
+        ports = await self.server.start()
+        loop = asyncio.get_running_loop()
         stats = LocalStats(self.name)
 
         def flush() -> None:
-            # Traffic figures for Stats (SPEC 12: connections, bandwidth in/out).
-            server = self.server
-            if server is not None and self.bridge is not None:
-                snap = server.snapshot()
+            # Traffic figures for Stats (SPEC 12: connections, bandwidth in/out), once a second.
+            if self.bridge is not None:
+                snap = self.server.snapshot()
                 stats.set_gauge(CONNECTIONS, float(snap.get("connections", 0)))
                 total_in, total_out = int(snap.get("bytes_in", 0)), int(snap.get("bytes_out", 0))
                 stats.incr(BANDWIDTH_IN, max(0, total_in - hooks.last_in))
@@ -164,27 +141,14 @@ class EdgeListener(ChrActor):
             loop.call_later(1.0, flush)
 
         loop.call_soon(flush)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        return ports
 
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
         self.send_to("Globals", m.PortsBound("edge2", self.ports))
 
     def on_stop(self) -> None:
-        loop, server = self.loop, self.server
-        if loop is None or not loop.is_running():
-            return
-        if server is not None:
-            future = asyncio.run_coroutine_threadsafe(server.stop(), loop)
-            try:
-                future.result(5.0)
-            except Exception:  # stopping anyway: the process ends right after
-                self.log.warning("the edge server did not stop cleanly")
-        loop.call_soon_threadsafe(loop.stop)
-        self.thread.join(5.0)
+        self.thread.stop(self.server.stop)
 
 
 def _with_fleet(cfg: Any) -> Any:

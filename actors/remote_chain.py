@@ -305,7 +305,27 @@ class RemoteChainCache(_PoolActor):
     def receiveMsg_BnsResolve(self, msg: cm.BnsResolve, sender: Any) -> None:
         self.run(sender, msg.tag, lambda: self.service.bns_resolve(msg.name))
 
+    def _unconfigured(self, sender: Any, tag: Any) -> bool:
+        """Without the node's contracts (no chain for this node) fleet and payment rules cannot
+        apply: say so, and the edge port relays without them (development, SPEC 5 steps 4, 6)."""
+        if self.contracts.configured:
+            return False
+        self.send(
+            sender,
+            cm.ChainAnswer(
+                tag,
+                False,
+                None,
+                cm.NOT_CONFIGURED,
+                f"the chain contracts are not configured: {self.contracts.problem}",
+            ),
+        )
+        return True
+
     def receiveMsg_FleetCheckRequest(self, msg: cm.FleetCheckRequest, sender: Any) -> None:
+        if self._unconfigured(sender, msg.tag):
+            return
+
         def work() -> tuple[bool, bool]:
             node_ok = self.fleet_check.node_allowed(msg.fleet, msg.node)
             return node_ok, self.fleet_check.device_allowed(msg.fleet, msg.device)
@@ -313,6 +333,8 @@ class RemoteChainCache(_PoolActor):
         self.run(sender, msg.tag, work)
 
     def receiveMsg_PaymentCheckRequest(self, msg: cm.PaymentCheckRequest, sender: Any) -> None:
+        if self._unconfigured(sender, msg.tag):
+            return
         self.run(sender, msg.tag, lambda: self.payments.check_payment(msg.ticket, msg.device))
 
     def receiveMsg_FleetStatusRequest(self, msg: cm.FleetStatusRequest, sender: Any) -> None:

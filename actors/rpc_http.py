@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-import threading
 from pathlib import Path
 from typing import Any
 
 from actors import messages as m
-from actors.base import ChrActor, _set_result
+from actors.base import ChrActor, LoopThread, _set_result
 from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
 from chrnode.errors import ActorError, RpcError
@@ -73,17 +72,8 @@ class RpcActor(ChrActor):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start_bridge()
         token = read_cookie(Path(cfg.cookie_path))
-        ready = threading.Event()
-        outcome: dict[str, Any] = {}
-        self.thread = threading.Thread(
-            target=self._serve, args=(token, ready, outcome), name=f"{self.name}-tornado", daemon=True
-        )
-        self.thread.start()
-        if not ready.wait(START_TIMEOUT):
-            raise ActorError(f"{self.name}: Tornado did not start within {START_TIMEOUT:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        self.port = outcome["port"]
+        self.thread = LoopThread(f"{self.name}-tornado")
+        self.port = self.thread.start(lambda: self._serve(token), START_TIMEOUT)
         self.log.info("%s listening on %s:%d", self.name, cfg.rpc_bind, self.port)
 
     def on_pubsub_ready(self) -> None:
@@ -96,9 +86,9 @@ class RpcActor(ChrActor):
     def ssl_context(self) -> ssl.SSLContext | None:
         return None
 
-    def _serve(self, token: str, ready: threading.Event, outcome: dict[str, Any]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
+    async def _serve(self, token: str) -> int:
+        """On the loop thread: build the app and listen (Tornado registers with this loop)."""
+        loop = asyncio.get_running_loop()
         self.loop = loop
         cfg = self.config
         stats = LocalStats(self.name)
@@ -115,35 +105,25 @@ class RpcActor(ChrActor):
                 self.bridge.post("Stats", m.StatsReport(self.name, batch))
             loop.call_later(STATS_SECONDS, flush)
 
-        try:
-            assert self.asks is not None
-            app = make_app(
-                self.view,
-                _Admin(self),
-                admin_token=token,
-                cookie_path=str(cfg.cookie_path),
-                max_body=cfg.rpc_max_body,
-                max_batch=cfg.rpc_max_batch,
-                observer=observe,
-                extra_methods=chain_methods(self.asks),
-            )
-            tls = self.ssl_context()
-            if tls is None:
-                _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind)
-            else:
-                _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls)
-            outcome["port"] = port
-        except Exception as exc:  # reported to on_start, which refuses to start with it
-            outcome["error"] = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
+        assert self.asks is not None
+        app = make_app(
+            self.view,
+            _Admin(self),
+            admin_token=token,
+            cookie_path=str(cfg.cookie_path),
+            max_body=cfg.rpc_max_body,
+            max_batch=cfg.rpc_max_batch,
+            observer=observe,
+            extra_methods=chain_methods(self.asks),
+        )
+        tls = self.ssl_context()
+        if tls is None:
+            _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind)
+        else:
+            _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls)
         loop.call_later(STATS_SECONDS, flush)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        assert port is not None
+        return port
 
     def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
         request_id = extra["request_id"]
@@ -170,10 +150,7 @@ class RpcActor(ChrActor):
         self.view.set_part(key, payload)
 
     def on_stop(self) -> None:
-        loop = self.loop
-        if loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(loop.stop)
-            self.thread.join(5.0)
+        self.thread.stop()
 
 
 class RpcHttp(RpcActor):
