@@ -57,7 +57,9 @@ def world(chain: DevChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     fleet = Fleet(chain.rpc, chain.address("fleet"))
     fleet.set_node_allowed(DEPLOYER, parse_address(node_hex))
     allowed, outsider = DeviceKey.create(base / "allowed.key"), DeviceKey.create(base / "outsider.key")
+    visitor = DeviceKey.create(base / "visitor.key")
     fleet.set_device_allowed(DEPLOYER, allowed.address)
+    fleet.set_device_allowed(DEPLOYER, visitor.address)
     helper = ChainWorld.build(chain)
     for namespace in ("com:mysite", "ai:robot", "org:club"):
         helper.register(namespace, (allowed.address,))
@@ -66,7 +68,13 @@ def world(chain: DevChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     node.rpc_port = int(env["CHR_RPC_PORT"])
     node.start()
     try:
-        yield {"node": node, "allowed": allowed, "outsider": outsider, "address": parse_address(node_hex)}
+        yield {
+            "node": node,
+            "allowed": allowed,
+            "outsider": outsider,
+            "visitor": visitor,
+            "address": parse_address(node_hex),
+        }
     finally:
         node.stop()
 
@@ -134,3 +142,37 @@ def test_fleet_allowlist_and_resolve_on_the_edge_port(world: dict[str, Any]) -> 
     assert isinstance(reply, ResolveReply) and reply.device == allowed.address
     assert refused == "fleet_denied_device"
     assert time.monotonic() - started < 60
+
+
+def test_portopen_by_name_reaches_the_named_device(world: dict[str, Any]) -> None:
+    node, allowed, visitor, address = world["node"], world["allowed"], world["visitor"], world["address"]
+    port = edge_port(node)
+
+    async def run() -> bytes:
+        server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+        local = server.sockets[0].getsockname()[1]
+        owner = await connect("127.0.0.1", port, allowed, expect_node=address)
+        guest = await connect("127.0.0.1", port, visitor, expect_node=address)
+        try:
+            await owner.publish("127.0.0.1", local, "echo")
+            tunnel = await guest.open_port("robot.chronara.ai", "echo")
+            await tunnel.write(b"ping by name")
+            answer = await tunnel.readexactly(len(b"ping by name"))
+            await tunnel.close()
+            return answer
+        finally:
+            await guest.close()
+            await owner.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == b"ping by name"
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
