@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_idle import serve_baseline, serve_node  # noqa: E402
-from chrnode.crypto import PrivateKey  # noqa: E402
-from chrnode.identity import load_node_identity  # noqa: E402
-from chrnode.testing.edge import RawFrameClient  # noqa: E402
+from bench.bench_idle import serve_baseline, serve_node
+from chrnode.crypto import PrivateKey
+from chrnode.identity import load_node_identity
+from chrnode.testing.edge import RawFrameClient
 
 
 def client_loop(port: int, node: bytes, seconds: float, q: mp.Queue) -> None:  # type: ignore[type-arg]
@@ -59,7 +59,9 @@ def measure(kind: str, data_dir: str, seconds: float, clients: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=2)
     args = parser.parse_args()

@@ -36,11 +36,11 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.crypto import PrivateKey  # noqa: E402
-from chrnode.edge.messages import encode_portsend_parts  # noqa: E402
-from chrnode.identity import EDGE_CIPHERS, load_node_identity  # noqa: E402
-from chrnode.testing.edge import RawFrameClient, start_node  # noqa: E402
-from chrnode.ticket import Ticket  # noqa: E402
+from chrnode.crypto import PrivateKey
+from chrnode.edge.messages import encode_portsend_parts
+from chrnode.identity import EDGE_CIPHERS, load_node_identity
+from chrnode.testing.edge import RawFrameClient, start_node
+from chrnode.ticket import Ticket
 
 BLOCK = os.urandom(1 << 20)
 SMALL = b"x" * 64
@@ -159,7 +159,9 @@ def node_receiver(port: int, node: bytes, total: int, q: Queue, echo: int) -> No
     q.put(_count(client.sock, total, len(client._buf)))
 
 
-def node_sender(port: int, node: bytes, target: bytes, total: int, frame_size: int, q: Queue, rtt: int) -> None:
+def node_sender(
+    port: int, node: bytes, target: bytes, total: int, frame_size: int, q: Queue, rtt: int
+) -> None:
     client, _key = _device(port, node, total)
     client.send(0x03, {"id": 3, "device": target, "port": 1, "flags": "rw"})
     ref = client.recv()[2]["ref"]
@@ -325,11 +327,15 @@ def _list(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mb", type=int, default=200, help="megabytes to move per run (default 200)")
     parser.add_argument("--frame-kib", type=int, default=256, help="port data per frame, KiB (default 256)")
     parser.add_argument("--rtt", type=int, default=2000, help="small-message round trips (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each; best kept (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating runs of each; best kept (default 3)"
+    )
     parser.add_argument("--socat-buffer", type=int, default=65536, help="socat -b block size (default 65536)")
     args = parser.parse_args()
     if shutil.which("socat") is None:
