@@ -19,6 +19,7 @@ class PubSub(ChrActor):
 
     def receiveMsg_Subscribe(self, msg: m.Subscribe, sender: Any) -> None:
         self.subscribers.setdefault(msg.topic, set()).add(msg.subscriber)
+        self.log.debug("%s subscribed to %s", msg.subscriber, msg.topic)
         for (topic, key), payload in self.retained.items():
             if topic == msg.topic:
                 self.send(sender, m.Published(topic, key, payload))

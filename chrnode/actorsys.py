@@ -130,7 +130,9 @@ def log_defs(level: str, log_file: str | None) -> dict[str, Any]:
         "formatters": {"plain": {"format": fmt}},
         "filters": {"notthespian": {"()": "chrnode.actorsys.NotThespianFilter"}},
         "handlers": {name: {**h, "filters": ["notthespian"]} for name, h in handlers.items()},
-        "root": {"handlers": list(handlers), "level": level.upper()},
+        # The logger process passes everything; each actor filters at its own level, which
+        # admin_set_log_level changes at run time (SPEC 8).
+        "root": {"handlers": list(handlers), "level": "DEBUG"},
     }
 
 

@@ -119,7 +119,12 @@ def test_admin_restart_and_log_level(node: NodeProcess) -> None:
     wait_until(lambda: node.actor_pid("Cron") not in (before, 0), what="Cron restarted by the admin")
     with pytest.raises(RuntimeError, match="-32602"):
         node.rpc("admin_restart_actor", ["NoSuchActor"], admin=True)
+    log_file = node.data_dir / "chr-node.log"
+    assert "subscribed to snapshot" not in log_file.read_text()  # a debug line, below "info"
     node.rpc("admin_set_log_level", ["debug"], admin=True)
+    node.rpc("admin_restart_actor", ["Network.RpcHttps"], admin=True)  # it subscribes again
+    wait_until(lambda: "Network.RpcHttps subscribed to snapshot" in log_file.read_text(),
+               what="debug lines in the log after admin_set_log_level debug")
     node.rpc("admin_set_log_level", ["info"], admin=True)
 
 
