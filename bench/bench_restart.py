@@ -74,7 +74,9 @@ def main() -> int:
             loopback_only()
             from thespian.actors import ActorSystem
 
-            asys = ActorSystem("multiprocTCPBase", {"Admin Port": int(node.env["CHR_ACTOR_ADMIN_PORT"])})
+            asys = ActorSystem(
+                "multiprocTCPBase", {"Admin Port": int(node.env["CHR_ACTOR_ADMIN_PORT"])}, transientUnique=True
+            )
             root = asys.createActor("actors.supervisor.Supervisor", globalName=ROOT)
             restart_ms: list[float] = []
             for i in range(args.kills):

@@ -34,5 +34,7 @@ def joined(admin_port: int) -> Iterator[Joined]:
     loopback_only()
     from thespian.actors import ActorSystem
 
-    asys = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port})
+    # transientUnique: do not become this process's singleton ActorSystem (a later start_system()
+    # in the same process would otherwise reuse this handle to another node's admin).
+    asys = ActorSystem("multiprocTCPBase", {"Admin Port": admin_port}, transientUnique=True)
     yield Joined(asys, asys.createActor("actors.supervisor.Supervisor", globalName=ROOT))
