@@ -114,6 +114,8 @@ def test_proxied_reads_and_fleet_status(world: dict[str, Any], chain: DevChain) 
         time.sleep(0.2)
         status = node.rpc("fleet_status")
     assert status["contract"]["ok"], status
+    jobs = {job["name"]: job for job in node.rpc("cron_jobs")["jobs"]}
+    assert jobs["ticket_submit"]["target"] == "RemoteChain.RPC"  # best tickets go to the registry
 
 
 def test_fleet_allowlist_and_resolve_on_the_edge_port(world: dict[str, Any]) -> None:
