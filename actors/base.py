@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -224,7 +225,7 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.parent_address = sender
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
         self.stats = LocalStats(self.name)
-        _apply_log_level(getattr(msg.config, "log_level", "info"))
+        apply_log_level(getattr(msg.config, "log_level", "info"))
         try:
             self.on_start(msg)
         except Exception as exc:  # a failed start is reported, then the supervisor decides
@@ -254,7 +255,7 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.send(sender, m.Pong(self.name, os.getpid(), self.started_at))
 
     def receiveMsg_SetLogLevel(self, msg: m.SetLogLevel, sender: Any) -> None:
-        _apply_log_level(msg.level)
+        apply_log_level(msg.level)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
         if msg.payload == "__stats__":
@@ -342,11 +343,24 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             self.send_to("Stats", m.StatsReport(self.name, batch))
 
 
-def _apply_log_level(level: str) -> None:
+def apply_log_level(level: str) -> None:
+    """Set `level` on every logger of this process.
+
+    Thespian gives each actor process a fresh logging hierarchy (a new root that forwards to its
+    logger process), but module-level loggers created before the fork still belong to the old one,
+    so setting the root's level alone would miss them: set it on each logger the modules hold.
+    """
     numeric = logging.getLevelName(level.upper())
-    if isinstance(numeric, int):
-        logging.getLogger().setLevel(numeric)
-        logging.getLogger("chrnode").setLevel(numeric)
+    if not isinstance(numeric, int):
+        return
+    loggers = {logging.getLogger(), logging.getLogger("chrnode")}
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, logging.Logger) and not value.name.lower().startswith("thespian"):
+                loggers.add(value)
+                loggers.add(value.manager.root)
+    for logger in loggers:
+        logger.setLevel(numeric)
 
 
 def import_actor(path: str) -> Callable[..., Any]:

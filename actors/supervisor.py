@@ -17,6 +17,7 @@ The root supervisor also keeps the registry (name -> address) and the tree table
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import psutil
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors import messages as m
-from actors.base import ChrActor, import_actor
+from actors.base import ChrActor, apply_log_level, import_actor
 from chrnode.supervision import Intensity, should_restart
 
 START_TIMEOUT = 15.0
@@ -86,6 +87,8 @@ class Supervisor(ChrActor):
         self._start_chain(list(range(len(self.children))))
 
     def _configure(self, spec: m.ChildSpec, config: Any) -> None:
+        apply_log_level(getattr(config, "log_level", "info"))
+        self.log = logging.getLogger(f"chrnode.actor.{self.name}")
         self.strategy = spec.strategy
         self.children = [Child(c) for c in spec.children]
         self.intensity = Intensity(getattr(config, "max_restarts", 5), getattr(config, "restart_window", 5.0))
@@ -342,6 +345,11 @@ class Supervisor(ChrActor):
             self.registry[name] = address
         if not self.is_root:
             self.send(self.owner, m.Registered(name, address, pid, self.name))
+            return
+        if address is None:
+            # A removal is not pushed: a message to the dead address is lost either way, and the
+            # replacement's Started pushes the whole map. One broadcast per restart, not two,
+            # keeps the restart path short (each push is a send to every actor).
             return
         update = m.RegistryUpdate(dict(self.registry))
         for other, other_address in self.registry.items():

@@ -101,11 +101,11 @@ def _round_trips(send: Any, recv_frame: Any, frame: bytes, count: int) -> list[f
 
 def _collect(q: Queue, mode: str) -> Any:
     """The result of a run: the receiver's (bytes, seconds) or the sender's round-trip list."""
-    first, second = q.get(timeout=600), q.get(timeout=600)
+    result = q.get(timeout=600)
     if mode == "throughput":
-        got, seconds = first if isinstance(first, tuple) else second
+        got, seconds = result
         return got / seconds / 1e6
-    return first if isinstance(first, list) else second
+    return result
 
 
 def _reap(*procs: mp.Process) -> None:

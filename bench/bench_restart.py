@@ -56,12 +56,14 @@ def where_is(asys, root, name: str):  # type: ignore[no-untyped-def]
 
 def answering(asys, root, name: str, old_pid: int) -> int:  # type: ignore[no-untyped-def]
     """The new pid once `name` is registered again and answers Ping from another process."""
-    while True:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         address = where_is(asys, root, name)
         if address is not None:
             pong = ask(asys, address, m.Ping(), m.Pong)
             if isinstance(pong, m.Pong) and pong.pid != old_pid:
                 return int(pong.pid)
+    raise SystemExit(f"{name} did not come back within 30 s; see the node's log")
 
 
 def main() -> int:
@@ -69,13 +71,19 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        node = NodeProcess(Path(tmp) / "data", CHR_LOG_LEVEL="warning").start()
+        # 30 kills in a minute would trip the restart intensity (5 in 5 s by default) and the
+        # supervisors would rightly give up: what is measured here is one restart, so raise it.
+        node = NodeProcess(
+            Path(tmp) / "data", CHR_LOG_LEVEL="warning", CHR_MAX_RESTARTS="1000", CHR_RESTART_WINDOW="60"
+        ).start()
         try:
             loopback_only()
             from thespian.actors import ActorSystem
 
             asys = ActorSystem(
-                "multiprocTCPBase", {"Admin Port": int(node.env["CHR_ACTOR_ADMIN_PORT"])}, transientUnique=True
+                "multiprocTCPBase",
+                {"Admin Port": int(node.env["CHR_ACTOR_ADMIN_PORT"])},
+                transientUnique=True,
             )
             root = asys.createActor("actors.supervisor.Supervisor", globalName=ROOT)
             restart_ms: list[float] = []

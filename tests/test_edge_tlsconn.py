@@ -8,6 +8,7 @@ import ssl
 import struct
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -221,3 +222,18 @@ async def test_handshake_needs_secp256k1(tmp_path: Path) -> None:
         await open_tls_connection("127.0.0.1", listener.port, other, _Sink())
     await wait_for(lambda: listener.handshakes_failed == 1, what="failure counted")
     listener.close()
+
+
+@given(st.binary(max_size=40), st.integers(0, 2**64 - 1), st.binary(max_size=300))
+def test_portsend_fast_path_never_raises_on_truncated_or_odd_payloads(
+    cut: bytes, ref: int, data: bytes
+) -> None:
+    header, body = encode_portsend_parts(ref, data)
+    frame = header + body
+    for size in range(8, min(len(frame), 40)):
+        parse_portsend(frame[:size])  # must return None or a tuple, never raise
+    parse_portsend(frame[:8] + cut)
+    reordered = msgpack.packb({"data": data, "ref": ref}, use_bin_type=True)
+    other_order = struct.pack(">BBHI", 2, 4, 0, len(reordered)) + reordered
+    parsed = parse_portsend(other_order)
+    assert parsed is not None and parsed[0] == ref and other_order[parsed[1] : parsed[2]] == data

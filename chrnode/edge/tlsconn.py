@@ -12,16 +12,22 @@ memory BIOs per connection, about 280 KiB of RSS each; the node must hold 10,000
   ``asyncio.BufferedProtocol``): a shared per-thread scratch buffer for small frames, or the
   exact-size buffer of a large frame being assembled, so relayed data is copied no more than
   the kernel and OpenSSL require.
-- Outgoing data is a queue of bytes objects. During a read callback writes are queued and sent
-  as one TLS write at its end (fewer records and syscalls for many small frames); otherwise
-  data is sent at once. The queue has high/low water marks that call ``pause_writing`` /
-  ``resume_writing`` on the protocol, which the relay uses to pause the senders feeding a slow
-  reader instead of buffering without bound.
+- Writes go to OpenSSL at once (latency: a relayed small message costs one TLS write); only
+  what the socket cannot take is queued, as bytes objects, and small queued pieces are joined
+  into one TLS write when the socket drains. The queue has high/low water marks that call
+  ``pause_writing`` / ``resume_writing`` on the protocol, which the relay uses to pause the
+  senders feeding a slow reader instead of buffering without bound.
+- Reads stop at a short TLS record (the end of a burst: epoll reports the next one) and go on
+  through full 16 KiB records (bulk data), so neither case pays a needless read or loop turn.
 
 A MemoryBIO pair (``ssl.SSLObject``) was the other candidate; its BIO buffers grow to the largest
 chunk ever passed and never shrink, so a connection that once moved data stays large, and every
 byte is copied twice more. Renegotiation is refused on server contexts (``OP_NO_RENEGOTIATION``),
 so reads never have to wait for writability in practice; the rare case is still handled.
+
+The hot path calls the C-level ``_ssl._SSLSocket`` behind ``SSLSocket._sslobj`` directly (its
+``read(n, buffer)``, ``write`` and ``pending``): the Python wrappers of ``ssl.SSLSocket`` only
+re-check state this class already tracks, and cost about a microsecond per call.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from chrnode.errors import ProtocolError
 
@@ -42,23 +48,21 @@ _log = logging.getLogger("chrnode.edge")
 
 SCRATCH_SIZE = 64 * 1024  # one TLS record is at most 16 KiB; room for a few small frames per read
 COALESCE_LIMIT = 64 * 1024  # small queued writes are joined up to this size into one TLS write
-DIRECT_WRITE = 16 * 1024  # writes at least this big go out at once even inside a read batch
 DEFAULT_HIGH_WATER = 512 * 1024
 DEFAULT_LOW_WATER = 128 * 1024
 CLOSE_TIMEOUT = 10.0  # seconds to flush queued data on close() before the socket is cut
+MAX_RECORD = 16 * 1024  # TLS plaintext record limit: a full record hints at more data behind it
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
 
 
 class _ThreadState(threading.local):
-    """Per-thread (so per event loop) scratch read buffer and the write batch of the running read."""
+    """The per-thread (so per event loop) scratch read buffer."""
 
     def __init__(self) -> None:
         self.scratch = bytearray(SCRATCH_SIZE)
         self.scratch_view = memoryview(self.scratch)
-        self.depth = 0
-        self.dirty: list[TlsConnection] = []
 
 
 _thread = _ThreadState()
@@ -67,6 +71,16 @@ _thread = _ThreadState()
 def scratch_buffer() -> memoryview:
     """The shared read buffer of this thread. Data in it is valid only until the next read."""
     return _thread.scratch_view
+
+
+class _SslCore(Protocol):
+    """The calls made on ``_ssl._SSLSocket`` (or, before the handshake, on ssl.SSLSocket)."""
+
+    def read(self, size: int, buffer: memoryview) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    def pending(self) -> int: ...
 
 
 class TlsProtocol(Protocol):
@@ -108,6 +122,7 @@ class TlsConnection:
         "_sock",
         "_state",
         "_timer",
+        "_tls",
         "_wants_read_for_write",
         "_writer_on",
         "bytes_in",
@@ -126,6 +141,7 @@ class TlsConnection:
     ) -> None:
         self._loop = loop
         self._sock = sock
+        self._tls: _SslCore = cast(_SslCore, sock)  # the C object once the handshake is done
         self.protocol = protocol
         self.fd = sock.fileno()
         try:
@@ -176,6 +192,9 @@ class TlsConnection:
             self._timer.cancel()
             self._timer = None
         self._state = _OPEN
+        core = getattr(self._sock, "_sslobj", None)
+        if core is not None and hasattr(core, "pending"):
+            self._tls = core
         self._watch(read=True, write=False)
         on_ready, self._on_ready = self._on_ready, None
         if on_ready is not None:
@@ -258,28 +277,24 @@ class TlsConnection:
         if not size:
             return
         self.bytes_out += size
-        if not self._out and (_thread.depth == 0 or size >= DIRECT_WRITE):
-            try:
-                self._sock.send(data)
-                return
-            except ssl.SSLWantWriteError:
-                self._retrying = True
-            except ssl.SSLWantReadError:
-                self._retrying = True
-                self._wants_read_for_write = True
-            except (ssl.SSLError, OSError) as exc:
-                self._fail(exc)
-                return
+        if self._out:
             self._enqueue(data)
-            if not self._wants_read_for_write:
-                self._watch(read=self._reading, write=True)
             return
+        try:
+            self._tls.write(data)
+            return
+        except ssl.SSLWantWriteError:
+            self._retrying = True
+        except ssl.SSLWantReadError:
+            self._retrying = True
+            self._wants_read_for_write = True
+        except (ssl.SSLError, OSError) as exc:
+            self._fail(exc)
+            return
+        # OpenSSL took part of it and must be given the same bytes again (see _flush).
         self._enqueue(data)
-        if _thread.depth:
-            if len(self._out) == 1:
-                _thread.dirty.append(self)
-        elif len(self._out) == 1 and not self._writer_on:
-            self._flush()
+        if not self._wants_read_for_write:
+            self._watch(read=self._reading, write=True)
 
     def _enqueue(self, data: bytes | bytearray | memoryview) -> None:
         item = bytes(data) if isinstance(data, memoryview) else data
@@ -332,42 +347,37 @@ class TlsConnection:
             self._flush()
         if not self._reading:
             return
-        sock = self._sock
+        tls = self._tls
         protocol = self.protocol
-        _thread.depth += 1
-        try:
-            for _ in range(READS_PER_CALLBACK):
-                buf = protocol.get_buffer()
-                try:
-                    nbytes = sock.recv_into(buf)
-                except ssl.SSLWantReadError:
-                    break
-                except ssl.SSLWantWriteError:
-                    # Only a renegotiation (refused on our server contexts) can make a read
-                    # wait for writability: wait for it and read again then.
-                    self._watch(read=False, write=True)
-                    break
-                except (ssl.SSLError, OSError) as exc:
-                    self._fail(exc)
-                    break
-                if nbytes == 0:
-                    self._eof()
-                    break
-                self.bytes_in += nbytes
-                protocol.buffer_updated(nbytes)
-                if _thread.dirty and not sock.pending():
-                    # A whole record is handled: send what it produced now rather than after
-                    # the next read (which usually just finds the socket empty): latency.
-                    _flush_dirty()
-                if not self._reading:
-                    break
-            else:
-                if sock.pending():
-                    self._loop.call_soon(self._on_readable)
-        finally:
-            _thread.depth -= 1
-            if _thread.depth == 0 and _thread.dirty:
-                _flush_dirty()
+        for _ in range(READS_PER_CALLBACK):
+            buf = protocol.get_buffer()
+            try:
+                nbytes = tls.read(len(buf), buf)
+            except ssl.SSLWantReadError:
+                return
+            except ssl.SSLWantWriteError:
+                # Only a renegotiation (refused on our server contexts) can make a read wait
+                # for writability: wait for it and read again then.
+                self._watch(read=False, write=True)
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fail(exc)
+                return
+            if nbytes == 0:
+                self._eof()
+                return
+            self.bytes_in += nbytes
+            protocol.buffer_updated(nbytes)
+            if not self._reading:
+                return
+            if not tls.pending() and nbytes < min(len(buf), MAX_RECORD):
+                # A short record usually ends a burst: let epoll say whether more came instead
+                # of paying a read that finds the socket empty. Full records (bulk data) are
+                # read on without going back to the loop.
+                return
+        if tls.pending():
+            # Decrypted bytes left in OpenSSL do not make the socket readable: come back.
+            self._loop.call_soon(self._on_readable)
 
     def _on_writable(self) -> None:
         if self._state == _HANDSHAKE:
@@ -382,13 +392,13 @@ class TlsConnection:
 
     def _flush(self) -> None:
         out = self._out
-        sock = self._sock
+        tls = self._tls
         while out:
             if not self._retrying and len(out) > 1 and len(out[0]) < COALESCE_LIMIT:
                 self._coalesce()
             head = out[0]
             try:
-                sock.send(head)
+                tls.write(head)
             except ssl.SSLWantWriteError:
                 # OpenSSL must be given the same bytes again (CPython allows a moving buffer).
                 self._retrying = True
@@ -471,11 +481,3 @@ class TlsConnection:
                 _log.exception("connection_lost handler failed")
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
-
-
-def _flush_dirty() -> None:
-    dirty = _thread.dirty
-    _thread.dirty = []
-    for conn in dirty:
-        if conn._out and not conn._writer_on and _OPEN <= conn._state <= _CLOSING:
-            conn._flush()
