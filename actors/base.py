@@ -201,7 +201,6 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.bridge: ThreadBridge | None = None
         self.asks: LoopAsks | None = None
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
-        self._stats_timer = False
 
     # -- Thespian entry point ---------------------------------------------------------------
 

@@ -76,9 +76,6 @@ class RpcActor(ChrActor):
         self.port = self.thread.start(lambda: self._serve(token), START_TIMEOUT)
         self.log.info("%s listening on %s:%d", self.name, cfg.rpc_bind, self.port)
 
-    def on_pubsub_ready(self) -> None:
-        pass
-
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
         self.send_to("Globals", m.PortsBound(self.KIND, (self.port,)))

@@ -196,7 +196,7 @@ class DeviceClient:
     def send(self, msg: Message) -> None:
         self.write_raw(encode_message(msg))
 
-    def write_raw(self, data: bytes | bytearray) -> None:
+    def write_raw(self, data: bytes | bytearray | memoryview) -> None:
         conn = self.conn
         if conn is None or not conn.is_open:
             raise self._closed_error()

@@ -112,8 +112,9 @@ class Port:
             if len(chunk) < JOIN_LIMIT:
                 self.client.write_raw(header + bytes(body))
             else:
+                # A view is copied by the transport only if the socket cannot take it now.
                 self.client.write_raw(header)
-                self.client.write_raw(bytes(body) if isinstance(body, memoryview) else body)
+                self.client.write_raw(body)
             self.bytes_written += len(chunk)
             await self.client.drain()
 

@@ -62,3 +62,18 @@ async def test_idle_connection_is_closed_after_idle_timeout(tmp_path: Path) -> N
         await busy.close()
     finally:
         await node.stop()
+
+
+@async_test()
+async def test_stop_says_shutting_down_and_snapshot_counts(tmp_path: Path) -> None:
+    node = await start_node(tmp_path)
+    client = await node.device()
+    await client.ping()
+    snapshot = node.server.snapshot()
+    assert snapshot["connections"] == 1 and snapshot["devices"] == 1
+    assert snapshot["bytes_in"] > 0 and snapshot["bytes_out"] > 0 and snapshot["listening"] == [node.port]
+    await node.stop()
+    await asyncio.wait_for(client.wait_closed(), 10)
+    assert client.closed_reason is not None and client.closed_reason.code == "shutting_down"
+    assert node.hooks.reports and node.hooks.reports[-1]["connections"] == 0
+    await node.stop()  # a second stop is harmless

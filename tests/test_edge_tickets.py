@@ -10,7 +10,7 @@ import pytest
 from chrnode.client import DeviceClient
 from chrnode.crypto import PrivateKey
 from chrnode.edge.hooks import DefaultHooks
-from chrnode.errors import ConnectionClosed, RequestRefused
+from chrnode.errors import ChainUnavailable, ConnectionClosed, RequestRefused
 from chrnode.testing.edge import TEST_EPOCH, EdgeNode, async_test, start_node, wait_for
 from chrnode.ticket import Ticket
 
@@ -232,5 +232,28 @@ async def test_without_required_tickets_usage_counts_and_nobody_is_closed(tmp_pa
         assert node.server.usage_of(opener.address) > 200_000
         assert node.server.usage_of(target.address) > 200_000
         await asyncio.gather(opener.close(), target.close())
+    finally:
+        await node.stop()
+
+
+class _ChainDown(DefaultHooks):
+    async def fleet_check(self, fleet: bytes, node: bytes, device: bytes) -> tuple[bool, bool]:
+        raise ChainUnavailable("every chain endpoint timed out")
+
+
+@async_test()
+async def test_chain_outage_answers_unavailable_and_keeps_the_session(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, _ChainDown(epoch=TEST_EPOCH))
+    try:
+        client, key = await _device(node)
+        with pytest.raises(RequestRefused) as refused:
+            await client.send_ticket(make_ticket(key, node.address, 1000))
+        assert refused.value.code == "unavailable" and "timed out" in str(refused.value)
+        # Steps 1-3 are still checked first, without the chain.
+        with pytest.raises(RequestRefused) as early:
+            await client.send_ticket(make_ticket(key, node.address, 1000, epoch=TEST_EPOCH + 5))
+        assert early.value.code == "epoch_too_high"
+        assert await client.ping() > 0
+        await client.close()
     finally:
         await node.stop()

@@ -211,6 +211,11 @@ class Handlers:
             server.count_error(codes.UNAVAILABLE)
             session.error(TICKET, msg.id, codes.UNAVAILABLE, f"cannot check the ticket now: {exc}")
             return
+        except Exception:
+            _log.exception("%s: ticket validation failed", session.label())
+            server.count_error(codes.INTERNAL_ERROR)
+            session.error(TICKET, msg.id, codes.INTERNAL_ERROR, "the node failed to check the ticket; retry")
+            return
         server.tickets_accepted += 1
         session.send(TicketReply(status="thanks", paid_bytes=accepted.ticket.total_bytes, id=msg.id))
         session.ticket_deadline = None

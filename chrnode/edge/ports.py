@@ -158,7 +158,7 @@ class PortTable:
         """Handle ``msg`` from ``opener``; ``target`` is the connected session of the device named
         by ``what`` (an address or name, for messages), or None if it is not here."""
         rid = msg.id
-        if target is None:
+        if target is None or target.closing:
             opener.error(PORTOPEN, rid, codes.NOT_FOUND, f"{what} is not connected to this node")
             return
         if target is opener:
@@ -245,7 +245,7 @@ class PortTable:
             return
         if port.target is source:
             readers = 0
-            for opener, flags in port.openers.items():
+            for opener, flags in tuple(port.openers.items()):
                 if "r" in flags:
                     opener.forward(frame, source)
                     readers += 1
@@ -288,7 +288,7 @@ class PortTable:
         if notify_target:
             target.send(PortClose(ref=ref))
         target.recent_refs.append(ref)
-        for opener in port.openers:
+        for opener in tuple(port.openers):
             opener.ports.pop(ref, None)
             opener.recent_refs.append(ref)
             opener.send(PortClose(ref=ref))

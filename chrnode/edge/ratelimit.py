@@ -42,6 +42,16 @@ class TokenBucket:
             return True
         return False
 
+    def spend(self, clock: Callable[[], float], cost: float = 1.0) -> bool:
+        """``take`` that reads the clock only when the saved tokens run out (per-frame hot path).
+
+        Refilling lazily can only be more permissive than refilling on every call (the cap at
+        ``burst`` is applied once instead of continuously), never stricter."""
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return True
+        return self.take(clock(), cost)
+
     def wait_time(self, now: float, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens are available (0 when they are now)."""
         tokens = self._refill(now)

@@ -20,7 +20,7 @@ import struct
 
 from chrnode.edge import codes
 from chrnode.edge.frame import HEADER_SIZE, VERSION
-from chrnode.edge.tlsconn import scratch_buffer
+from chrnode.edge.tlsbase import scratch_buffer
 from chrnode.errors import FrameError
 
 __all__ = ["FrameReader", "parse_header"]
@@ -119,10 +119,12 @@ class FrameReader:
                     self._rx_have = left
                     self._rx_header_only = True
                 return
-            try:
-                msg_type, flags, length = self._check(view, pos)
-            except FrameError as exc:
-                self._fault(exc)
+            version, msg_type, flags, length = _HEADER.unpack_from(view, pos)
+            if version != VERSION or length > self._rx_max:
+                try:
+                    self._check(view, pos)
+                except FrameError as exc:
+                    self._fault(exc)
                 return
             end = pos + HEADER_SIZE + length
             if end > nbytes:

@@ -115,6 +115,8 @@ class EdgeServer:
 
     async def stop(self) -> None:
         """Stop listening, say goodbye to every device (notify shutting_down) and close."""
+        if self._loop is None or self._stopping:
+            return
         self._stopping = True
         for listener in self._listeners:
             listener.close()
@@ -175,6 +177,12 @@ class EdgeServer:
     def session_started(self, session: Session) -> None:
         self.sessions.add(session)
 
+    def session_closing(self, session: Session) -> None:
+        """``session`` is closing: it is no longer the device's session and its ports end."""
+        if session.device is not None and self.devices.get(session.device) is session:
+            del self.devices[session.device]
+        self.ports.session_closed(session)
+
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
         if session.conn is not None:
@@ -182,9 +190,7 @@ class EdgeServer:
             self._closed_bytes_out += session.conn.bytes_out
         if session.device is not None:
             session.flush_usage(self.epoch)
-            if self.devices.get(session.device) is session:
-                del self.devices[session.device]
-        self.ports.session_closed(session)
+        self.session_closing(session)
 
     def register_device(self, session: Session, device: bytes) -> DeviceAccount:
         """``session`` proved ``device``: it replaces any older session of the same device."""
@@ -286,11 +292,15 @@ class EdgeServer:
         return record
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters for stats and the JSON-RPC API (plain types only)."""
-        live_in = sum(s.conn.bytes_in for s in self.sessions if s.conn is not None)
-        live_out = sum(s.conn.bytes_out for s in self.sessions if s.conn is not None)
+        """Counters for stats and the JSON-RPC API (plain types only).
+
+        Safe to call from another thread (the actor's): it only copies containers in one C call
+        each and reads integers, so at worst a figure is one event old."""
+        sessions = list(self.sessions)
+        live_in = sum(s.conn.bytes_in for s in sessions if s.conn is not None)
+        live_out = sum(s.conn.bytes_out for s in sessions if s.conn is not None)
         return {
-            "connections": len(self.sessions),
+            "connections": len(sessions),
             "handshaking": sum(listener.handshaking for listener in self._listeners),
             "devices": len(self.devices),
             "ports_open": self.ports.count,

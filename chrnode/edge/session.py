@@ -152,10 +152,18 @@ class Session(FrameReader):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        conn = self.conn
-        if conn is not None and conn.get_write_buffer_size() > HARD_WRITE_LIMIT:
-            _log.info("closing %s: %d bytes queued and not read", self.label(), conn.get_write_buffer_size())
-            conn.abort()
+
+    def _not_reading(self, conn: TlsConnection) -> bool:
+        """Cut a device that lets HARD_WRITE_LIMIT bytes pile up (it is not reading at all)."""
+        queued = conn.get_write_buffer_size()
+        if queued <= HARD_WRITE_LIMIT:
+            return False
+        _log.info("closing %s: %d bytes queued and not read", self.label(), queued)
+        self.server.count_error(codes.BUSY)
+        self.stop_frames()
+        # Not now: we may be inside a relay loop over this device's ports.
+        self.server.loop.call_soon(conn.abort)
+        return True
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -169,10 +177,8 @@ class Session(FrameReader):
         conn = self.conn
         if conn is not None and conn.bytes_in + conn.bytes_out >= self._check_at:
             self.server.handlers.check_usage(self)
-        over = False
         bucket = self._frame_bucket
-        if bucket is not None and not bucket.take(time.monotonic()):
-            over = True
+        over = bucket is not None and not bucket.spend(time.monotonic)
         if msg_type == PORTSEND and flags == 0 and self.device is not None:
             parsed = parse_portsend(frame)
             if parsed is not None:
@@ -248,6 +254,8 @@ class Session(FrameReader):
         if conn is None or self.closed:
             return
         conn.write(encode_message(msg, compress=self.compress))
+        if self.write_paused:
+            self._not_reading(conn)
 
     def error(
         self, msg_type: int, request_id: int | None, code: str, message: str, close: bool = False
@@ -274,9 +282,17 @@ class Session(FrameReader):
         self.close()
 
     def close(self) -> None:
+        """Stop taking frames, leave the device table and close ports now (peers learn at once),
+        then close the connection once what is queued is sent."""
         self.stop_frames()
+        self.server.session_closing(self)
         if self.conn is not None:
             self.conn.close()
+
+    @property
+    def closing(self) -> bool:
+        """Closed, or closing: it takes no new requests or ports."""
+        return self.closed or self.conn is None or self.conn.is_closing
 
     def forward(self, frame: bytes | bytearray | memoryview, source: Session) -> None:
         """Relay a frame from ``source``; pause ``source`` while this device is not keeping up."""
@@ -286,7 +302,7 @@ class Session(FrameReader):
         conn.write(frame)
         if conn.bytes_in + conn.bytes_out >= self._check_at:
             self.server.handlers.check_usage(self)
-        if self.write_paused and source is not self:
+        if self.write_paused and source is not self and not self._not_reading(conn):
             blocked = self._blocked
             if blocked is None:
                 blocked = self._blocked = set()
@@ -298,7 +314,7 @@ class Session(FrameReader):
         self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
     ) -> None:
         """Send a node-originated request; ``on_answer`` gets the answer, or None on timeout/close."""
-        if self.closed or self.conn is None:
+        if self.closing:
             self._safely(on_answer, None)
             return
         self._next_id += 1

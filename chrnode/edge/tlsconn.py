@@ -36,17 +36,16 @@ import asyncio
 import collections
 import logging
 import ssl
-import threading
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import cast
 
+from chrnode.edge.tlsbase import SslCore, TlsProtocol, scratch_buffer
 from chrnode.errors import ProtocolError
 
-__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]
+__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]  # the last two re-exported from tlsbase
 
 _log = logging.getLogger("chrnode.edge")
 
-SCRATCH_SIZE = 64 * 1024  # one TLS record is at most 16 KiB; room for a few small frames per read
 COALESCE_LIMIT = 64 * 1024  # small queued writes are joined up to this size into one TLS write
 DEFAULT_HIGH_WATER = 512 * 1024
 DEFAULT_LOW_WATER = 128 * 1024
@@ -55,54 +54,6 @@ MAX_RECORD = 16 * 1024  # TLS plaintext record limit: a full record hints at mor
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
-
-
-class _ThreadState(threading.local):
-    """The per-thread (so per event loop) scratch read buffer."""
-
-    def __init__(self) -> None:
-        self.scratch = bytearray(SCRATCH_SIZE)
-        self.scratch_view = memoryview(self.scratch)
-
-
-_thread = _ThreadState()
-
-
-def scratch_buffer() -> memoryview:
-    """The shared read buffer of this thread. Data in it is valid only until the next read."""
-    return _thread.scratch_view
-
-
-class _SslCore(Protocol):
-    """The calls made on ``_ssl._SSLSocket`` (or, before the handshake, on ssl.SSLSocket)."""
-
-    def read(self, size: int, buffer: memoryview) -> int: ...
-
-    def write(self, data: bytes | bytearray | memoryview) -> int: ...
-
-    def pending(self) -> int: ...
-
-
-class TlsProtocol(Protocol):
-    """What a TlsConnection calls; the same shape as asyncio.BufferedProtocol."""
-
-    def connection_made(self, conn: TlsConnection) -> None: ...
-
-    def get_buffer(self) -> memoryview:
-        """Where to decrypt the next bytes; its length bounds the read."""
-        ...
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` of plaintext were written at the start of the last get_buffer() result."""
-        ...
-
-    def eof_received(self) -> None: ...
-
-    def connection_lost(self, exc: BaseException | None) -> None: ...
-
-    def pause_writing(self) -> None: ...
-
-    def resume_writing(self) -> None: ...
 
 
 class TlsConnection:
@@ -141,7 +92,7 @@ class TlsConnection:
     ) -> None:
         self._loop = loop
         self._sock = sock
-        self._tls: _SslCore = cast(_SslCore, sock)  # the C object once the handshake is done
+        self._tls: SslCore = cast(SslCore, sock)  # the C object once the handshake is done
         self.protocol = protocol
         self.fd = sock.fileno()
         try:
