@@ -16,13 +16,14 @@ belong to the DHT layer.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, cast
 
 import msgpack
 
 from chrnode.edge import codes
+from chrnode.edge import fields as f
+from chrnode.edge.fields import MAX_KEY, MAX_NAME, MAX_TEXT, MAX_UINT64
 from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE, Frame, encode_frame, encode_header
 from chrnode.errors import LocalProtocolError, RemoteProtocolError
 from chrnode.ticket import Ticket
@@ -51,135 +52,34 @@ TYPE_NAMES: dict[int, str] = {
 DEVICE_TYPES = frozenset(range(HELLO, NOTIFY + 1))
 PEER_TYPES = frozenset(range(PEER_PING, PEER_FORWARD + 1))
 
-MAX_UINT64 = 0xFFFF_FFFF_FFFF_FFFF
-MAX_NAME = 255  # BNS names and string ports
-MAX_KEY = 256  # getobject keys
-MAX_TEXT = 4096  # error and notify messages
-
-
-# --- field kinds ----------------------------------------------------------------------------------
-class _InvalidError(Exception):
-    """Internal: a field value is wrong; becomes a Remote/LocalProtocolError naming the field."""
-
-
-Kind = Callable[[Any], Any]
-
-
-def _uint(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_UINT64:
-        raise _InvalidError(f"must be an integer 0..2^64-1, got {_show(value)}")
-    return value
-
-
-def _bin(size: int | None = None, max_size: int | None = None) -> Kind:
-    def check(value: Any) -> bytes:
-        if not isinstance(value, bytes):
-            raise _InvalidError(f"must be msgpack bin, got {_show(value)}")
-        if size is not None and len(value) != size:
-            raise _InvalidError(f"must be exactly {size} bytes, got {len(value)}")
-        if max_size is not None and len(value) > max_size:
-            raise _InvalidError(f"must be at most {max_size} bytes, got {len(value)}")
-        return value
-
-    return check
-
-
-def _text(max_len: int, min_len: int = 0) -> Kind:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _InvalidError(f"must be a msgpack str, got {_show(value)}")
-        if not min_len <= len(value) <= max_len:
-            raise _InvalidError(f"must be {min_len}..{max_len} characters, got {len(value)}")
-        return value
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if type(value) is not bool:
-        raise _InvalidError(f"must be a msgpack bool, got {_show(value)}")
-    return value
-
-
-def _port(value: Any) -> int | str:
-    if type(value) is int and 0 <= value <= 0xFFFF:
-        return value
-    if isinstance(value, str) and 0 < len(value) <= MAX_NAME:
-        return value
-    raise _InvalidError(f"must be an integer 0..65535 or a non-empty string, got {_show(value)}")
-
-
-def _port_flags(value: Any) -> str:
-    # SPEC 4: "rw" (default), "r" or "w", plus "s" for shared; each letter at most once.
-    if not isinstance(value, str) or not set(value) <= set("rws") or len(set(value)) != len(value):
-        raise _InvalidError(f"must be letters from 'rws', each at most once, got {_show(value)}")
-    if not set(value) & set("rw"):
-        raise _InvalidError(f"must allow at least one direction ('r' or 'w'), got {value!r}")
-    return value
-
-
-def _code(value: Any) -> str:
-    if not codes.is_valid_code(value):
-        raise _InvalidError(f"must be a snake_case error code, got {_show(value)}")
-    return str(value)
-
-
-def _string_map(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise _InvalidError(f"must be a map with string keys, got {_show(value)}")
-    return value
-
-
-def _ticket(value: Any) -> Ticket:
-    if isinstance(value, Ticket):  # encoding side: validate what to_wire produced
-        value = value.to_wire()
-    try:
-        return Ticket.from_wire(value)
-    except RemoteProtocolError as exc:
-        raise _InvalidError(str(exc)) from exc
-
-
-_address = _bin(20)
-_signature = _bin(65)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
-
-
-def _f(kind: Kind, default: Any = MISSING) -> Any:
-    """A wire field: its kind, and its default when the key may be absent."""
-    return field(default=default, metadata={"kind": kind})
-
 
 # --- messages -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Hello:
     TYPE: ClassVar[int] = HELLO
-    device: bytes = _f(_address)
-    device_sig: bytes = _f(_signature)
-    version: int = _f(_uint)
-    compress: bool = _f(_bool, False)
-    id: int | None = _f(_uint, None)
+    device: bytes = f.wire_field(f.address)
+    device_sig: bytes = f.wire_field(f.signature)
+    version: int = f.wire_field(f.uint)
+    compress: bool = f.wire_field(f.boolean, False)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class HelloReply:
     TYPE: ClassVar[int] = HELLO
-    node: bytes = _f(_address)
-    version: int = _f(_uint)
-    epoch: int = _f(_uint)
-    chain_id: int = _f(_uint)
-    fleet: bytes = _f(_address)
-    id: int | None = _f(_uint, None)
+    node: bytes = f.wire_field(f.address)
+    version: int = f.wire_field(f.uint)
+    epoch: int = f.wire_field(f.uint)
+    chain_id: int = f.wire_field(f.uint)
+    fleet: bytes = f.wire_field(f.address)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class TicketMsg:
     TYPE: ClassVar[int] = TICKET
-    ticket: Ticket = _f(_ticket)  # noqa: RUF009 - _f is dataclasses.field with a kind
-    id: int | None = _f(_uint, None)
+    ticket: Ticket = f.wire_field(f.ticket)  # noqa: RUF009 - f.wire_field is dataclasses.field with a kind
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +87,10 @@ class TicketReply:
     """``status`` "thanks" with ``paid_bytes``, or "too_low" with the stored ticket as ``latest``."""
 
     TYPE: ClassVar[int] = TICKET
-    status: str = _f(_text(16))
-    paid_bytes: int | None = _f(_uint, None)
-    latest: Ticket | None = _f(_ticket, None)  # noqa: RUF009
-    id: int | None = _f(_uint, None)
+    status: str = f.wire_field(f.text_of(16))
+    paid_bytes: int | None = f.wire_field(f.uint, None)
+    latest: Ticket | None = f.wire_field(f.ticket, None)  # noqa: RUF009
+    id: int | None = f.wire_field(f.uint, None)
 
     def _problem(self) -> str | None:
         if self.status == "thanks":
@@ -206,12 +106,12 @@ class PortOpen:
     opener and ``ref`` the port's reference on both sides."""
 
     TYPE: ClassVar[int] = PORTOPEN
-    port: int | str = _f(_port)
-    device: bytes | None = _f(_address, None)
-    name: str | None = _f(_text(MAX_NAME, 1), None)
-    flags: str = _f(_port_flags, "rw")
-    ref: int | None = _f(_uint, None)
-    id: int | None = _f(_uint, None)
+    port: int | str = f.wire_field(f.port)
+    device: bytes | None = f.wire_field(f.address, None)
+    name: str | None = f.wire_field(f.text_of(MAX_NAME, 1), None)
+    flags: str = f.wire_field(f.port_flags, "rw")
+    ref: int | None = f.wire_field(f.uint, None)
+    id: int | None = f.wire_field(f.uint, None)
 
     def _problem(self) -> str | None:
         if (self.device is None) == (self.name is None):
@@ -224,29 +124,29 @@ class PortOpenReply:
     """``ref`` from the node to the opener; empty (ref None) from a target accepting the port."""
 
     TYPE: ClassVar[int] = PORTOPEN
-    ref: int | None = _f(_uint, None)
-    id: int | None = _f(_uint, None)
+    ref: int | None = f.wire_field(f.uint, None)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class PortSend:
     TYPE: ClassVar[int] = PORTSEND
-    ref: int = _f(_uint)
-    data: bytes = _f(_bin())
-    id: int | None = _f(_uint, None)
+    ref: int = f.wire_field(f.uint)
+    data: bytes = f.wire_field(f.bin_of())
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class PortClose:
     TYPE: ClassVar[int] = PORTCLOSE
-    ref: int = _f(_uint)
-    id: int | None = _f(_uint, None)
+    ref: int = f.wire_field(f.uint)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class Ping:
     TYPE: ClassVar[int] = PING
-    id: int | None = _f(_uint, None)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,15 +154,15 @@ class PingReply:
     """``time``: the answering side's clock, Unix time in milliseconds."""
 
     TYPE: ClassVar[int] = PING
-    time: int = _f(_uint)
-    id: int | None = _f(_uint, None)
+    time: int = f.wire_field(f.uint)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class GetNode:
     TYPE: ClassVar[int] = GETNODE
-    node: bytes = _f(_address)
-    id: int | None = _f(_uint, None)
+    node: bytes = f.wire_field(f.address)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,15 +170,15 @@ class GetNodeReply:
     """The node's signed record (its schema is the DHT layer's, SPEC 6)."""
 
     TYPE: ClassVar[int] = GETNODE
-    record: dict[str, Any] = _f(_string_map)  # noqa: RUF009
-    id: int | None = _f(_uint, None)
+    record: dict[str, Any] = f.wire_field(f.string_map)  # noqa: RUF009
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class GetObject:
     TYPE: ClassVar[int] = GETOBJECT
-    key: bytes = _f(_bin(max_size=MAX_KEY))
-    id: int | None = _f(_uint, None)
+    key: bytes = f.wire_field(f.bin_of(max_size=MAX_KEY))
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,24 +186,24 @@ class GetObjectReply:
     """The stored signed object (its schema is the DHT layer's, SPEC 6)."""
 
     TYPE: ClassVar[int] = GETOBJECT
-    object: dict[str, Any] = _f(_string_map)  # noqa: RUF009
-    id: int | None = _f(_uint, None)
+    object: dict[str, Any] = f.wire_field(f.string_map)  # noqa: RUF009
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
     TYPE: ClassVar[int] = RESOLVE
-    name: str = _f(_text(MAX_NAME, 1))
-    id: int | None = _f(_uint, None)
+    name: str = f.wire_field(f.text_of(MAX_NAME, 1))
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
 class ResolveReply:
     TYPE: ClassVar[int] = RESOLVE
-    device: bytes = _f(_address)
-    owner: bytes = _f(_address)
-    namespace: str = _f(_text(MAX_NAME))
-    id: int | None = _f(_uint, None)
+    device: bytes = f.wire_field(f.address)
+    owner: bytes = f.wire_field(f.address)
+    namespace: str = f.wire_field(f.text_of(MAX_NAME))
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +211,9 @@ class TicketRequest:
     """Node -> device: send a ticket covering at least ``usage`` bytes in ``epoch``."""
 
     TYPE: ClassVar[int] = TICKET_REQUEST
-    usage: int = _f(_uint)
-    epoch: int = _f(_uint)
-    id: int | None = _f(_uint, None)
+    usage: int = f.wire_field(f.uint)
+    epoch: int = f.wire_field(f.uint)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,10 +222,10 @@ class Notify:
     ``id`` is normally None; it exists so that every message has one."""
 
     TYPE: ClassVar[int] = NOTIFY
-    level: str = _f(_text(16, 1))
-    code: str = _f(_code)
-    message: str = _f(_text(MAX_TEXT))
-    id: int | None = _f(_uint, None)
+    level: str = f.wire_field(f.text_of(16, 1))
+    code: str = f.wire_field(f.error_code)
+    message: str = f.wire_field(f.text_of(MAX_TEXT))
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +233,7 @@ class Ack:
     """The empty answer ``{}`` (portsend and portclose with an id)."""
 
     msg_type: int
-    id: int | None = _f(_uint, None)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,9 +241,9 @@ class ErrorReply:
     """An error answer to a request of type ``msg_type``: ``{id, code, message}`` (SPEC 4)."""
 
     msg_type: int
-    code: str = _f(_code)
-    message: str = _f(_text(MAX_TEXT))
-    id: int | None = _f(_uint, None)
+    code: str = f.wire_field(f.error_code)
+    message: str = f.wire_field(f.text_of(MAX_TEXT))
+    id: int | None = f.wire_field(f.uint, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +253,7 @@ class PeerMessage:
     msg_type: int
     fields: dict[str, Any]
     response: bool = False
-    id: int | None = _f(_uint, None)
+    id: int | None = f.wire_field(f.uint, None)
 
 
 Message = (
@@ -374,7 +274,7 @@ _REPLIES: dict[int, type[Any]] = {
 _ACK_TYPES = frozenset((PORTSEND, PORTCLOSE))
 
 # Per class: (name, kind, default) of each wire field, computed once.
-_SCHEMAS: dict[type[Any], tuple[tuple[str, Kind, Any], ...]] = {
+_SCHEMAS: dict[type[Any], tuple[tuple[str, f.Kind, Any], ...]] = {
     cls: tuple((f.name, f.metadata["kind"], f.default) for f in fields(cls) if "kind" in f.metadata)
     for cls in (*_REQUESTS.values(), *_REPLIES.values(), Ack, ErrorReply, PeerMessage)
 }
@@ -403,13 +303,13 @@ def decode_payload(frame: Frame) -> Message:
         problem = f"{name} frame flags 0x{frame.flags:x} set bits other than response and error"
         raise RemoteProtocolError(problem, codes.BAD_FRAME, request_id)
     if not isinstance(obj, dict):
-        problem = f"{name} payload must be a msgpack map with string keys, got {_show(obj)}"
+        problem = f"{name} payload must be a msgpack map with string keys, got {f.show(obj)}"
         raise RemoteProtocolError(problem, codes.BAD_PAYLOAD)
     if not all(isinstance(key, str) for key in obj):
         raise RemoteProtocolError(f"{name} payload map keys must be strings", codes.BAD_PAYLOAD, request_id)
     if "id" in obj and obj["id"] is not None and request_id is None:
         raise RemoteProtocolError(
-            f"{name} id must be an integer 0..2^64-1, got {_show(obj['id'])}", codes.BAD_PAYLOAD
+            f"{name} id must be an integer 0..2^64-1, got {f.show(obj['id'])}", codes.BAD_PAYLOAD
         )
 
     if frame.is_error:
@@ -465,7 +365,7 @@ def _build(cls: type[Any], obj: dict[str, Any], what: str, request_id: int | Non
             continue
         try:
             values[key] = kind(value)
-        except _InvalidError as exc:
+        except f.InvalidField as exc:
             raise RemoteProtocolError(f"{what}: field {key!r} {exc}", codes.BAD_PAYLOAD, request_id) from None
     message = cls(**values)
     problem = _cross_check(message)
@@ -500,8 +400,8 @@ def encode_message(msg: Message, *, compress: bool = False) -> bytes:
     payload: dict[str, Any] = {}
     if isinstance(msg, PeerMessage):
         try:
-            payload.update(_string_map(msg.fields))
-        except _InvalidError as exc:
+            payload.update(f.string_map(msg.fields))
+        except f.InvalidField as exc:
             raise LocalProtocolError(f"{TYPE_NAMES[msg_type]} fields {exc}") from None
     for key, kind, _default in _SCHEMAS[type(msg)]:
         value = getattr(msg, key)
@@ -509,7 +409,7 @@ def encode_message(msg: Message, *, compress: bool = False) -> bytes:
             continue
         try:
             kind(value)
-        except _InvalidError as exc:
+        except f.InvalidField as exc:
             raise LocalProtocolError(f"{type(msg).__name__}.{key} {exc}") from None
         payload[key] = value.to_wire() if isinstance(value, Ticket) else value
     if isinstance(msg, ErrorReply):
