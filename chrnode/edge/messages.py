@@ -275,7 +275,7 @@ _ACK_TYPES = frozenset((PORTSEND, PORTCLOSE))
 
 # Per class: (name, kind, default) of each wire field, computed once.
 _SCHEMAS: dict[type[Any], tuple[tuple[str, f.Kind, Any], ...]] = {
-    cls: tuple((f.name, f.metadata["kind"], f.default) for f in fields(cls) if "kind" in f.metadata)
+    cls: tuple((fld.name, fld.metadata["kind"], fld.default) for fld in fields(cls) if "kind" in fld.metadata)
     for cls in (*_REQUESTS.values(), *_REPLIES.values(), Ack, ErrorReply, PeerMessage)
 }
 

@@ -245,7 +245,9 @@ class PortTable:
             return
         if port.target is source:
             readers = 0
-            for opener, flags in tuple(port.openers.items()):
+            # A copy: a reader that is cut off while we forward leaves the port (dict changes).
+            openers = port.openers
+            for opener, flags in tuple(openers.items()) if len(openers) > 1 else openers.items():
                 if "r" in flags:
                     opener.forward(frame, source)
                     readers += 1

@@ -39,7 +39,7 @@ def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple
 class FrameReader:
     """Base of a TlsProtocol that receives whole frames; subclasses implement the two hooks."""
 
-    __slots__ = ("_rx", "_rx_have", "_rx_header_only", "_rx_max", "_rx_stopped")
+    __slots__ = ("_rx", "_rx_have", "_rx_header_only", "_rx_max", "_rx_stopped", "_scratch")
 
     def __init__(self, max_frame_size: int) -> None:
         self._rx: bytearray | None = None  # the frame (or header) being assembled across reads
@@ -47,6 +47,8 @@ class FrameReader:
         self._rx_header_only = False
         self._rx_max = max_frame_size
         self._rx_stopped = False
+        # The scratch buffer of the thread that creates the reader (the loop that will feed it).
+        self._scratch = scratch_buffer()
 
     # ---- hooks -----------------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ class FrameReader:
         rx = self._rx
         if rx is not None:
             return memoryview(rx)[self._rx_have :]
-        return scratch_buffer()
+        return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._rx_stopped:
@@ -90,7 +92,7 @@ class FrameReader:
             self._rx = None
             self.frame_received(rx[1], (rx[2] << 8) | rx[3], rx)
             return
-        self._parse_scratch(scratch_buffer(), nbytes)
+        self._parse_scratch(self._scratch, nbytes)
 
     def _header_completed(self, header: bytearray) -> None:
         try:

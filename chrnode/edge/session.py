@@ -74,6 +74,7 @@ class Session(FrameReader):
         "_next_id",
         "_pauses",
         "_pending",
+        "_relay",
         "_seen",
         "_throttled",
         "account",
@@ -96,6 +97,7 @@ class Session(FrameReader):
     def __init__(self, server: EdgeServer, peer: str, refusal: tuple[str, str] | None = None) -> None:
         super().__init__(server.config.max_frame_size)
         self.server = server
+        self._relay = server.ports.relay
         self.peer = peer
         self.refusal = refusal  # (code, message) to notify and close with once TLS is up
         self.conn: TlsConnection | None = None
@@ -182,7 +184,7 @@ class Session(FrameReader):
         if msg_type == PORTSEND and flags == 0 and self.device is not None:
             parsed = parse_portsend(frame)
             if parsed is not None:
-                self.server.ports.relay(self, parsed[0], frame)
+                self._relay(self, parsed[0], frame)
                 if over:
                     self._throttle()
                 return
