@@ -141,9 +141,13 @@ def _device(port: int, node: bytes, total: int) -> tuple[RawFrameClient, Private
     return client, key
 
 
-def _read_frame(client: RawFrameClient) -> bytes:
-    header = client._read(8)
-    return header + client._read(int.from_bytes(header[4:8], "big"))
+def _echo(sock: ssl.SSLSocket, size: int, count: int, early: bytes) -> None:
+    """Send back ``count`` messages of ``size`` bytes (``early``: bytes already read)."""
+    if early:
+        sock.sendall(early + _recv_exact(sock, size - len(early)))
+        count -= 1
+    for _ in range(count):
+        sock.sendall(_recv_exact(sock, size))
 
 
 def node_receiver(port: int, node: bytes, total: int, q: Queue, echo: int) -> None:
@@ -153,8 +157,10 @@ def node_receiver(port: int, node: bytes, total: int, q: Queue, echo: int) -> No
     assert msg_type == 0x03, request
     client.send(0x03, {"id": request["id"]}, flags=1)
     if echo:
-        for _ in range(echo):
-            client.send_raw(_read_frame(client))
+        # Frames are relayed verbatim and all have the same size: echo exactly like the socat
+        # receiver does, so both relays are measured with the same client code.
+        size = len(_frame_of(request["ref"], SMALL))
+        _echo(client.sock, size, echo, bytes(client._buf))
         return
     q.put(_count(client.sock, total, len(client._buf)))
 
@@ -166,7 +172,9 @@ def node_sender(
     client.send(0x03, {"id": 3, "device": target, "port": 1, "flags": "rw"})
     ref = client.recv()[2]["ref"]
     if rtt:
-        q.put(_round_trips(client.send_raw, lambda: _read_frame(client), _frame_of(ref, SMALL), rtt))
+        frame = _frame_of(ref, SMALL)
+        sock = client.sock
+        q.put(_round_trips(sock.sendall, lambda: _recv_exact(sock, len(frame)), frame, rtt))
         return
     _send_loop(client.send_raw, _frame_of(ref, BLOCK[:frame_size]), total)
     time.sleep(2)
@@ -257,9 +265,7 @@ def socat_receiver(listen: socket.socket, cert: str, key: str, total: int, q: Qu
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock = _baseline_context(True, cert, key).wrap_socket(raw, server_side=True)
     if echo:
-        size = len(_frame_of(1, SMALL))
-        for _ in range(echo):
-            sock.sendall(_recv_exact(sock, size))
+        _echo(sock, len(_frame_of(1, SMALL)), echo, b"")
         return
     q.put(_count(sock, total))
 

@@ -321,7 +321,7 @@ class TlsConnection:
             protocol.buffer_updated(nbytes)
             if not self._reading:
                 return
-            if not tls.pending() and nbytes < min(len(buf), MAX_RECORD):
+            if nbytes < MAX_RECORD and nbytes < len(buf) and not tls.pending():
                 # A short record usually ends a burst: let epoll say whether more came instead
                 # of paying a read that finds the socket empty. Full records (bulk data) are
                 # read on without going back to the loop.
