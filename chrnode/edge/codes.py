@@ -50,6 +50,7 @@ BUSY = "busy"
 TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
 SHUTTING_DOWN = "shutting_down"
+REPLACED = "replaced"
 INTERNAL_ERROR = "internal_error"
 
 ERROR_CODES: dict[str, str] = {
@@ -84,6 +85,7 @@ ERROR_CODES: dict[str, str] = {
     TIMEOUT: "the node gave up waiting (for the target device, a peer or the chain)",
     UNAVAILABLE: "a service the request needs (chain, DHT) is unavailable right now",
     SHUTTING_DOWN: "the node is stopping; reconnect to another node",
+    REPLACED: "a newer session of the same device connected; this one is closed (notify only)",
     INTERNAL_ERROR: "the node failed; the message says what, the request may be retried",
 }
 

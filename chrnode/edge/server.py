@@ -198,7 +198,7 @@ class EdgeServer:
         self.devices[device] = session
         if old is not None and old is not session:
             old.close_with(
-                "replaced", "a newer session of this device connected; this one is closed", "warning"
+                codes.REPLACED, "a newer session of this device connected; this one is closed", "warning"
             )
         account = self.accounts.get(device)
         if account is None:
