@@ -160,3 +160,36 @@ def test_device_cli_keygen_and_ping(tmp_path: Path, nodes: list[NodeProcess]) ->
     )
     assert wrong.returncode == 2 and "expected 0x1111" in wrong.stderr
     assert node.stop() == 0
+
+
+def test_openssl_s_client_on_the_nodes_edge_port(tmp_path: Path, nodes: list[NodeProcess]) -> None:
+    """SPEC 3 as an outside client sees it: TLS 1.2, ECDHE on secp256k1, the node's address in the cert."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl binary is needed (apt-get install openssl; .ci/run installs it)")
+    node = NodeProcess(tmp_path / "data")
+    nodes.append(node)
+    node.start()
+    info = node.rpc("chr_node_info")
+    target = f"127.0.0.1:{info['ports']['edge2'][0]}"
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", target, "-tls1_2", "-groups", "secp256k1", "-showcerts"],
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    out = result.stdout.decode(errors="replace") + result.stderr.decode(errors="replace")
+    assert "TLSv1.2" in out and "Server Temp Key: ECDH, secp256k1" in out, out
+    assert info["address"][2:].lower() in out.lower(), "the certificate names the node's address"
+    no_13 = subprocess.run(
+        ["openssl", "s_client", "-connect", target, "-tls1_3"],
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert no_13.returncode != 0, "TLS 1.3 is not offered on the device port (SPEC 3)"
+    assert node.stop() == 0
