@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from chrnode.testing.anvil import DevChain, anvil_session, skip_or_fail_without_anvil
 from chrnode.testing.node import NodeProcess
 
 
@@ -17,3 +18,19 @@ def nodes() -> Iterator[list[NodeProcess]]:
     for proc in started:
         if proc.proc is not None and proc.proc.poll() is None:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def devchain() -> Iterator[DevChain]:
+    """One anvil with the project's contracts for the whole run (SPEC 7); tests that change chain
+    state use `chain`, which reverts to a snapshot afterwards. Fails in CI without `npm ci`."""
+    skip_or_fail_without_anvil()
+    with anvil_session() as started:
+        yield started
+
+
+@pytest.fixture
+def chain(devchain: DevChain) -> Iterator[DevChain]:
+    snap = devchain.snapshot()
+    yield devchain
+    devchain.revert(snap)

@@ -22,7 +22,7 @@ from chrnode.config import Config
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
 from chrnode.errors import ChainNotConfigured, NameError_, RpcError, TicketError
-from chrnode.testing.anvil import DEPLOYER, DEV_CHAIN_ID, DevChain, anvil_session, skip_or_fail_without_anvil
+from chrnode.testing.anvil import DEPLOYER, DEV_CHAIN_ID, DevChain
 from chrnode.testing.chain import ChainWorld
 from chrnode.ticket import TicketValidator
 
@@ -34,20 +34,6 @@ def dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"
-
-
-@pytest.fixture(scope="module")
-def devchain() -> Iterator[DevChain]:
-    skip_or_fail_without_anvil()
-    with anvil_session() as chain:
-        yield chain
-
-
-@pytest.fixture
-def chain(devchain: DevChain) -> Iterator[DevChain]:
-    snap = devchain.snapshot()
-    yield devchain
-    devchain.revert(snap)
 
 
 @pytest.fixture

@@ -16,20 +16,13 @@ from chrnode.chain.rpc import RemoteRpc
 from chrnode.chain.service import ChainContracts, ChainFleetCheck, ChainService
 from chrnode.crypto import PrivateKey
 from chrnode.errors import TicketError
-from chrnode.testing.anvil import DEPLOYER, DEV_CHAIN_ID, DevChain, anvil_session, skip_or_fail_without_anvil
+from chrnode.testing.anvil import DEPLOYER, DEV_CHAIN_ID, DevChain
 from chrnode.testing.chain import ChainWorld, DirectL2
 from chrnode.ticket import Ticket, TicketValidator
 
 pytestmark = pytest.mark.chain
 PRICE = 3
 BYTES = 1000
-
-
-@pytest.fixture(scope="module")
-def devchain() -> Iterator[DevChain]:
-    skip_or_fail_without_anvil()
-    with anvil_session() as chain:
-        yield chain
 
 
 @pytest.fixture

@@ -14,17 +14,10 @@ from chrnode.chain.rpc import RemoteRpc
 from chrnode.chain.submitter import SubmitOutcome, TicketSubmitter, mark_ops, ticket_of_row
 from chrnode.crypto import PrivateKey
 from chrnode.storage.rows import TicketRow
-from chrnode.testing.anvil import DEV_CHAIN_ID, DevChain, anvil_session, skip_or_fail_without_anvil
+from chrnode.testing.anvil import DEV_CHAIN_ID, DevChain
 from chrnode.testing.chain import ChainWorld
 
 pytestmark = pytest.mark.chain
-
-
-@pytest.fixture(scope="module")
-def devchain() -> Iterator[DevChain]:
-    skip_or_fail_without_anvil()
-    with anvil_session() as chain:
-        yield chain
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ evm_revert, so tests see the freshly deployed state whatever the others did.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +15,7 @@ from chrnode.chain.contracts import Bns, Chai, Fleet, TicketRegistry
 from chrnode.chain.tx import KeySigner, UnlockedAccount
 from chrnode.crypto import PrivateKey
 from chrnode.errors import ContractReverted, NameError_
-from chrnode.testing.anvil import DEV_ADDRESSES, DevChain, anvil_session, skip_or_fail_without_anvil
+from chrnode.testing.anvil import DEV_ADDRESSES, DevChain
 from chrnode.ticket import Ticket
 
 pytestmark = pytest.mark.chain  # needs anvil from `npm ci`
@@ -24,20 +23,6 @@ pytestmark = pytest.mark.chain  # needs anvil from `npm ci`
 DEPLOYER = UnlockedAccount(DEV_ADDRESSES[0])
 ALICE = UnlockedAccount(DEV_ADDRESSES[1])
 BOB = UnlockedAccount(DEV_ADDRESSES[2])
-
-
-@pytest.fixture(scope="module")
-def devchain() -> Iterator[DevChain]:
-    skip_or_fail_without_anvil()
-    with anvil_session() as chain:
-        yield chain
-
-
-@pytest.fixture
-def chain(devchain: DevChain) -> Iterator[DevChain]:
-    snap = devchain.snapshot()
-    yield devchain
-    devchain.revert(snap)
 
 
 def test_deploy_records_four_contracts_with_code(chain: DevChain) -> None:
