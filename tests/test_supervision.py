@@ -205,3 +205,18 @@ def test_admin_restart_and_stop_tree_leave_no_process() -> None:
         pids = [pid_of(tree, n) for n in "AB"]
         assert isinstance(tree.asys.ask(tree.root, m.StopTree(), 30), m.TreeStopped)
         assert all(gone(pid) for pid in pids)
+
+
+def test_no_process_outlives_shutdown() -> None:
+    inner = m.ChildSpec(
+        "Inner", "actors.supervisor:Supervisor", strategy="one_for_one", children=(m.ChildSpec("Leaf", WORKER),)
+    )
+    with running_tree(spec(inner, m.ChildSpec("A", WORKER))) as tree:
+        snap = tree.wait_for(running(["Inner", "Leaf", "A"]))
+        pids = [int(r["pid"]) for r in snap.actors]
+        admin = psutil.Process(pids[0]).parent().parent()  # Leaf/A -> their supervisor -> ... -> admin
+        while admin.ppid() > 1 and admin.parent() is not None and admin.parent().pid != os.getpid():
+            admin = admin.parent()
+        everything = [admin.pid, *(p.pid for p in admin.children(recursive=True))]
+    assert len(everything) >= 5, everything  # admin, logger, root, Inner, Leaf, A
+    assert all(gone(pid) for pid in everything), "shutdown() must take the admin, the logger and every actor"
