@@ -209,7 +209,10 @@ def test_admin_restart_and_stop_tree_leave_no_process() -> None:
 
 def test_no_process_outlives_shutdown() -> None:
     inner = m.ChildSpec(
-        "Inner", "actors.supervisor:Supervisor", strategy="one_for_one", children=(m.ChildSpec("Leaf", WORKER),)
+        "Inner",
+        "actors.supervisor:Supervisor",
+        strategy="one_for_one",
+        children=(m.ChildSpec("Leaf", WORKER),),
     )
     with running_tree(spec(inner, m.ChildSpec("A", WORKER))) as tree:
         snap = tree.wait_for(running(["Inner", "Leaf", "A"]))
