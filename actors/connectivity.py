@@ -47,13 +47,11 @@ class Connectivity(ChrActor):
     def on_timer(self, payload: Any) -> None:
         if payload == "recheck":
             self.recheck_pending = False
-            self.result = self.check()
-            self.publish("snapshot", "connectivity", self.result)
+            self._check_and_publish()
 
     def receiveMsg_RunJob(self, msg: m.RunJob, sender: Any) -> None:
         started = time.perf_counter()
-        self.result = self.check()
-        self.publish("snapshot", "connectivity", self.result)
+        self._check_and_publish()
         down = [name for name, up in self.result["listeners"].items() if not up]
         self.send(
             sender,
@@ -64,6 +62,10 @@ class Connectivity(ChrActor):
                 time.perf_counter() - started,
             ),
         )
+
+    def _check_and_publish(self) -> None:
+        self.result = self.check()
+        self.publish("snapshot", "connectivity", self.result)
 
     def check(self) -> dict[str, Any]:
         cfg = self.config

@@ -98,7 +98,8 @@ class ActorHooks:
         return None
 
     async def report(self, stats: dict[str, Any]) -> None:
-        self.actor.edge_report = stats
+        # Nothing to do: the listener pulls `EdgeServer.snapshot()` itself once a second.
+        return None
 
 
 class EdgeListener(ChrActor):
@@ -114,7 +115,6 @@ class EdgeListener(ChrActor):
         cfg = self.config
         identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
         context = edge_server_context(identity.key_pem_path, identity.cert_path)
-        self.edge_report: dict[str, Any] = {}
         self.start_bridge()
         assert self.asks is not None
         hooks = ActorHooks(self, self.asks)

@@ -134,7 +134,7 @@ class RestartActor:
 
     name: str
     reply_to: Any = None
-    request_id: int = 0
+    tag: Any = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class StopNode:
 
 @dataclass(frozen=True)
 class AdminReply:
-    request_id: int
+    tag: Any
     ok: bool
     message: str
     result: Any = None

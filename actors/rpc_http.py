@@ -9,16 +9,15 @@ Admin methods go to the root supervisor through the ThreadBridge and wait for it
 from __future__ import annotations
 
 import asyncio
-import itertools
 import ssl
 from pathlib import Path
 from typing import Any
 
 from actors import messages as m
-from actors.base import ChrActor, LoopThread, _set_result
+from actors.base import ChrActor, LoopAsks, LoopThread
 from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
-from chrnode.errors import ActorError, RpcError
+from chrnode.errors import RpcError
 from chrnode.rpc_api import NodeView
 from chrnode.rpc_server import make_app, read_cookie, start_servers
 from chrnode.stats import LocalStats
@@ -29,35 +28,22 @@ STATS_SECONDS = 1.0
 
 
 class _Admin:
-    """AdminOps for the RPC layer: runs on the loop thread, hands the work to the actor thread."""
+    """AdminOps for the RPC layer: runs on the loop thread, asks the root supervisor."""
 
-    def __init__(self, actor: RpcActor) -> None:
-        self.actor = actor
-
-    async def _ask(self, message: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        request_id = next(self.actor.request_ids)
-        self.actor.pending[request_id] = (loop, future)
-        assert self.actor.bridge is not None
-        self.actor.bridge.post("__self__", message, request_id=request_id)
-        try:
-            return await asyncio.wait_for(future, ADMIN_TIMEOUT)
-        except TimeoutError as exc:
-            raise ActorError(f"no answer from the supervisor within {ADMIN_TIMEOUT:g} s") from exc
-        finally:
-            self.actor.pending.pop(request_id, None)
+    def __init__(self, asks: LoopAsks) -> None:
+        self.asks = asks
 
     async def restart_actor(self, name: str) -> None:
-        reply = await self._ask(m.RestartActor(name))
+        # The root (or the sub-supervisor owning `name`) answers AdminReply once it runs again.
+        reply = await self.asks.ask(ROOT, m.RestartActor(name), ADMIN_TIMEOUT)
         if not reply.ok:
             raise RpcError(-32602, reply.message, {"name": name})
 
     async def set_log_level(self, level: str) -> None:
-        await self._ask(m.SetLogLevel(level.lower()))
+        self.asks.bridge.post(ROOT, m.SetLogLevel(level.lower()))  # the root passes it to every actor
 
     async def stop(self) -> None:
-        await self._ask(m.StopNode("admin_stop"))
+        self.asks.bridge.post(ROOT, m.StopNode("admin_stop"))
 
 
 class RpcActor(ChrActor):
@@ -67,8 +53,6 @@ class RpcActor(ChrActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         self.view = NodeView()
-        self.request_ids = itertools.count(1)
-        self.pending: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.start_bridge()
         token = read_cookie(Path(cfg.cookie_path))
@@ -105,7 +89,7 @@ class RpcActor(ChrActor):
         assert self.asks is not None
         app = make_app(
             self.view,
-            _Admin(self),
+            _Admin(self.asks),
             admin_token=token,
             cookie_path=str(cfg.cookie_path),
             max_body=cfg.rpc_max_body,
@@ -121,27 +105,6 @@ class RpcActor(ChrActor):
         loop.call_later(STATS_SECONDS, flush)
         assert port is not None
         return port
-
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        request_id = extra["request_id"]
-        if isinstance(message, m.RestartActor):
-            self.send_to(ROOT, m.RestartActor(message.name, self.myAddress, request_id))
-        elif isinstance(message, m.SetLogLevel):
-            self.send_to(ROOT, message)
-            self._resolve(request_id, m.AdminReply(request_id, True, f"log level {message.level}"))
-        elif isinstance(message, m.StopNode):
-            self.send_to(ROOT, message)
-            self._resolve(request_id, m.AdminReply(request_id, True, "stopping"))
-
-    def receiveMsg_AdminReply(self, msg: m.AdminReply, sender: Any) -> None:
-        self._resolve(msg.request_id, msg)
-
-    def _resolve(self, request_id: int, reply: m.AdminReply) -> None:
-        waiting = self.pending.get(request_id)
-        if waiting is None:
-            return
-        loop, future = waiting
-        loop.call_soon_threadsafe(_set_result, future, reply)
 
     def on_published(self, topic: str, key: str, payload: Any) -> None:
         self.view.set_part(key, payload)

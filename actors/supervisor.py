@@ -146,8 +146,8 @@ class Supervisor(ChrActor):
         child.reason = ""
         self._register(child.spec.name, child.address, msg.pid)
         self._report(child)
-        for requester, request_id in self.pending_admin.pop(child.spec.name, []):
-            self.send(requester, m.AdminReply(request_id, True, f"{child.spec.name} restarted", msg.pid))
+        for requester, tag in self.pending_admin.pop(child.spec.name, []):
+            self.send(requester, m.AdminReply(tag, True, f"{child.spec.name} restarted", msg.pid))
         self._advance()
 
     def receiveMsg_InitFailed(self, msg: m.InitFailed, sender: Any) -> None:
@@ -274,17 +274,17 @@ class Supervisor(ChrActor):
         for child in self.children:
             if child.spec.name == msg.name:
                 if child.address is None or child.state != "running":
-                    self.send(reply_to, m.AdminReply(msg.request_id, False, f"{msg.name} is {child.state}"))
+                    self.send(reply_to, m.AdminReply(msg.tag, False, f"{msg.name} is {child.state}"))
                     return
-                self.pending_admin.setdefault(msg.name, []).append((reply_to, msg.request_id))
+                self.pending_admin.setdefault(msg.name, []).append((reply_to, msg.tag))
                 self.send(child.address, ActorExitRequest())
                 return
         if self.is_root:
             owner = self.tree.get(msg.name, {}).get("parent")
             if owner and owner != self.name and self.registry.get(owner) is not None:
-                self.send(self.registry[owner], m.RestartActor(msg.name, reply_to, msg.request_id))
+                self.send(self.registry[owner], m.RestartActor(msg.name, reply_to, msg.tag))
                 return
-        self.send(reply_to, m.AdminReply(msg.request_id, False, f"no actor named {msg.name!r}"))
+        self.send(reply_to, m.AdminReply(msg.tag, False, f"no actor named {msg.name!r}"))
 
     def receiveMsg_StopNode(self, msg: m.StopNode, sender: Any) -> None:
         if self.is_root:

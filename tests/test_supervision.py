@@ -197,10 +197,10 @@ def test_admin_restart_and_stop_tree_leave_no_process() -> None:
     with running_tree(spec(*children)) as tree:
         tree.wait_for(running(["A", "B"]))
         before = pid_of(tree, "A")
-        reply = tree.asys.ask(tree.root, m.RestartActor("A", None, 7), 20)
-        assert isinstance(reply, m.AdminReply) and reply.ok and reply.request_id == 7
+        reply = tree.asys.ask(tree.root, m.RestartActor("A", None, tag=7), 20)
+        assert isinstance(reply, m.AdminReply) and reply.ok and reply.tag == 7
         assert pid_of(tree, "A") != before
-        unknown = tree.asys.ask(tree.root, m.RestartActor("Nope", None, 8), 20)
+        unknown = tree.asys.ask(tree.root, m.RestartActor("Nope", None, tag=8), 20)
         assert isinstance(unknown, m.AdminReply) and not unknown.ok and "Nope" in unknown.message
         pids = [pid_of(tree, n) for n in "AB"]
         assert isinstance(tree.asys.ask(tree.root, m.StopTree(), 30), m.TreeStopped)
