@@ -28,19 +28,10 @@ def cmd_start(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 def cmd_init(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     """Create the data dir, the node key and certificates (as `start` would) and print the address."""
-    from chrnode.config import validate_data_dir
-    from chrnode.daemon import rpcs_cert_paths
-    from chrnode.identity import load_node_identity
+    from chrnode.daemon import prepare_identity
 
-    cfg = loaded.config
-    validate_data_dir(cfg.data_dir)
-    identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
-    rpcs_cert_paths(cfg)
-    print(
-        identity.key.hex_address
-        if args.quiet
-        else f"node {identity.key.hex_address}, data dir {cfg.data_dir}"
-    )
+    address = prepare_identity(loaded.config)
+    print(address if args.quiet else f"node {address}, data dir {loaded.config.data_dir}")
     return 0
 
 

@@ -52,15 +52,21 @@ def rpcs_cert_paths(cfg: Config) -> tuple[Path, Path]:
     return ensure_rpc_certificate(Path(cfg.data_dir))
 
 
-def prepare(cfg: Config) -> str:
-    """Data dir, node key, certificates and the admin cookie; returns the node's 0x address."""
+def prepare_identity(cfg: Config) -> str:
+    """Data dir, node key and certificates (made on first use); returns the node's 0x address."""
     from chrnode.identity import load_node_identity
 
     validate_data_dir(cfg.data_dir)
     identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)
     rpcs_cert_paths(cfg)
-    write_cookie(Path(cfg.cookie_path))  # a new admin token on every start, mode 0600
     return identity.key.hex_address
+
+
+def prepare(cfg: Config) -> str:
+    """What `start` needs before any actor exists: the identity and a new admin cookie."""
+    address = prepare_identity(cfg)
+    write_cookie(Path(cfg.cookie_path))  # a new admin token on every start, mode 0600
+    return address
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
