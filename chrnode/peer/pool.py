@@ -1,0 +1,246 @@
+"""Connection.Pool's decisions (seed: Connection.Pool; SPEC 6): which peer links to keep, as a pure
+state machine. Events in (``want``, ``dialed``, ``dial_failed``, ``inbound``, ``closed``,
+``answered``, ``failed``, ``tick``), actions out (:class:`Dial`, :class:`Ping`, :class:`Close`,
+:class:`Seen`). Time is an argument; the network loop's adapter owns the sockets and timers.
+
+Rules:
+- one link per peer, reused by every request to it; a dial already in progress is not repeated;
+- at most ``max_links`` links; an inbound link beyond the cap closes the least useful unpinned
+  link (oldest activity), or is itself refused when every link is pinned;
+- pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
+  exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
+  caller's RNG so that many nodes do not redial in step); unpinned peers are forgotten after a
+  close unless wanted again;
+- a link idle for ``ping_interval`` gets a health ping; no answer within ``ping_timeout`` closes it;
+- every answered / failed request updates the peer's reliability (answered + 1) / (total + 2),
+  the score ``peer_history`` keeps (SPEC 6).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = ["Close", "Dial", "Peer", "Ping", "Pool", "PoolConfig", "Seen", "State"]
+
+
+class State(Enum):
+    IDLE = "idle"
+    DIALING = "dialing"
+    UP = "up"
+    BACKOFF = "backoff"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    max_links: int = 64
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    address: bytes
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    address: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    address: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Persist to peer_history: the peer's link came up (``connected``) or its score changed."""
+
+    address: bytes
+    connected: bool
+    reliability: float
+
+
+Action = Dial | Ping | Close | Seen
+
+
+@dataclass(slots=True)
+class Peer:
+    address: bytes
+    host: str
+    port: int
+    pinned: bool = False
+    wanted: bool = False
+    state: State = State.IDLE
+    failures: int = 0
+    next_attempt: float = 0.0
+    last_activity: float = 0.0
+    ping_sent: float | None = None
+    answered: int = 0
+    failed: int = 0
+    connections: int = 0
+
+    @property
+    def reliability(self) -> float:
+        return (self.answered + 1) / (self.answered + self.failed + 2)
+
+
+@dataclass
+class Pool:
+    config: PoolConfig = field(default_factory=PoolConfig)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    peers: dict[bytes, Peer] = field(default_factory=dict)
+
+    # ---- queries ----------------------------------------------------------------------------
+    def links(self) -> list[Peer]:
+        return [p for p in self.peers.values() if p.state is State.UP]
+
+    def is_up(self, address: bytes) -> bool:
+        peer = self.peers.get(address)
+        return peer is not None and peer.state is State.UP
+
+    def _busy(self) -> int:
+        return sum(1 for p in self.peers.values() if p.state in (State.UP, State.DIALING))
+
+    # ---- events -----------------------------------------------------------------------------
+    def want(self, address: bytes, host: str, port: int, now: float, *, pinned: bool = False) -> list[Action]:
+        """We need a link to this peer (a bootstrap node, or a lookup/relay wants it)."""
+        peer = self.peers.get(address)
+        if peer is None:
+            peer = self.peers[address] = Peer(address, host, port)
+        else:
+            peer.host, peer.port = host, port
+        peer.pinned = peer.pinned or pinned
+        peer.wanted = True
+        return self._maybe_dial(peer, now)
+
+    def unpin(self, address: bytes) -> None:
+        peer = self.peers.get(address)
+        if peer is not None:
+            peer.pinned = False
+
+    def dialed(self, address: bytes, now: float) -> list[Action]:
+        """Our dial finished: TLS up and the peer hello answered."""
+        peer = self.peers.get(address)
+        if peer is None or peer.state is not State.DIALING:
+            return [Close(address, "not dialing this peer")]
+        return self._up(peer, now)
+
+    def dial_failed(self, address: bytes, now: float) -> list[Action]:
+        peer = self.peers.get(address)
+        if peer is None:
+            return []
+        peer.failed += 1
+        self._back_off(peer, now)
+        return [Seen(address, False, peer.reliability)]
+
+    def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
+        """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
+        peer = self.peers.get(address)
+        if peer is not None and peer.state is State.UP:
+            # Both sides dialled at once (or a peer reconnects over a live link): keep the link that
+            # is up and answering; the newcomer is closed.
+            return [Close(address, "duplicate link")]
+        actions: list[Action] = []
+        if self._busy() >= self.config.max_links:
+            victim = self._least_useful()
+            if victim is None:
+                return [Close(address, "at the link limit")]
+            victim.state = State.IDLE
+            actions.append(Close(victim.address, "at the link limit"))
+        if peer is None:
+            peer = self.peers[address] = Peer(address, host, port)
+        return actions + self._up(peer, now)
+
+    def closed(self, address: bytes, now: float) -> list[Action]:
+        """The link (or a dial) ended for whatever reason."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return []
+        if peer.pinned or peer.wanted:
+            self._back_off(peer, now)
+        else:
+            del self.peers[address]
+        return []
+
+    def activity(self, address: bytes, now: float) -> None:
+        """A frame arrived on the link: it is alive."""
+        peer = self.peers.get(address)
+        if peer is not None:
+            peer.last_activity = now
+            peer.ping_sent = None
+
+    def answered(self, address: bytes, now: float) -> list[Action]:
+        peer = self.peers.get(address)
+        if peer is None:
+            return []
+        peer.answered += 1
+        self.activity(address, now)
+        return [Seen(address, False, peer.reliability)] if peer.answered % 16 == 0 else []
+
+    def failed(self, address: bytes) -> list[Action]:
+        peer = self.peers.get(address)
+        if peer is None:
+            return []
+        peer.failed += 1
+        return [Seen(address, False, peer.reliability)]
+
+    def done_with(self, address: bytes) -> None:
+        """Nobody needs this peer any more: keep the link while it is up, do not redial it."""
+        peer = self.peers.get(address)
+        if peer is not None:
+            peer.wanted = False
+
+    def tick(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        cfg = self.config
+        for peer in list(self.peers.values()):
+            if peer.state is State.UP:
+                if peer.ping_sent is not None and now - peer.ping_sent >= cfg.ping_timeout:
+                    peer.failed += 1
+                    actions.append(Close(peer.address, f"no answer to a ping in {cfg.ping_timeout:g} s"))
+                    actions += self.closed(peer.address, now)
+                elif peer.ping_sent is None and now - peer.last_activity >= cfg.ping_interval:
+                    peer.ping_sent = now
+                    actions.append(Ping(peer.address))
+            elif peer.state is State.BACKOFF and now >= peer.next_attempt:
+                actions += self._maybe_dial(peer, now)
+        return actions
+
+    # ---- rules ------------------------------------------------------------------------------
+    def _maybe_dial(self, peer: Peer, now: float) -> list[Action]:
+        if peer.state in (State.UP, State.DIALING):
+            return []
+        if peer.state is State.BACKOFF and now < peer.next_attempt:
+            return []
+        if self._busy() >= self.config.max_links:
+            return []
+        peer.state = State.DIALING
+        return [Dial(peer.address, peer.host, peer.port)]
+
+    def _up(self, peer: Peer, now: float) -> list[Action]:
+        peer.state = State.UP
+        peer.failures = 0
+        peer.connections += 1
+        peer.last_activity = now
+        peer.ping_sent = None
+        return [Seen(peer.address, True, peer.reliability)]
+
+    def _back_off(self, peer: Peer, now: float) -> None:
+        cfg = self.config
+        delay = min(cfg.backoff_max, cfg.backoff_initial * 2**peer.failures)
+        peer.failures = min(peer.failures + 1, 32)
+        peer.state = State.BACKOFF
+        peer.ping_sent = None
+        peer.next_attempt = now + delay * (0.5 + self.rng.random() / 2)
+
+    def _least_useful(self) -> Peer | None:
+        up = [p for p in self.peers.values() if p.state is State.UP and not p.pinned]
+        return min(up, key=lambda p: p.last_activity) if up else None

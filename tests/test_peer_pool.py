@@ -1,0 +1,144 @@
+"""Connection.Pool's rules (chrnode.peer.pool), pure: generated event sequences and the invariants."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen, State
+
+A, B, C = b"\xaa" * 20, b"\xbb" * 20, b"\xcc" * 20
+
+
+def pool(**kw: float) -> Pool:
+    return Pool(PoolConfig(**kw), random.Random(1))  # type: ignore[arg-type]
+
+
+def test_one_dial_then_reuse() -> None:
+    p = pool()
+    assert p.want(A, "h", 1, 0.0) == [Dial(A, "h", 1)]
+    assert p.want(A, "h", 1, 0.1) == []  # dialling already
+    assert p.dialed(A, 0.2) == [Seen(A, True, 0.5)]
+    assert p.want(A, "h", 1, 0.3) == [] and p.is_up(A)
+
+
+def test_pinned_peer_is_redialled_with_growing_bounded_backoff() -> None:
+    p = pool(backoff_initial=1.0, backoff_max=8.0)
+    p.want(A, "h", 1, 0.0, pinned=True)
+    now, delays = 0.0, []
+    for _ in range(8):
+        p.dial_failed(A, now)
+        attempt = p.peers[A].next_attempt
+        delays.append(attempt - now)
+        assert p.tick(attempt - 0.001) == []
+        now = attempt
+        assert p.tick(now) == [Dial(A, "h", 1)]
+    assert all(0.5 <= d <= 8.0 for d in delays)
+    assert delays[-1] > delays[0] * 2
+
+
+def test_unpinned_peer_is_forgotten_after_close_unless_wanted() -> None:
+    p = pool()
+    p.inbound(B, "h", 2, 0.0)
+    p.closed(B, 1.0)
+    assert B not in p.peers
+    p.want(A, "h", 1, 0.0)
+    p.dialed(A, 0.0)
+    p.closed(A, 1.0)
+    assert p.peers[A].state is State.BACKOFF
+
+
+def test_health_ping_and_its_timeout() -> None:
+    p = pool(ping_interval=30.0, ping_timeout=10.0)
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.dialed(A, 0.0)
+    assert p.tick(29.0) == []
+    assert p.tick(30.0) == [Ping(A)]
+    assert p.tick(35.0) == []  # one ping outstanding at a time
+    p.activity(A, 36.0)  # the answer
+    assert p.tick(40.0) == []
+    assert p.tick(66.0) == [Ping(A)]
+    actions = p.tick(76.0)
+    assert isinstance(actions[0], Close) and "ping" in actions[0].reason
+    assert p.peers[A].state is State.BACKOFF
+
+
+def test_inbound_beyond_the_cap_evicts_the_least_active_unpinned_link() -> None:
+    p = pool(max_links=2)
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.dialed(A, 0.0)
+    p.inbound(B, "h", 2, 1.0)
+    actions = p.inbound(C, "h", 3, 2.0)
+    assert actions[0] == Close(B, "at the link limit") and p.is_up(C) and p.is_up(A)
+    # Now every other link is pinned or newer: with A and C pinned, a newcomer is refused.
+    p.want(C, "h", 3, 3.0, pinned=True)
+    assert p.inbound(B, "h", 2, 4.0) == [Close(B, "at the link limit")]
+
+
+def test_duplicate_inbound_is_closed() -> None:
+    p = pool()
+    p.inbound(A, "h", 1, 0.0)
+    assert p.inbound(A, "h", 1, 1.0) == [Close(A, "duplicate link")]
+
+
+def test_reliability_from_answers_and_failures() -> None:
+    p = pool()
+    p.inbound(A, "h", 1, 0.0)
+    for _ in range(6):
+        p.answered(A, 1.0)
+    p.failed(A)
+    assert p.peers[A].reliability == (6 + 1) / (7 + 2)
+
+
+ADDRS = [bytes([i]) * 20 for i in range(1, 7)]
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["want", "pin", "dialed", "dial_failed", "inbound", "closed", "tick", "done", "answered"]
+        ),
+        st.sampled_from(ADDRS),
+        st.floats(0, 50),
+    ),
+    max_size=80,
+)
+
+
+@given(EVENTS, st.integers(1, 4))
+@settings(max_examples=300, deadline=None)
+def test_invariants_under_generated_events(events: list[tuple[str, bytes, float]], cap: int) -> None:
+    p = pool(max_links=cap)
+    now = 0.0
+    for name, addr, dt in events:
+        now += dt
+        before = {a: peer.state for a, peer in p.peers.items()}
+        if name == "want":
+            actions = p.want(addr, "h", 1, now)
+        elif name == "pin":
+            actions = p.want(addr, "h", 1, now, pinned=True)
+        elif name == "dialed":
+            actions = p.dialed(addr, now)
+        elif name == "dial_failed":
+            actions = p.dial_failed(addr, now)
+        elif name == "inbound":
+            actions = p.inbound(addr, "h", 1, now)
+        elif name == "closed":
+            actions = p.closed(addr, now)
+        elif name == "done":
+            p.done_with(addr)
+            actions = []
+        elif name == "answered":
+            actions = p.answered(addr, now)
+        else:
+            actions = p.tick(now)
+        busy = [a for a, peer in p.peers.items() if peer.state in (State.UP, State.DIALING)]
+        assert len(busy) <= cap
+        for action in actions:
+            if isinstance(action, Dial):  # a dial is only ever asked for a peer that was not busy
+                assert before.get(action.address) not in (State.UP, State.DIALING)
+                assert p.peers[action.address].state is State.DIALING
+        for peer in p.peers.values():
+            assert 0 < peer.reliability < 1
+            if peer.state is State.BACKOFF:
+                assert peer.next_attempt <= now + p.config.backoff_max
