@@ -9,7 +9,7 @@ known field: byte strings must be bin (never str), addresses exactly 20 bytes, s
 
 Requests and answers of one type are different classes: the frame's response flag picks one. An
 error answer (response + error flags) of any type is an :class:`ErrorReply`. Peer messages
-(0x20-0x27) are carried as :class:`PeerMessage` with their fields as a plain map; their schemas
+(0x20-0x29) are carried as :class:`PeerMessage` with their fields as a plain map; their schemas
 belong to the DHT layer.
 """
 
@@ -40,6 +40,7 @@ HELLO, TICKET, PORTOPEN, PORTSEND, PORTCLOSE, PING = 0x01, 0x02, 0x03, 0x04, 0x0
 GETNODE, GETOBJECT, RESOLVE, TICKET_REQUEST, NOTIFY = 0x07, 0x08, 0x09, 0x0A, 0x0B
 PEER_PING, PEER_STORE, PEER_FIND_NODE, PEER_FIND_VALUE = 0x20, 0x21, 0x22, 0x23
 PEER_PORTOPEN, PEER_PORTSEND, PEER_PORTCLOSE, PEER_FORWARD = 0x24, 0x25, 0x26, 0x27
+PEER_MERKLE, PEER_HELLO = 0x28, 0x29
 
 TYPE_NAMES: dict[int, str] = {
     HELLO: "hello", TICKET: "ticket", PORTOPEN: "portopen", PORTSEND: "portsend",
@@ -48,9 +49,10 @@ TYPE_NAMES: dict[int, str] = {
     PEER_PING: "peer_ping", PEER_STORE: "peer_store", PEER_FIND_NODE: "peer_find_node",
     PEER_FIND_VALUE: "peer_find_value", PEER_PORTOPEN: "peer_portopen",
     PEER_PORTSEND: "peer_portsend", PEER_PORTCLOSE: "peer_portclose", PEER_FORWARD: "peer_forward",
+    PEER_MERKLE: "peer_merkle", PEER_HELLO: "peer_hello",
 }  # fmt: skip
 DEVICE_TYPES = frozenset(range(HELLO, NOTIFY + 1))
-PEER_TYPES = frozenset(range(PEER_PING, PEER_FORWARD + 1))
+PEER_TYPES = frozenset(range(PEER_PING, PEER_HELLO + 1))
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -248,7 +250,7 @@ class ErrorReply:
 
 @dataclass(frozen=True, slots=True)
 class PeerMessage:
-    """A node <-> node message (0x20-0x27): the payload map without ``id``, validated by the DHT layer."""
+    """A node <-> node message (0x20-0x29): the payload map without ``id``, validated by the DHT layer."""
 
     msg_type: int
     fields: dict[str, Any]
