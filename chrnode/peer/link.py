@@ -164,7 +164,7 @@ class PeerLink(FrameReader):
             msg = decode_payload(Frame(msg_type, flags, bytes(frame[8:])))
             self._message(msg_type, flags, msg)
         except ProtocolError as exc:
-            self._fault(msg_type, flags, exc)
+            self._bad_frame(msg_type, flags, exc)
         except Exception:
             _log.exception("%s: failed to handle a frame of type 0x%02x", self.label(), msg_type)
             self._fail(codes.INTERNAL_ERROR, "the node failed to handle a frame")
@@ -331,7 +331,7 @@ class PeerLink(FrameReader):
         if self.node is None:
             self._fail(codes.TIMEOUT, f"no peer hello within {self.config.hello_timeout:g} s")
 
-    def _fault(self, msg_type: int, flags: int, exc: ProtocolError) -> None:
+    def _bad_frame(self, msg_type: int, flags: int, exc: ProtocolError) -> None:
         if self.node is None:
             self._fail(exc.code, str(exc))
             return
