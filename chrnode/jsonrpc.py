@@ -56,6 +56,8 @@ PARAM_TYPES: Mapping[str, Callable[[object], bool]] = {
     "any": lambda v: True,
 }
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range of an "integer" param
+
 _REQUEST_MEMBERS = frozenset(("jsonrpc", "method", "params", "id"))
 _MISSING: Any = object()
 
@@ -378,6 +380,13 @@ def _bind(method: Method, params: object) -> dict[str, object]:
                 INVALID_PARAMS,
                 f"invalid params: param {p.name!r} must be {p.type}, got {json_type_name(value)}",
                 {"param": p.name, "expected": p.type, "got": json_type_name(value)},
+            )
+        if p.type == "integer" and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+            # Integers reach SQLite and msgpack, both 64-bit: refused here, not by a failing actor.
+            raise RpcError(
+                INVALID_PARAMS,
+                f"invalid params: param {p.name!r} must be an integer -2^63..2^63-1, got {str(value)[:40]}",
+                {"param": p.name, "expected": "integer -2^63..2^63-1", "got": "integer out of range"},
             )
     return given
 

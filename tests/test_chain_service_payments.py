@@ -107,14 +107,15 @@ def test_a_proof_serves_one_ticket_key_only(
     other = PrivateKey.generate()
     world.allow_device(other.address)
     error = refusal(checker, world.ticket(other, total_bytes=BYTES, payment_proof=tx), other.address)
-    assert error.code == "payment_reused" and world.device.address.hex() in str(error)
+    assert error.code == "payment_wrong_payer"  # another device never gets that far
     next_epoch = world.ticket(total_bytes=BYTES, payment_proof=tx, epoch=world.epoch + 1)
     assert refusal(checker, next_epoch, world.device.address).code == "payment_reused"
     # a restarted node remembers the claim (L2), with an empty memory
     restarted = ChainPaymentCheck(checker.service, PaymentLedger(l2))
     assert restarted.ledger.holder(tx) == (world.device.address, world.fleet_address, world.epoch)
-    again = world.ticket(other, total_bytes=BYTES, payment_proof=tx)
-    assert refusal(restarted, again, other.address).code == "payment_reused"
+    again = world.ticket(total_bytes=BYTES, payment_proof=tx, epoch=world.epoch + 1)
+    error = refusal(restarted, again, world.device.address)
+    assert error.code == "payment_reused" and f"epoch {world.epoch}" in str(error)
 
 
 def test_a_proof_is_read_from_the_chain_once(world: ChainWorld, checker: ChainPaymentCheck) -> None:
@@ -133,3 +134,35 @@ def test_fleets_without_payment_need_no_proof(world: ChainWorld, checker: ChainP
     )
     fresh.check_payment(world.ticket(total_bytes=BYTES), world.device.address)
     fresh.check_payment(world.ticket(total_bytes=BYTES, payment_proof=b"\x01" * 32), world.device.address)
+
+
+def test_a_payment_counts_only_for_the_device_that_sent_it(
+    world: ChainWorld, checker: ChainPaymentCheck
+) -> None:
+    """Issue 8 item 4: T presents V's payment and is refused; V keeps it (nothing was claimed)."""
+    payer, taker = world.device, PrivateKey.generate()
+    world.allow_device(taker.address)
+    tx = world.pay(world.fleet_address, PRICE * BYTES, payer=payer.address)
+    error = refusal(checker, world.ticket(taker, total_bytes=BYTES, payment_proof=tx), taker.address)
+    assert error.code == "payment_wrong_payer", str(error)
+    assert payer.address.hex() in str(error) and taker.address.hex() in str(error)
+    assert checker.ledger.holder(tx) is None
+    checker.check_payment(world.ticket(payer, total_bytes=BYTES, payment_proof=tx), payer.address)
+    assert checker.ledger.holder(tx) == (payer.address, world.fleet_address, world.epoch)
+    # after V's claim, T still gets the payer's refusal (not payment_reused: it never was T's)
+    again = refusal(checker, world.ticket(taker, total_bytes=BYTES, payment_proof=tx), taker.address)
+    assert again.code == "payment_wrong_payer"
+
+
+def test_a_transaction_paying_for_two_devices_counts_each_ones_share(
+    world: ChainWorld, checker: ChainPaymentCheck
+) -> None:
+    """Only the device's own transfers to the fleet count towards its ticket's price."""
+    other = PrivateKey.generate()
+    world.allow_device(other.address)
+    tx = world.pay(world.fleet_address, PRICE * BYTES - 1, payer=world.device.address)
+    error = refusal(checker, world.ticket(total_bytes=BYTES, payment_proof=tx), world.device.address)
+    assert error.code == "payment_too_small"
+    assert refusal(checker, world.ticket(other, total_bytes=1, payment_proof=tx), other.address).code == (
+        "payment_wrong_payer"
+    )

@@ -161,24 +161,37 @@ async def test_flags_restrict_direction(tmp_path: Path) -> None:
 
 
 @async_test()
-async def test_shared_port_attaches_openers_and_fans_out(tmp_path: Path) -> None:
+async def test_each_opener_of_a_shared_port_is_asked_and_gets_its_own_ref(tmp_path: Path) -> None:
     node = await start_node(tmp_path)
     try:
-        first, second, target = await node.device(), await node.device(), await _accepting(node)
+        first, second, target = await node.device(), await node.device(), await node.device()
+        offers: list[PortOffer] = []
+
+        async def record(offer: PortOffer) -> bool:
+            offers.append(offer)
+            return True
+
+        target.on_portopen = record
         a = await first.open_port(target.address, "feed", "rs")
-        remote = await target.accept()
+        remote_a = await target.accept()
         b = await second.open_port(target.address, "feed", "rs")
-        assert a.ref == b.ref  # attached: the target was not asked again
-        assert target._accepted.empty()
-        await remote.write(b"news")
-        assert await a.read() == b"news" and await b.read() == b"news"
+        remote_b = await target.accept()
+        # the target accepted each subscriber itself and tells them apart by ref and opener
+        assert a.ref != b.ref
+        assert offers == [
+            PortOffer(a.ref, first.address, "feed", "rs"),
+            PortOffer(b.ref, second.address, "feed", "rs"),
+        ]
+        await remote_a.write(b"for a")
+        await remote_b.write(b"for b")
+        assert await a.read() == b"for a" and await b.read() == b"for b"
         await a.close()
-        await remote.write(b"more")
-        assert await b.read() == b"more"
-        assert not remote.at_eof
-        await b.close()  # the last opener leaves: the target's side ends
-        assert await remote.read() == b""
-        await wait_for(lambda: node.server.snapshot()["ports_open"] == 0, what="shared port closed")
+        assert await remote_a.read() == b""
+        await remote_b.write(b"more")
+        assert await b.read() == b"more" and not remote_b.at_eof
+        await b.close()
+        assert await remote_b.read() == b""
+        await wait_for(lambda: node.server.snapshot()["ports_open"] == 0, what="shared ports closed")
         await asyncio.gather(first.close(), second.close(), target.close())
     finally:
         await node.stop()

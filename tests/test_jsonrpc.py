@@ -283,7 +283,7 @@ def test_invalid_request_without_id_is_still_answered() -> None:
         ),
         (b'{"jsonrpc": "2.0", "method": "sum", "params": [1e999, 1], "id": 1}', "out of range"),
         (b"[" * 100000 + b"]" * 100000, "nested deeper than"),
-    (b"[" * 129 + b"]" * 129, "nested deeper than"),
+        (b"[" * 129 + b"]" * 129, "nested deeper than"),
         (b'{"a": 1} {"b": 2}', "not valid JSON"),
         (b"\xef\xbb\xbf{}", "not valid JSON"),
     ],
@@ -461,3 +461,12 @@ def test_method_table_is_checked() -> None:
         Method("m", _noop, (Param("a", "string", False), Param("b", "string")))
     with pytest.raises(ValueError, match="defined twice"):
         Dispatcher([Method("m", _noop), Method("m", _noop)])
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 - 1, -(2**63) - 1, 10**40])
+def test_integer_params_out_of_the_64_bit_range_are_invalid_params(value: int) -> None:
+    answer = call({"jsonrpc": "2.0", "method": "subtract", "params": [value, 1], "id": 9})
+    assert err(answer) == (INVALID_PARAMS, 9)
+    assert "-2^63..2^63-1" in answer["error"]["message"]
+    edge = call({"jsonrpc": "2.0", "method": "subtract", "params": [2**63 - 1, 0], "id": 10})
+    assert edge["result"] == 2**63 - 1

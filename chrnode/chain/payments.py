@@ -6,6 +6,12 @@ paying the fleet at least `pricePerByte() * total_bytes`. The payee is the fleet
 its operator (the fleet contract defines no separate payee; the operator is who runs it), and the
 transfers to either in that one transaction are added up.
 
+A payment belongs to its payer (SPEC 5 step 6): only Transfers whose `from` is the ticket's device
+count. Delegation (a wallet paying for a device) is not supported: the device pays from its own
+address (its key is an Ethereum key), so nothing seen on the chain can be presented by another
+device, and a device that shows someone else's payment is refused before the payment is claimed,
+leaving it to its payer.
+
 A proof is checked against the chain once; the receipt's facts are cached (category "tickets",
 one hour, refreshed ahead of expiry) and the proof is recorded as claimed by (device, fleet,
 epoch): the same transaction presented for another device, fleet or epoch is refused. Claims are
@@ -18,6 +24,7 @@ Error codes (TicketError.code), in the order they are checked:
     payment_failed           the transaction reverted (receipt status 0)
     payment_invalid          the transaction moved no tokens of the fleet's CHAI token
     payment_wrong_recipient  it transferred CHAI, but not to the fleet or its operator
+    payment_wrong_payer      it paid the fleet, but not from the ticket's device
     payment_too_small        it paid less than price_per_byte * total_bytes
     payment_reused           it already paid for another device's (or fleet's, or epoch's) ticket
 """
@@ -46,6 +53,7 @@ PAYMENT_INVALID = codes.PAYMENT_INVALID
 PAYMENT_UNKNOWN = "payment_unknown"
 PAYMENT_FAILED = "payment_failed"
 PAYMENT_WRONG_RECIPIENT = "payment_wrong_recipient"
+PAYMENT_WRONG_PAYER = "payment_wrong_payer"
 PAYMENT_TOO_SMALL = "payment_too_small"
 PAYMENT_REUSED = "payment_reused"
 PAYMENT_CODES = (
@@ -54,6 +62,7 @@ PAYMENT_CODES = (
     PAYMENT_FAILED,
     PAYMENT_INVALID,
     PAYMENT_WRONG_RECIPIENT,
+    PAYMENT_WRONG_PAYER,
     PAYMENT_TOO_SMALL,
     PAYMENT_REUSED,
 )
@@ -156,12 +165,20 @@ class ChainPaymentCheck:
             token = _hex(terms.token)
             raise TicketError(PAYMENT_INVALID, f"payment {tx} moved none of the fleet's CHAI token {token}")
         payees = (ticket.fleet, terms.operator)
-        paid = sum(value for to, value in transfers if to in payees)
-        if not any(to in payees for to, _ in transfers):
-            recipients = ", ".join(sorted({_hex(to) for to, _ in transfers}))
+        to_fleet = [(payer, value) for payer, to, value in transfers if to in payees]
+        if not to_fleet:
+            recipients = ", ".join(sorted({_hex(to) for _, to, _ in transfers}))
             raise TicketError(
                 PAYMENT_WRONG_RECIPIENT,
                 f"payment {tx} paid {recipients}, not fleet {fleet} or its operator {_hex(terms.operator)}",
+            )
+        paid = sum(value for payer, value in to_fleet if payer == device)
+        if not any(payer == device for payer, _ in to_fleet):
+            payers = ", ".join(sorted({_hex(payer) for payer, _ in to_fleet}))
+            raise TicketError(
+                PAYMENT_WRONG_PAYER,
+                f"payment {tx} was paid by {payers}, not by this device {_hex(device)}: a payment "
+                "counts only for the device that sent it",
             )
         if paid < required:
             raise TicketError(
@@ -171,19 +188,24 @@ class ChainPaymentCheck:
             )
         self.ledger.claim(proof, device, ticket.fleet, ticket.epoch)
 
-    def payment_facts(self, tx_hash: bytes, token: bytes) -> tuple[int, list[tuple[bytes, int]]] | None:
-        """(receipt status, [(recipient, value)] of `token` Transfers) of a mined tx, or None."""
+    def payment_facts(
+        self, tx_hash: bytes, token: bytes
+    ) -> tuple[int, list[tuple[bytes, bytes, int]]] | None:
+        """(receipt status, [(sender, recipient, value)] of `token` Transfers) of a mined tx, or None."""
+
         def load() -> list[Any] | None:
             chai = Chai(self.service.rpc, token)
             receipt = self.service.rpc.get_transaction_receipt(tx_hash)
             if receipt is None:
                 return None
             status = hx.parse_quantity(receipt["status"], "receipt status")
-            return [status, [[t.recipient, t.value] for t in chai.transfers_in(receipt)]]
+            return [status, [[t.sender, t.recipient, t.value] for t in chai.transfers_in(receipt)]]
 
-        key = f"payment:{tx_hash.hex()}:{token.hex()}"
+        # "payment2": the facts carry the sender since the payer must be the device; a cached entry
+        # of the older shape (recipient, value) is never read as this one.
+        key = f"payment2:{tx_hash.hex()}:{token.hex()}"
         facts = self.service.cache.fetch("tickets", key, load, keep=lambda value: value is not None).value
         if facts is None:
             return None
         status, transfers = facts
-        return int(status), [(bytes(to), int(value)) for to, value in transfers]
+        return int(status), [(bytes(payer), bytes(to), int(value)) for payer, to, value in transfers]

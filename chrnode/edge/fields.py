@@ -8,6 +8,7 @@ the field.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import MISSING, field
 from typing import Any
@@ -17,9 +18,11 @@ from chrnode.errors import RemoteProtocolError
 from chrnode.ticket import Ticket
 
 MAX_UINT64 = 0xFFFF_FFFF_FFFF_FFFF
+MAX_STORED_INT = 0x7FFF_FFFF_FFFF_FFFF  # SQLite INTEGER (SPEC 10): what the TicketStore can keep
 MAX_NAME = 255  # BNS names and string ports
 MAX_KEY = 256  # getobject keys
 MAX_TEXT = 4096  # error and notify messages
+_STORED_TICKET_INTS = ("chain_id", "epoch", "total_connections", "total_bytes")
 
 
 # --- field kinds ----------------------------------------------------------------------------------
@@ -99,9 +102,16 @@ def ticket(value: Any) -> Ticket:
     if isinstance(value, Ticket):  # encoding side: validate what to_wire produced
         value = value.to_wire()
     try:
-        return Ticket.from_wire(value)
+        parsed = Ticket.from_wire(value)
     except RemoteProtocolError as exc:
         raise InvalidField(str(exc)) from exc
+    for name in _STORED_TICKET_INTS:
+        number = getattr(parsed, name)
+        if number > MAX_STORED_INT:
+            # SPEC 10: the TicketStore keeps tickets in SQLite, whose integers are signed 64-bit;
+            # a larger value could never be stored, so it is refused here, before any actor sees it.
+            raise InvalidField(f"ticket.{name} must be at most 2^63-1, got {number}")
+    return parsed
 
 
 address = bin_of(20)
@@ -109,8 +119,14 @@ signature = bin_of(65)
 
 
 def show(value: Any) -> str:
-    text = repr(value)
+    """A short description of a bad value for an error message (bounded work on any input)."""
+    text = _SHORT.repr(value)
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
 
 
 def wire_field(kind: Kind, default: Any = MISSING) -> Any:

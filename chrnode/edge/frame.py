@@ -23,9 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
-import msgpack
-
 from chrnode.edge import codes
+from chrnode.edge.bounds import PayloadError, unpack
 from chrnode.errors import FrameError, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -123,8 +122,8 @@ def encode_frame(msg_type: int, payload: bytes, flags: int = 0, *, compress: boo
 def peek_request_id(payload: Buffer) -> int | None:
     """The ``id`` of a payload if it can be read (for error answers to otherwise bad frames)."""
     try:
-        obj = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except Exception:  # any undecodable payload simply has no readable id
+        obj = unpack(payload)
+    except PayloadError:  # an undecodable or unbounded payload simply has no readable id
         return None
     if isinstance(obj, dict):
         value = obj.get("id")

@@ -23,6 +23,7 @@ import msgpack
 
 from chrnode.edge import codes
 from chrnode.edge import fields as f
+from chrnode.edge.bounds import PayloadError, unpack
 from chrnode.edge.fields import MAX_KEY, MAX_NAME, MAX_TEXT, MAX_UINT64
 from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE, Frame, encode_frame, encode_header
 from chrnode.errors import LocalProtocolError, RemoteProtocolError
@@ -288,11 +289,11 @@ def decode_payload(frame: Frame) -> Message:
     msg_type = frame.type
     name = TYPE_NAMES.get(msg_type)
     try:
-        obj = msgpack.unpackb(frame.payload, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, StackError, ...
+        obj = unpack(frame.payload)  # bounded: depth, sizes, no ext (bounds.py)
+    except PayloadError as exc:
         if name is None:
             raise RemoteProtocolError(f"unknown message type 0x{msg_type:02x}", codes.UNKNOWN_TYPE) from exc
-        raise RemoteProtocolError(f"{name} payload is not valid msgpack: {exc}", codes.BAD_PAYLOAD) from exc
+        raise RemoteProtocolError(f"{name} payload {exc}", codes.BAD_PAYLOAD, _read_id(exc.value)) from exc
     if msg_type == PORTSEND and not frame.flags and type(obj) is dict:
         fast = _fast_portsend(obj)  # the relay's data path (SPEC 4): skip the generic schema walk
         if fast is not None:

@@ -7,15 +7,25 @@ use the same ``ref``, so a ``portsend`` frame ``{ref, data}`` without ``id`` is 
 byte: the frame buffer the sender's data was decrypted into is what gets encrypted towards the
 receiver (no msgpack decode, no copy).
 
-Flags are the opener's: ``r`` it may receive from the target, ``w`` it may send to the target,
-``s`` shared: later openers asking for the same (target, port) with ``s`` attach to the open port
-without asking the target again; the target's data goes to every attached reader, and the port
-ends when the target closes it or the last opener leaves.
+Consent (issue 8): every port has exactly one opener and one target, and the target itself
+accepted it. No device is ever given a ref the target did not answer for.
+
+Flags are the opener's: ``r`` it may receive from the target, ``w`` it may send to the target.
+``s`` (shared) is passed to the target with the portopen: it says the opener expects the target
+to take several openers on that port. Each of them is asked of the target and gets its own ref,
+so the target tells its subscribers apart by ref (and by the opener address of each portopen);
+the node does not fan one ref out to several readers. (A broadcast channel with its own
+subscriptions is a separate feature: issue 10, channels.)
+
+Limits: a device has at most MAX_PORTS_PER_DEVICE ports, open or being opened; at most
+MAX_PENDING_OPENS unanswered portopens as opener, and at most MAX_PENDING_PER_TARGET unanswered
+portopens wait on one target, whoever sent them (``busy`` beyond either).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from chrnode.crypto import to_hex_address
@@ -31,20 +41,25 @@ __all__ = ["Port", "PortTable", "describe", "parse_portsend"]
 _log = logging.getLogger("chrnode.edge")
 
 MAX_PORTS_PER_DEVICE = 1024
-MAX_PENDING_OPENS = 64
+MAX_PENDING_OPENS = 64  # unanswered portopens of one opener
+MAX_PENDING_PER_TARGET = 64  # unanswered portopens waiting on one target, from all openers
 
 
 class Port:
-    """One open port: its target session and the opener sessions with their flags."""
+    """One open port: its target session, its opener session and the opener's flags."""
 
-    __slots__ = ("name", "openers", "ref", "shared", "target")
+    __slots__ = ("flags", "name", "opener", "ref", "target")
 
-    def __init__(self, ref: int, target: Session, name: int | str, shared: bool) -> None:
+    def __init__(self, ref: int, target: Session, opener: Session, name: int | str, flags: str) -> None:
         self.ref = ref
         self.target = target
+        self.opener = opener
         self.name = name
-        self.shared = shared
-        self.openers: dict[Session, str] = {}
+        self.flags = flags
+
+    def other(self, end: Session) -> Session:
+        """The end that is not ``end``."""
+        return self.opener if end is self.target else self.target
 
 
 _CANONICAL = int.from_bytes(b"\x82\xa3ref", "big")  # fixmap(2), "ref": how every client encodes it
@@ -139,18 +154,23 @@ _DATA = int.from_bytes(b"data", "big")
 
 
 class PortTable:
-    """Every port of one node, indexed by ref (in each session) and by shared (target, port)."""
+    """Every port of one node, indexed by ref in each session; opens in flight counted per end."""
 
     def __init__(self, open_timeout: float) -> None:
         self.open_timeout = open_timeout
         self._next_ref = 0
-        self._shared: dict[tuple[bytes, int | str], Port] = {}
+        self._pending_as_opener: Counter[Session] = Counter()
+        self._pending_on_target: Counter[Session] = Counter()
         self.count = 0
         self.opened_total = 0
 
     def _new_ref(self) -> int:
         self._next_ref += 1
         return self._next_ref
+
+    def pending(self, session: Session) -> tuple[int, int]:
+        """(unanswered portopens ``session`` sent, unanswered portopens waiting on it)."""
+        return self._pending_as_opener[session], self._pending_on_target[session]
 
     # ---- opening ----------------------------------------------------------------------------
 
@@ -164,36 +184,52 @@ class PortTable:
         if target is opener:
             opener.error(PORTOPEN, rid, codes.FORBIDDEN, "a device cannot open a port to itself")
             return
-        if len(opener.ports) >= MAX_PORTS_PER_DEVICE or opener.pending_count() >= MAX_PENDING_OPENS:
-            opener.error(PORTOPEN, rid, codes.BUSY, f"too many open ports (at most {MAX_PORTS_PER_DEVICE})")
+        problem = self._over_limit(opener, target, what)
+        if problem is not None:
+            opener.server.count_error(codes.BUSY)
+            opener.error(PORTOPEN, rid, codes.BUSY, problem)
             return
-        flags = msg.flags
-        assert target.device is not None and opener.device is not None
-        if "s" in flags:
-            port = self._shared.get((target.device, msg.port))
-            if port is not None and port.target is target:
-                port.openers[opener] = flags
-                opener.ports[port.ref] = port
-                opener.send(PortOpenReply(ref=port.ref, id=rid))
-                return
         ref = self._new_ref()
         request_port = msg.port
+        flags = msg.flags
         opener_device = opener.device
+        self._pending_as_opener[opener] += 1
+        self._pending_on_target[target] += 1
 
         def build(request_id: int) -> Message:
             return PortOpen(port=request_port, device=opener_device, flags=flags, ref=ref, id=request_id)
 
         def on_answer(answer: Message | None) -> None:
+            self._settle(opener, target)
             self._answered(opener, target, msg, ref, answer, what)
 
         target.request(build, on_answer, self.open_timeout)
+
+    def _over_limit(self, opener: Session, target: Session, what: str) -> str | None:
+        as_opener = self._pending_as_opener[opener]
+        if len(opener.ports) + as_opener >= MAX_PORTS_PER_DEVICE:
+            return f"too many ports open or opening (at most {MAX_PORTS_PER_DEVICE} per device)"
+        if as_opener >= MAX_PENDING_OPENS:
+            return f"too many unanswered portopens (at most {MAX_PENDING_OPENS}); wait for their answers"
+        on_target = self._pending_on_target[target]
+        if on_target >= MAX_PENDING_PER_TARGET:
+            return f"{what} has {on_target} portopens waiting for its answer; retry later"
+        if len(target.ports) + on_target + self._pending_as_opener[target] >= MAX_PORTS_PER_DEVICE:
+            return f"{what} has too many ports (at most {MAX_PORTS_PER_DEVICE} per device)"
+        return None
+
+    def _settle(self, opener: Session, target: Session) -> None:
+        for counter, session in ((self._pending_as_opener, opener), (self._pending_on_target, target)):
+            counter[session] -= 1
+            if counter[session] <= 0:
+                del counter[session]
 
     def _answered(
         self, opener: Session, target: Session, msg: PortOpen, ref: int, answer: Message | None, what: str
     ) -> None:
         rid = msg.id
         accepted = isinstance(answer, PortOpenReply)
-        if opener.closed or target.closed:
+        if opener.closed or target.closed or opener.closing:
             if accepted and not target.closed:
                 target.send(PortClose(ref=ref))
             if not opener.closed:
@@ -221,14 +257,9 @@ class PortTable:
             target.send(PortClose(ref=ref))
             opener.error(PORTOPEN, rid, codes.REFUSED, f"{what} answered the portopen with something else")
             return
-        shared = "s" in msg.flags
-        port = Port(ref, target, msg.port, shared)
-        port.openers[opener] = msg.flags
+        port = Port(ref, target, opener, msg.port, msg.flags)
         opener.ports[ref] = port
         target.ports[ref] = port
-        assert target.device is not None
-        if shared:
-            self._shared.setdefault((target.device, msg.port), port)
         self.count += 1
         self.opened_total += 1
         opener.send(PortOpenReply(ref=ref, id=rid))
@@ -244,20 +275,14 @@ class PortTable:
                 source.warn(codes.UNKNOWN_REF, f"portsend on ref {ref}, which is not an open port here")
             return
         if port.target is source:
-            readers = 0
-            # A copy: a reader that is cut off while we forward leaves the port (dict changes).
-            openers = port.openers
-            for opener, flags in tuple(openers.items()) if len(openers) > 1 else openers.items():
-                if "r" in flags:
-                    opener.forward(frame, source)
-                    readers += 1
-            if not readers:
+            if "r" not in port.flags:
                 source.warn(
                     codes.FORBIDDEN, f"port {ref} was opened write-only ('w'): the opener does not read"
                 )
+                return
+            port.opener.forward(frame, source)
             return
-        flags = port.openers.get(source, "")
-        if "w" not in flags:
+        if "w" not in port.flags:
             source.warn(codes.FORBIDDEN, f"port {ref} was opened read-only ('r'): you may not send on it")
             return
         port.target.forward(frame, source)
@@ -265,41 +290,22 @@ class PortTable:
     # ---- closing ----------------------------------------------------------------------------
 
     def close(self, session: Session, ref: int) -> bool:
-        """``session`` closes ``ref``; False if it has no such port."""
+        """``session`` closes ``ref``; False if it has no such port. The other end is told."""
         port = session.ports.pop(ref, None)
         if port is None:
             return False
         session.recent_refs.append(ref)
-        if port.target is session:
-            self._end(port, notify_target=False)
-        else:
-            port.openers.pop(session, None)
-            if not port.openers:
-                self._end(port, notify_target=True)
+        other = port.other(session)
+        if other.ports.pop(ref, None) is not None:
+            other.recent_refs.append(ref)
+            other.send(PortClose(ref=ref))
+        self.count -= 1
         return True
 
     def session_closed(self, session: Session) -> None:
         """Close every port of a device that left."""
         for ref in list(session.ports):
             self.close(session, ref)
-
-    def _end(self, port: Port, notify_target: bool) -> None:
-        ref = port.ref
-        target = port.target
-        target.ports.pop(ref, None)
-        if notify_target:
-            target.send(PortClose(ref=ref))
-        target.recent_refs.append(ref)
-        for opener in tuple(port.openers):
-            opener.ports.pop(ref, None)
-            opener.recent_refs.append(ref)
-            opener.send(PortClose(ref=ref))
-        port.openers.clear()
-        if port.shared and target.device is not None:
-            key = (target.device, port.name)
-            if self._shared.get(key) is port:
-                del self._shared[key]
-        self.count -= 1
 
 
 def describe(device: bytes) -> str:

@@ -325,9 +325,6 @@ class Session(FrameReader):
         self._pending[request_id] = (on_answer, timer)
         self.send(build(request_id))
 
-    def pending_count(self) -> int:
-        return len(self._pending)
-
     def _request_timed_out(self, request_id: int) -> None:
         entry = self._pending.pop(request_id, None)
         if entry is not None:

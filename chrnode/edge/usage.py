@@ -125,12 +125,13 @@ class TicketDesk:
         """
         async with account.lock:
             device = account.device
-            stored = await self.stored(account, ticket.fleet, ticket.epoch)
             try:
-                # Steps 1-3 (no I/O); the validator stops at step 4 to let us ask the chain.
-                self._first.validate(ticket, device, current_epoch, stored)
+                # Steps 1-3 (no I/O) before anything is read: a ticket of a wrong epoch, signer or
+                # node never reaches the TicketStore. The validator stops at step 4 (the chain).
+                self._first.validate(ticket, device, current_epoch, None)
             except _DeferredError:
                 pass
+            stored = await self.stored(account, ticket.fleet, ticket.epoch)
             node_ok, device_ok = await self.hooks.fleet_check(ticket.fleet, self.node, device)
             second = TicketValidator(
                 self.node,

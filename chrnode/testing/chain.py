@@ -3,7 +3,7 @@ world (fleet, names, CHAI payments) and signed tickets.
 
     l2 = DirectL2(tmp_path / "chr-node.sqlite")   # an L2Store: reads read-only, writes applied at once
     world = ChainWorld.build(devchain)           # node allowed, one device allowed, price set
-    tx = world.pay(world.fleet_address, 1000)    # a mined CHAI transfer from a dev account
+    tx = world.pay(world.fleet_address, 1000)    # a mined CHAI transfer from the world's device
     ticket = world.ticket(device_key, total_bytes=10, payment_proof=tx)
 """
 
@@ -97,9 +97,16 @@ class ChainWorld:
     def allow_device(self, device: bytes, allowed: bool = True) -> None:
         Fleet(self.chain.rpc, self.fleet_address).set_device_allowed(DEPLOYER, device, allowed)
 
-    def pay(self, to: bytes, amount: int) -> bytes:
-        """A mined CHAI transfer from the payer account; its transaction hash."""
-        receipt = Chai(self.chain.rpc, self.chain.address("chai")).transfer(PAYER, to, amount)
+    def pay(self, to: bytes, amount: int, payer: bytes | None = None) -> bytes:
+        """A mined CHAI transfer from ``payer`` (default: the world's device, since a payment counts
+        only for the device that sent it, SPEC 5 step 6); its transaction hash. The payer is given
+        gas and the CHAI first, and sends through anvil's account impersonation."""
+        sender = self.device.address if payer is None else payer
+        chai = Chai(self.chain.rpc, self.chain.address("chai"))
+        self.chain.fund(sender)
+        self.chain.rpc.call("anvil_impersonateAccount", [hx.hex_address(sender)])
+        chai.mint(DEPLOYER, sender, amount)
+        receipt = chai.transfer(UnlockedAccount(sender), to, amount)
         return hx.parse_data(receipt["transactionHash"], "transactionHash")
 
     def failed_payment(self, to: bytes) -> bytes:
