@@ -40,7 +40,7 @@ from chrnode.chain.tx import KeySigner
 from chrnode.errors import ChrError, StorageError
 from chrnode.identity import load_or_create_node_key
 from chrnode.storage.db import NodeDatabase, database_path, open_database
-from chrnode.storage.ops import CachePut
+from chrnode.storage.ops import CacheDelete, CachePut
 from chrnode.storage.reader import Reader
 from chrnode.ticket import epoch_of
 
@@ -280,7 +280,7 @@ class RemoteChainCache(_PoolActor):
         self.service = ChainService(rpc, self.contracts, self.cache)
         self.fleet_check = ChainFleetCheck(self.service)
         self.payments = ChainPaymentCheck(self.service, PaymentLedger(store))
-        self.writes: list[CachePut] = []
+        self.writes: list[CachePut | CacheDelete] = []
         self.flush_due = False
         self.reported: dict[tuple[str, str], int] = {}
         try:
@@ -345,14 +345,14 @@ class RemoteChainCache(_PoolActor):
 
     # -- L2 writes go to the single writer, batched ---------------------------------------------
 
-    def _queue_write(self, op: CachePut) -> None:  # from pool threads
+    def _queue_write(self, op: CachePut | CacheDelete) -> None:  # from pool threads
         self.post("__self__", op)
 
     def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
         if isinstance(message, tuple) and message[0] == "fleet":
             self.publish("snapshot", "fleet_chain", message[1])
             return
-        if isinstance(message, CachePut):
+        if isinstance(message, CachePut | CacheDelete):
             self.writes.append(message)
             if not self.flush_due:
                 self.flush_due = True

@@ -173,6 +173,7 @@ class ChainPaymentCheck:
 
     def payment_facts(self, tx_hash: bytes, token: bytes) -> tuple[int, list[tuple[bytes, int]]] | None:
         """(receipt status, [(recipient, value)] of `token` Transfers) of a mined tx, or None."""
+
         def load() -> list[Any] | None:
             chai = Chai(self.service.rpc, token)
             receipt = self.service.rpc.get_transaction_receipt(tx_hash)
