@@ -7,7 +7,8 @@ is a `ChainAnswer` with the same tag. Who answers what:
                         EthRequest (through the cache tiers: the node's proxied eth_* methods)
     RemoteChain.RPC     EthRequest (straight to the chain, uncached: raw calls), SubmitTickets,
                         RunJob("ticket_submit") from Cron
-    RemoteChain.Monitor ChainStatusRequest (also published as snapshot "chain")
+    RemoteChain.Monitor ChainStatusRequest (also published as snapshot "chain"); it sends
+                        CacheInvalidate to RemoteChain.Cache when Fleet/BNS events change a read
 
 `ChainAnswer.code` is "" when ok, else a snake_case code: the ticket codes of chrnode.edge.codes
 and chrnode.chain.payments for payment checks, and bad_name, not_configured, chain_unavailable,
@@ -105,6 +106,17 @@ class ChainStatusRequest:
     """Answer: result = the Monitor's snapshot dict."""
 
     tag: Any = None
+
+
+@dataclass(frozen=True)
+class CacheInvalidate:
+    """From RemoteChain.Monitor: the chain changed these cached reads (chrnode.chain.watch keys of
+    `category`), or every entry of it when `everything`. No answer."""
+
+    keys: tuple[str, ...] = ()
+    everything: bool = False
+    reason: str = ""
+    category: str = "contracts"
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,17 @@ from chrnode.chain.rpc import RemoteRpc
 from chrnode.chain.service import PROXIED_METHODS, ChainContracts, ChainFleetCheck, ChainService
 from chrnode.chain.submitter import TicketSubmitter, mark_ops, ticket_of_row
 from chrnode.chain.tx import KeySigner
-from chrnode.errors import ChrError, StorageError
+from chrnode.chain.watch import ChainWatch, Invalidation
+from chrnode.errors import ChainError, ChrError, StorageError
 from chrnode.identity import load_or_create_node_key
 from chrnode.storage.db import NodeDatabase, database_path, open_database
-from chrnode.storage.ops import CachePut
+from chrnode.storage.ops import CacheDelete, CachePut
 from chrnode.storage.reader import Reader
 from chrnode.ticket import epoch_of
 
 POLL_SECONDS = 2.0
+ENDPOINTS_TOPIC = "chain_endpoints"  # Monitor -> RPC and Cache: {url: (answers, error)}
+BALANCE_SECONDS = 15.0  # how often the Monitor reads the node account's balance
 PUBLISH_SECONDS = 2.0
 FLUSH_SECONDS = 0.2
 FLEET_SECONDS = 30.0  # the "stats" TTL: fleet standing is read through the cache anyway
@@ -62,7 +65,26 @@ RAW_METHODS = (
 
 
 class _PoolActor(ChrActor):
-    """Blocking work in a thread pool; answers posted back through the bridge and sent from here."""
+    """Blocking work in a thread pool; answers posted back through the bridge and sent from here.
+
+    Subclasses with a failover client (`self.rpc`) follow the Monitor's probes (topic
+    ENDPOINTS_TOPIC), so an endpoint the Monitor saw fail is not asked first, and one it saw
+    answer again is used at once (chrnode.chain.rpc)."""
+
+    SUBSCRIBE: tuple[str, ...] = (ENDPOINTS_TOPIC,)
+    follower: RemoteRpc | None = None  # the failover client that follows the Monitor's probes
+
+    def on_published(self, topic: str, key: str, payload: Any) -> None:
+        client = self.follower
+        if topic != ENDPOINTS_TOPIC or client is None or not isinstance(payload, dict):
+            return
+        for url, (up, error) in payload.items():
+            if url not in client.endpoints:
+                continue
+            if up:
+                client.mark_answering(url)
+            else:
+                client.mark_failing(url, f"the chain monitor's probe failed: {error}")
 
     def _start_pool(self, threads: int) -> None:
         self.start_bridge()
@@ -130,7 +152,7 @@ class RemoteChainRpc(_PoolActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         self._start_pool(cfg.worker_pool_size)
-        self.rpc = _rpc(cfg)
+        self.rpc = self.follower = _rpc(cfg)
         self.contracts = ChainContracts.from_config(cfg)
         self.db: NodeDatabase | None = None
         self.reader: Reader | None = None
@@ -204,6 +226,12 @@ class RemoteChainRpc(_PoolActor):
 
 
 class RemoteChainMonitor(_PoolActor):
+    """Probes every endpoint (in parallel, each with its own backoff), follows the Fleet and BNS
+    events of each new block (chrnode.chain.watch) and tells RemoteChain.Cache what they made
+    stale, and reads the node account's balance."""
+
+    SUBSCRIBE = ()
+
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         self._start_pool(1)
@@ -214,9 +242,22 @@ class RemoteChainMonitor(_PoolActor):
         # One client per endpoint: the monitor reports each one's health, not just the first's.
         timeout = min(cfg.chain_timeout, POLL_SECONDS * 2)
         self.clients = {url: RemoteRpc([url], cfg.chain_id, timeout=timeout) for url in cfg.chain_rpc}
+        # A hung endpoint must not hold up the others' probes: one thread each.
+        self.probes = ThreadPoolExecutor(max(1, len(self.clients)), thread_name_prefix="chain-probe")
+        self.watch = ChainWatch(bns=contracts.bns) if contracts.configured else None
+        try:
+            self.node_address: bytes | None = load_or_create_node_key(Path(cfg.node_key_path)).address
+        except (ChrError, OSError) as exc:
+            self.node_address = None
+            self.log.warning("no node key, so no balance to report: %s", exc)
+        self.balance_due = 0.0
         self.polling = False
         self.poll_seconds = float(getattr(cfg, "chain_poll_interval", POLL_SECONDS))
         self._poll()
+
+    def on_stop(self) -> None:
+        super().on_stop()
+        self.probes.shutdown(wait=False, cancel_futures=True)
 
     def on_pubsub_ready(self) -> None:
         self.publish("snapshot", "chain", self.monitor.snapshot())
@@ -230,39 +271,116 @@ class RemoteChainMonitor(_PoolActor):
         if self.polling:  # the previous poll still waits on a slow endpoint
             return
         self.polling = True
+        read_balance = self.node_address is not None and time.monotonic() >= self.balance_due
+        if read_balance:
+            self.balance_due = time.monotonic() + BALANCE_SECONDS
 
         def work() -> None:
-            results: list[tuple[str, Any]] = []
-            for url, client in self.clients.items():
-                started = time.perf_counter()
-                try:
-                    block = client.get_block("latest")
-                    number = hx.parse_quantity(block["number"], "number")
-                    stamp = hx.parse_quantity(block["timestamp"], "timestamp")
-                    results.append((url, (number, stamp, time.perf_counter() - started)))
-                except ChrError as exc:
-                    results.append((url, str(exc)))
-            self.post("__self__", ("polled", results))
+            results = list(self.probes.map(lambda url: (url, self._probe(url)), self.clients))
+            up = [url for url, outcome in results if isinstance(outcome, tuple)]
+            client = self.clients[up[0]] if up else None
+            events = self._events(client, _head_of(results, up))
+            balance = self._balance(client) if read_balance else None
+            self.post("__self__", ("polled", results, events, balance))
 
         self.pool.submit(work)
+
+    def _probe(self, url: str) -> Any:
+        """(head, timestamp, latency), an error string, or the seconds of backoff left (not due)."""
+        client = self.clients[url]
+        wait = client.retry_in(url)
+        if wait > 0:
+            return wait
+        started = time.perf_counter()
+        try:
+            block = client.get_block("latest")
+            number = hx.parse_quantity(block["number"], "number")
+            stamp = hx.parse_quantity(block["timestamp"], "timestamp")
+        except ChrError as exc:
+            return str(exc)
+        return number, stamp, time.perf_counter() - started
+
+    def _events(self, client: RemoteRpc | None, head: int | None) -> tuple[Invalidation, str] | None:
+        """Read the watched events of the blocks since the last poll (pool thread)."""
+        if self.watch is None or client is None or head is None:
+            return None
+        span = self.watch.next_span(head)
+        if span is None:
+            return None
+        if self.watch.too_long(*span):
+            return self.watch.skip(*span), ""
+        try:
+            logs = client.call("eth_getLogs", [self.watch.logs_filter(*span)])
+            if not isinstance(logs, list):
+                raise ChainError(f"eth_getLogs returned {str(logs)[:80]!r}; expected a list of logs")
+            return self.watch.observe(*span, logs), ""
+        except ChrError as exc:  # the cursor stays: the same blocks are read at the next poll
+            return Invalidation(reason="not read"), f"eth_getLogs {span[0]}..{span[1]}: {exc}"
+
+    def _balance(self, client: RemoteRpc | None) -> tuple[int | None, int | None, str]:
+        if client is None or self.node_address is None:
+            return None, None, "no chain endpoint answers"
+        try:
+            return client.get_balance(self.node_address), client.gas_price(), ""
+        except ChrError as exc:
+            return None, None, str(exc)
 
     def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
         if isinstance(message, tuple) and message[0] == "polled":
             self.polling = False
-            for url, outcome in message[1]:
+            _, results, events, balance = message
+            for url, outcome in results:
                 if isinstance(outcome, tuple):
                     self.monitor.observe(url, *outcome)
                     self.monitor.chain_id = self.config.chain_id
+                elif isinstance(outcome, float):
+                    self.monitor.backing_off(url, outcome)
                 else:
-                    self.monitor.failed(url, outcome)
+                    self.monitor.failed(url, outcome, retry_in=self.clients[url].retry_in(url))
+            if events is not None:
+                self._invalidate(*events)
+            if balance is not None:
+                self.monitor.balance(*balance)
             snapshot = self.monitor.snapshot()
             self.stats.set_gauge("chain_head_block", float(snapshot["head"] or 0))
             self.publish("snapshot", "chain", snapshot)
+            probed = {url: (isinstance(o, tuple), o) for url, o in results if not isinstance(o, float)}
+            if probed:
+                self.publish(
+                    ENDPOINTS_TOPIC, "probes", {u: (up, "" if up else o) for u, (up, o) in probed.items()}
+                )
             return
         super().on_bridge(message, extra)
 
+    def _invalidate(self, drop: Invalidation, error: str) -> None:
+        assert self.watch is not None
+        if error:
+            self.log.warning("chain events not read (tried again at the next poll): %s", error)
+            self.monitor.watched(self.watch.events_seen, 0, None, error)
+            return
+        dropped = len(drop.keys)
+        self.monitor.watched(self.watch.events_seen, dropped, (self.watch.next_block or 1) - 1)
+        if not drop:
+            return
+        self.log.info(
+            "chain changed %s cached read(s) (%s): dropping them",
+            "every" if drop.everything else dropped,
+            drop.reason,
+        )
+        message = cm.CacheInvalidate(drop.keys, drop.everything, drop.reason, drop.category)
+        if not self.send_to("RemoteChain.Cache", message):
+            self.log.warning("RemoteChain.Cache is not running: %s not invalidated", drop.reason)
+
     def receiveMsg_ChainStatusRequest(self, msg: cm.ChainStatusRequest, sender: Any) -> None:
         self.send(sender, cm.ChainAnswer(msg.tag, True, self.monitor.snapshot()))
+
+
+def _head_of(results: list[tuple[str, Any]], up: list[str]) -> int | None:
+    """The head of the first endpoint that answered this poll (the one the node uses)."""
+    for url, outcome in results:
+        if up and url == up[0]:
+            return int(outcome[0])
+    return None
 
 
 class RemoteChainCache(_PoolActor):
@@ -273,14 +391,14 @@ class RemoteChainCache(_PoolActor):
         store = None if reader is None else ReaderStore(reader, self._queue_write)
         if reader is None:
             self.log.warning("L2 cache off: %s", self.l2_problem)
-        rpc = _rpc(cfg)
+        self.follower = rpc = _rpc(cfg)
         wait = len(cfg.chain_rpc) * cfg.chain_timeout + 10.0
         self.cache = TieredCache(cfg.cache_size, store, executor=self.pool, wait_timeout=wait)
         self.contracts = ChainContracts.from_config(cfg)
         self.service = ChainService(rpc, self.contracts, self.cache)
         self.fleet_check = ChainFleetCheck(self.service)
         self.payments = ChainPaymentCheck(self.service, PaymentLedger(store))
-        self.writes: list[CachePut] = []
+        self.writes: list[CachePut | CacheDelete] = []
         self.flush_due = False
         self.reported: dict[tuple[str, str], int] = {}
         try:
@@ -343,16 +461,26 @@ class RemoteChainCache(_PoolActor):
     def receiveMsg_EthRequest(self, msg: cm.EthRequest, sender: Any) -> None:
         self.run(sender, msg.tag, lambda: self.service.proxy_fetch(msg.method, list(msg.params)))
 
+    def receiveMsg_CacheInvalidate(self, msg: cm.CacheInvalidate, sender: Any) -> None:
+        """The chain changed these reads (RemoteChain.Monitor saw the events): drop them now."""
+        if msg.everything:
+            dropped = self.cache.invalidate_category(msg.category)
+        else:
+            for key in msg.keys:
+                self.cache.invalidate(msg.category, key)
+            dropped = len(msg.keys)
+        self.log.debug("dropped %d cached %s read(s): %s", dropped, msg.category, msg.reason)
+
     # -- L2 writes go to the single writer, batched ---------------------------------------------
 
-    def _queue_write(self, op: CachePut) -> None:  # from pool threads
+    def _queue_write(self, op: CachePut | CacheDelete) -> None:  # from pool threads
         self.post("__self__", op)
 
     def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
         if isinstance(message, tuple) and message[0] == "fleet":
             self.publish("snapshot", "fleet_chain", message[1])
             return
-        if isinstance(message, CachePut):
+        if isinstance(message, CachePut | CacheDelete):
             self.writes.append(message)
             if not self.flush_due:
                 self.flush_due = True

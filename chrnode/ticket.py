@@ -278,10 +278,18 @@ class TicketValidator:
             raise TicketError(codes.WRONG_CHAIN, message)
         # 4. the fleet allows this node and this device
         fleet = _hex(ticket.fleet)
+        # The messages say who can fix it and how (issue 7): the fleet's operator, with chr-node fleet.
         if not self.fleet_check.node_allowed(ticket.fleet, self.node):
-            raise TicketError(codes.FLEET_DENIED_NODE, f"fleet {fleet} does not allow this node")
+            message = (
+                f"fleet {fleet} does not allow this node {_hex(self.node)}: use a fleet that lists it, "
+                f"or ask the fleet operator to run `chr-node fleet allow --node {_hex(self.node)}`"
+            )
+            raise TicketError(codes.FLEET_DENIED_NODE, message)
         if not self.fleet_check.device_allowed(ticket.fleet, device):
-            message = f"fleet {fleet} does not allow device {_hex(device)}"
+            message = (
+                f"fleet {fleet} does not allow device {_hex(device)}: ask the fleet operator to run "
+                f"`chr-node fleet allow {_hex(device)}` (or `chr-node fleet open` to admit any device)"
+            )
             raise TicketError(codes.FLEET_DENIED_DEVICE, message)
         # 5. cumulative totals, bounded growth
         added_bytes, added_connections = self._check_totals(ticket, stored)

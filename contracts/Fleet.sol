@@ -3,14 +3,17 @@ pragma solidity 0.8.28;
 
 /// @title A fleet: who may use the network through which nodes, and at what price (SPEC 5 step 4, 6).
 /// @notice The operator manages two allowlists (nodes that may serve the fleet, devices that may
-///         use it) and the price of traffic in CHAI per byte. There is deliberately no "allow every
-///         device" switch: the ticket registry credits nodes only for tickets of listed devices, so
-///         a node cannot earn rewards with tickets signed by keys it made up.
+///         use it) and the price of traffic in CHAI per byte. The device list may be opened
+///         (`devicesOpen`): then every device is allowed. A fleet starts closed, because the ticket
+///         registry credits nodes for tickets of allowed devices, and on an open fleet a node can
+///         sign tickets with keys it made up; only its operator opens it (the development fleet
+///         of tools/devchain is opened so that a new device relays with no extra step).
 contract Fleet {
     address public operator;
     address public token;
     uint256 public pricePerByte;
     bool public requiresPayment;
+    bool public devicesOpen;
 
     mapping(address => bool) private _nodes;
     mapping(address => bool) private _devices;
@@ -18,6 +21,7 @@ contract Fleet {
     event OperatorChanged(address indexed previousOperator, address indexed newOperator);
     event NodeAllowed(address indexed node, bool allowed);
     event DeviceAllowed(address indexed device, bool allowed);
+    event DevicesOpenChanged(bool open);
     event PriceChanged(uint256 pricePerByte);
     event TokenChanged(address indexed token);
     event RequiresPaymentChanged(bool requiresPayment);
@@ -42,7 +46,13 @@ contract Fleet {
         return _nodes[node];
     }
 
+    /// @notice Whether `device` may use the fleet: listed, or the device list is open.
     function deviceAllowed(address device) external view returns (bool) {
+        return devicesOpen || _devices[device];
+    }
+
+    /// @notice Whether `device` is on the device list itself (whatever `devicesOpen` says).
+    function deviceListed(address device) external view returns (bool) {
         return _devices[device];
     }
 
@@ -74,6 +84,11 @@ contract Fleet {
             _devices[devices[i]] = allowed;
             emit DeviceAllowed(devices[i], allowed);
         }
+    }
+
+    function setDevicesOpen(bool open) external onlyOperator {
+        devicesOpen = open;
+        emit DevicesOpenChanged(open);
     }
 
     function setPricePerByte(uint256 price) external onlyOperator {

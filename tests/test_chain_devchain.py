@@ -15,7 +15,7 @@ import pytest
 from chrnode.chain.contracts import Fleet
 from chrnode.chain.deploy import Deployment
 from chrnode.chain.rpc import RemoteRpc
-from chrnode.testing.anvil import REPO_ROOT, skip_or_fail_without_anvil
+from chrnode.testing.anvil import DEPLOYER, REPO_ROOT, skip_or_fail_without_anvil
 
 pytestmark = pytest.mark.chain  # needs anvil from `npm ci`
 
@@ -60,13 +60,21 @@ def test_devchain_is_idempotent_and_keeps_state_across_restarts(data_dir: Path) 
     with RemoteRpc([url_of(data_dir)], 31337, timeout=5.0) as rpc:
         for address in (deployment.bns, deployment.fleet, deployment.chai, deployment.ticket_registry):
             assert rpc.get_code(address), address
-        assert Fleet(rpc, deployment.fleet).node_allowed(NODE)
+        fleet = Fleet(rpc, deployment.fleet)
+        assert fleet.node_allowed(NODE)
+        # The development fleet admits any device, and the node can pay for ticket submission.
+        assert fleet.devices_open() and fleet.device_allowed("0x" + "77" * 20)
+        assert not fleet.device_listed("0x" + "77" * 20)
+        assert rpc.get_balance(NODE) == 100 * 10**18
+        # An operator who closes it keeps it closed across devchain runs.
+        fleet.set_devices_open(DEPLOYER, False)
 
     again = devchain(data_dir, "--port", "0", "--node", NODE)
     assert again.returncode == 0, again.stderr
     assert "anvil already running" in again.stdout and "already in the fleet allowlist" in again.stdout
     assert ": deployed " not in again.stdout and again.stdout.count("already deployed") == 4
     assert Deployment.load(data_dir / "contracts.json") == deployment
+    assert "device list closed" in again.stdout and "100 ETH (enough for gas)" in again.stdout
 
     stopped = devchain(data_dir, "--stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

@@ -140,13 +140,46 @@ def test_failing_endpoint_backs_off_then_is_retried(
         rpc.block_number()
         assert len(down.methods) == 1
         rpc.block_number()  # in backoff: not asked
-        assert len(down.methods) == 1
+        assert len(down.methods) == 1 and rpc.retry_in(down.url) == pytest.approx(0.5)
         clock.now += 0.6
-        rpc.block_number()  # backoff over: asked again, fails again, backoff doubles to 1 s
-        assert len(down.methods) == 2
+        rpc.block_number()  # backoff over, but the other endpoint answers: still not asked first
+        assert len(down.methods) == 1 and rpc.retry_in(down.url) == 0.0
+        rpc.mark_answering(down.url)  # the monitor saw it answer: back in its configured place
+        rpc.block_number()  # asked again, fails again: a fresh backoff, since it had answered
+        assert len(down.methods) == 2 and rpc.retry_in(down.url) == pytest.approx(0.5)
         clock.now += 0.6
         rpc.block_number()
         assert len(down.methods) == 2
+
+
+def test_every_endpoint_in_backoff_fails_at_once_and_says_when_it_retries(
+    stub: Callable[[Handler], StubServer],
+) -> None:
+    down = stub(lambda request: (503, b"busy"))
+    clock = FakeClock()
+    with RemoteRpc([down.url], CHAIN_ID, timeout=5.0, clock=clock, backoff_initial=2.0) as rpc:
+        with pytest.raises(ChainUnavailable, match="HTTP 503"):
+            rpc.block_number()
+        clock.now += 0.5
+        with pytest.raises(ChainUnavailable, match=r"failed 1 time\(s\) in a row .*next attempt in 1\.5 s"):
+            rpc.block_number()  # nothing sent: the error and the log say what really happens
+        assert len(down.methods) == 1
+        clock.now += 1.6
+        with pytest.raises(ChainUnavailable, match="HTTP 503"):
+            rpc.block_number()  # backoff over: asked again
+        assert len(down.methods) == 2 and rpc.retry_in(down.url) == pytest.approx(4.0)
+
+
+@pytest.mark.chain
+def test_endpoint_the_monitor_saw_fail_is_not_asked_first(
+    chain: DevChain, stub: Callable[[Handler], StubServer]
+) -> None:
+    down = stub(lambda request: (503, b"busy"))
+    with RemoteRpc([down.url, chain.rpc_url], CHAIN_ID, timeout=5.0) as rpc:
+        rpc.mark_failing(down.url, "no answer within 2 s")
+        assert rpc.block_number() >= 0 and down.methods == []
+        with pytest.raises(ValueError, match="unknown endpoint"):
+            rpc.retry_in("http://127.0.0.1:1/")
 
 
 @pytest.mark.chain
@@ -246,6 +279,26 @@ def test_silent_endpoint_times_out_within_the_bound() -> None:
                 rpc.block_number()
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 0.5 * 2 + 2.0
+
+
+@pytest.mark.chain
+def test_hung_first_endpoint_costs_one_timeout_not_one_per_backoff(chain: DevChain) -> None:
+    with socket.socket() as hung:  # accepts TCP, never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        with RemoteRpc([url, chain.rpc_url], CHAIN_ID, timeout=0.5, backoff_initial=0.05) as rpc:
+            started = time.monotonic()
+            rpc.block_number()
+            first = time.monotonic() - started
+            time.sleep(0.2)  # its backoff is over; it still never answered
+            costs = []
+            for _ in range(5):
+                started = time.monotonic()
+                rpc.block_number()
+                costs.append(time.monotonic() - started)
+    assert 0.5 <= first < 2.5
+    assert max(costs) < 0.4, costs
 
 
 def test_http_errors_everywhere_are_unavailability(stub: Callable[[Handler], StubServer]) -> None:

@@ -20,7 +20,7 @@ def test_nothing_polled_yet_is_down_with_a_reason() -> None:
     snap = HeadMonitor([A], 100).snapshot()
     assert (snap["status"], snap["head"], snap["epoch"], snap["reachable"]) == (DOWN, None, None, False)
     assert snap["reason"] == "no endpoint has answered yet"
-    assert snap["endpoints"][0]["status"] == "down"
+    assert snap["endpoints"][0]["status"] == "down" and snap["endpoints"][0]["state"] == "unknown"
 
 
 def test_synced_head_gives_epoch_and_lag_seconds() -> None:
@@ -32,8 +32,15 @@ def test_synced_head_gives_epoch_and_lag_seconds() -> None:
     assert (snap["head"], snap["head_block"], snap["epoch"], snap["lag_blocks"]) == (42, 42, 9, 0)
     assert snap["lag_seconds"] == snap["lag_s"] == 10.0
     assert snap["endpoints"][0] == {
-        "url": A, "status": "up", "head": 42, "latency_ms": 2.0, "error": "", "checked_at": 10_000.0,
+        "url": A,
+        "status": "up",
+        "state": "active",
+        "head": 42,
+        "latency_ms": 2.0,
+        "error": "",
+        "checked_at": 10_000.0,
         "failures": 0,
+        "retry_in_s": None,
     }
 
 
@@ -87,3 +94,31 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="epoch_length"):
         HeadMonitor([A], 0)
     assert HeadMonitor([], 1000).snapshot()["reason"] == "no chain endpoints configured"
+
+
+def test_endpoint_states_show_failover_and_backoff() -> None:
+    clock = Clock()
+    monitor = HeadMonitor([A, B], 1000, clock=clock)
+    monitor.failed(A, "no answer within 2 s", retry_in=4.0)
+    monitor.observe(B, 7, 9_000, latency=0.01)
+    states = [(e["state"], e["retry_in_s"]) for e in monitor.snapshot()["endpoints"]]
+    assert states == [("backing_off", 4.0), ("active", None)]
+    clock.now += 4.5
+    assert monitor.snapshot()["endpoints"][0]["state"] == "failing"  # due for its next probe
+    monitor.backing_off(A, retry_in=8.0)
+    assert monitor.snapshot()["endpoints"][0]["retry_in_s"] == 8.0
+    monitor.observe(A, 7, 9_000)
+    assert [e["state"] for e in monitor.snapshot()["endpoints"]] == ["active", "standby"]
+
+
+def test_node_balance_says_whether_it_can_pay_for_a_batch() -> None:
+    monitor = HeadMonitor([A], 1000, clock=Clock())
+    assert monitor.snapshot()["node_balance"] == {"known": False, "error": "not read yet"}
+    monitor.balance(0, gas_price=10**9)
+    broke = monitor.snapshot()["node_balance"]
+    assert broke["known"] and not broke["can_pay"] and broke["wei"] == "0"
+    monitor.balance(100 * 10**18, gas_price=10**9)
+    rich = monitor.snapshot()["node_balance"]
+    assert rich["can_pay"] and rich["eth"] == 100.0 and int(rich["needed_wei"]) == 5_500_000 * 10**9
+    monitor.balance(None, error="eth_getBalance: all 1 chain endpoint(s) unavailable")
+    assert monitor.snapshot()["node_balance"]["error"].startswith("eth_getBalance")

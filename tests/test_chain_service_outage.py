@@ -66,6 +66,7 @@ def test_cached_lookups_survive_an_outage_and_uncached_ones_fail_fast(tmp_path: 
             anvil = AnvilProcess(port=port, state_path=state)
             anvil.start()
             assert anvil.port == port
+            rpc.mark_answering(anvil.rpc_url)  # what RemoteChain.Monitor reports once its probe answers
             later = service.bns_resolve("later.chronara.com")
             assert later.found and not later.stale and later.device == b"\x02" * 20
             fresh = service.bns_resolve("cached.chronara.com")

@@ -137,6 +137,23 @@ def test_only_the_operator_changes_the_fleet(chain: DevChain) -> None:
     with pytest.raises(ContractReverted, match="NotOperator"):
         fleet.set_price_per_byte(ALICE, 1)
     assert not fleet.node_allowed(ALICE.address) and fleet.price_per_byte() == 0
+    with pytest.raises(ContractReverted, match="NotOperator"):
+        fleet.set_devices_open(ALICE, True)
+    assert not fleet.devices_open()
+
+
+def test_an_open_device_list_admits_every_device_until_closed(chain: DevChain) -> None:
+    fleet = Fleet(chain.rpc, chain.address("fleet"))
+    stranger, listed = b"\x0e" * 20, b"\x0f" * 20
+    fleet.set_device_allowed(DEPLOYER, listed)
+    assert not fleet.devices_open() and not fleet.device_allowed(stranger)  # a fleet starts closed
+    receipt = fleet.set_devices_open(DEPLOYER, True)
+    (event,) = fleet.abi.decode_logs("DevicesOpenChanged", receipt["logs"], fleet.address)
+    assert event == {"open": True}
+    assert fleet.device_allowed(stranger) and not fleet.device_listed(stranger)
+    assert not fleet.node_allowed(stranger)  # the node list never opens
+    fleet.set_devices_open(DEPLOYER, False)
+    assert not fleet.device_allowed(stranger) and fleet.device_allowed(listed) and fleet.device_listed(listed)
 
 
 # -- CHAI ---------------------------------------------------------------------------------------
@@ -280,6 +297,10 @@ def test_epoch_chain_and_fleet_are_checked(world: TicketWorld) -> None:
     }
     assert result.accepted == (5,)
     assert world.registry.bytes_served(world.node.address, world.epoch - 1) == 10
+    # On an open fleet the registry credits any device's ticket (the operator's choice).
+    Fleet(world.registry.rpc, world.ticket(1).fleet).set_devices_open(DEPLOYER, True)
+    opened = world.registry.submit_tickets(world.node, [not_listed])
+    assert opened.accepted == (0,) and opened.added_bytes == 10
 
 
 def test_batch_limits_are_enforced_before_sending(world: TicketWorld) -> None:

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chrnode.chain.contracts import Fleet
+from chrnode.chain.contracts import Bns, Fleet
 from chrnode.client import connect
 from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
@@ -178,3 +179,71 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
     finally:
         writer.close()
+
+
+def _wait(check: Any, seconds: float, what: str) -> float:
+    """Poll `check` (async, truthy when done) until it holds; return the seconds it took."""
+
+    async def run() -> float:
+        started = time.monotonic()
+        while not await check():
+            if time.monotonic() - started > seconds:
+                raise AssertionError(f"{what}: not within {seconds} s")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - started
+
+    return asyncio.run(run())
+
+
+def test_allow_revoke_and_open_on_chain_take_effect_within_seconds(
+    world: dict[str, Any], chain: DevChain, tmp_path: Path
+) -> None:
+    """The node watches the Fleet events (RemoteChain.Monitor) and drops its cached decisions."""
+    node, address = world["node"], world["address"]
+    port = edge_port(node)
+    fleet = Fleet(chain.rpc, chain.address("fleet"))
+    newcomer = DeviceKey.create(tmp_path / "newcomer.key")
+    device_hex = "0x" + newcomer.address.hex()
+
+    async def accepted() -> bool:
+        client = await connect("127.0.0.1", port, newcomer, expect_node=address, auto_tickets=False)
+        try:
+            reply = await client.tickets.send(minimum=client.tickets.paid + 1)
+            error = client.tickets.last_error
+            if reply is None:
+                assert getattr(error, "code", None) == "fleet_denied_device", error
+                # The refusal tells the device what to do (issue 7).
+                assert f"chr-node fleet allow {device_hex}" in str(error)
+            return reply is not None
+        finally:
+            await client.close()
+
+    async def refused() -> bool:
+        return not await accepted()
+
+    assert asyncio.run(refused())  # cached now: denied for the contracts TTL (5 min) without the watch
+    fleet.set_device_allowed(DEPLOYER, newcomer.address, True)
+    assert _wait(accepted, 15, "an allowed device gets in") < 15
+    fleet.set_device_allowed(DEPLOYER, newcomer.address, False)
+    assert _wait(refused, 15, "a revoked device is refused") < 15
+    fleet.set_devices_open(DEPLOYER, True)
+    try:
+        assert _wait(accepted, 15, "an open fleet admits any device") < 15
+    finally:
+        fleet.set_devices_open(DEPLOYER, False)
+    assert _wait(refused, 15, "a closed fleet refuses it again") < 15
+
+
+def test_a_moved_name_resolves_anew_within_seconds(world: dict[str, Any], chain: DevChain) -> None:
+    node, allowed, visitor = world["node"], world["allowed"], world["visitor"]
+    helper = ChainWorld.build(chain)
+    helper.register("net:moving", (allowed.address,))
+    assert node.rpc("bns_resolve", ["moving.chronara.net"])["devices"] == ["0x" + allowed.address.hex()]
+    bns = Bns(chain.rpc, chain.address("bns"))
+    bns.update(DEPLOYER, "net:moving", [visitor.address], chain.block_timestamp() + 86400)
+    moved = ["0x" + visitor.address.hex()]
+
+    async def resolved() -> bool:
+        return bool(node.rpc("bns_resolve", ["moving.chronara.net"])["devices"] == moved)
+
+    assert _wait(resolved, 15, "a moved name resolves to its new device") < 15

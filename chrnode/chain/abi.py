@@ -45,7 +45,7 @@ def canonical_type(param: dict[str, Any]) -> str:
     kind: str = param["type"]
     if kind.startswith("tuple"):
         inner = ",".join(canonical_type(c) for c in param["components"])
-        return f"({inner}){kind[len('tuple'):]}"
+        return f"({inner}){kind[len('tuple') :]}"
     return kind
 
 
@@ -100,6 +100,13 @@ class ContractAbi:
     @classmethod
     def from_artifact(cls, name: str) -> ContractAbi:
         return cls(name, load_artifact(name).abi)
+
+    def event_topic(self, event: str) -> bytes:
+        """topic0 of `event`: keccak256 of its signature."""
+        ev = self._events.get(event)
+        if ev is None:
+            raise ValueError(f"{self.name} has no event {event!r}")
+        return ev.topic
 
     def function_names(self) -> list[str]:
         return sorted(self._functions)

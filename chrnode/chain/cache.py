@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 import msgpack
 
 from chrnode.errors import ChainUnavailable, ChrError
-from chrnode.storage.ops import CachePut
+from chrnode.storage.ops import CacheDelete, CachePut
 from chrnode.storage.reader import Reader
 
 log = logging.getLogger("chrnode.chain")
@@ -48,6 +48,9 @@ L2_PREFIX = "chain."
 MAX_L2_KEY = 200  # longer keys (eth_call data) are stored under their hash
 _FORMAT = 1  # version of the L2 blob layout [format, fresh_until, value]
 _BIGINT_EXT = 1
+# How long an invalidated key skips L2 (its delete goes through the single writer, which applies
+# it within its batch interval, 0.2 s) and refuses to store loads started before the invalidation.
+INVALIDATION_MEMORY = 30.0
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,14 @@ class L2Store(Protocol):
 
     def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None: ...
 
+    def delete(self, namespace: str, key: str) -> None: ...
+
 
 class ReaderStore:
     """L2 over chrnode.storage: reads on a (read-only) Reader, writes handed to `write` as
     CachePut ops, for the caller to send to the single writer (Model.Sql.Worker)."""
 
-    def __init__(self, reader: Reader, write: Callable[[CachePut], None]) -> None:
+    def __init__(self, reader: Reader, write: Callable[[CachePut | CacheDelete], None]) -> None:
         self.reader = reader
         self.write = write
 
@@ -106,6 +111,9 @@ class ReaderStore:
 
     def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None:
         self.write(CachePut(namespace, key, value, expires_at))
+
+    def delete(self, namespace: str, key: str) -> None:
+        self.write(CacheDelete(namespace, key))
 
 
 def _ext_default(obj: object) -> msgpack.ExtType:
@@ -177,6 +185,10 @@ class TieredCache:
         self._counts: Counter[str] = Counter()
         self._by_category: Counter[tuple[str, str]] = Counter()
         self._closed = False
+        # key -> when it was last invalidated: a load that started before must not be stored, and
+        # L2 is not read for it until its delete has surely reached the single writer.
+        self._invalidated: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._generation = 0  # counts invalidations: a load remembers the count it started at
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -266,8 +278,10 @@ class TieredCache:
     ) -> Hit:
         category, key = k
         now = self.clock()
+        with self._lock:
+            generation = self._generation
         stale: Hit | None = None
-        if check_l2 and self.store is not None:
+        if check_l2 and self.store is not None and not self._recently_invalidated(k, now):
             found = self._l2_read(k, now)
             if found is not None:
                 fresh_until, value = found
@@ -285,15 +299,31 @@ class TieredCache:
                 self._tally(category, "load_errors")
                 raise
             self._tally(category, "stale_served")
-            log.warning("chain unavailable, serving %s %s/%s: %s", "stale" if fallback.stale else "cached",
-                        category, key, exc)
+            log.warning(
+                "chain unavailable, serving %s %s/%s: %s",
+                "stale" if fallback.stale else "cached",
+                category,
+                key,
+                exc,
+            )
             return fallback
         except BaseException:
             self._tally(category, "load_errors")
             raise
-        if keep is not None and not keep(value):
+        if (keep is not None and not keep(value)) or self._invalidated_since(k, generation):
             return Hit(decode_value(encode_value(value)), "chain")
         return Hit(self._store(k, value, policy), "chain")
+
+    def _invalidated_since(self, k: tuple[str, str], generation: int) -> bool:
+        """The chain changed `k` while it was loading: the loaded value may be the old one."""
+        with self._lock:
+            mark = self._invalidated.get(k)
+        return mark is not None and mark[1] > generation
+
+    def _recently_invalidated(self, k: tuple[str, str], now: float) -> bool:
+        with self._lock:
+            mark = self._invalidated.get(k)
+        return mark is not None and now - mark[0] < INVALIDATION_MEMORY
 
     def _l1_fallback(self, k: tuple[str, str]) -> Hit | None:
         now = self.clock()
@@ -353,9 +383,35 @@ class TieredCache:
         return self._store((category, key), value, self._policy(category))
 
     def invalidate(self, category: str, key: str) -> None:
-        """Forget the L1 entry (L2 keeps its copy until it expires)."""
+        """Forget (category, key) in L1 and L2: the chain changed it (RemoteChain.Monitor saw the
+        event). A load of it already under way is answered but not stored."""
+        k = (category, key)
+        now = self.clock()
         with self._lock:
-            self._l1.pop((category, key), None)
+            self._l1.pop(k, None)
+            self._generation += 1
+            self._invalidated[k] = (now, self._generation)
+            self._invalidated.move_to_end(k)
+            while (
+                self._invalidated and now - next(iter(self._invalidated.values()))[0] >= INVALIDATION_MEMORY
+            ):
+                self._invalidated.popitem(last=False)
+            self._counts["invalidations"] += 1
+        if self.store is not None:
+            try:
+                self.store.delete(L2_PREFIX + category, l2_key(key))
+            except ChrError as exc:
+                self._tally(category, "l2_errors")
+                log.warning("cannot delete %s/%s from the L2 cache: %s", category, key, exc)
+
+    def invalidate_category(self, category: str) -> int:
+        """Invalidate every L1 entry of `category` (a long unread gap of chain events); L2 entries
+        without an L1 copy keep their TTL. Returns how many were dropped."""
+        with self._lock:
+            keys = [key for cat, key in self._l1 if cat == category]
+        for key in keys:
+            self.invalidate(category, key)
+        return len(keys)
 
     def clear_memory(self) -> None:
         """Empty L1 (benchmarks measure L2 this way; a restarted node starts like this)."""
@@ -446,8 +502,16 @@ class TieredCache:
             "hit_ratio": ratio(hits["l1"] + hits["l2"] + counts.get("merged", 0)),
             "categories": categories,
         }
-        for name in ("merged", "stale_served", "load_errors", "refreshes", "refresh_errors", "l2_errors",
-                     "evictions"):
+        for name in (
+            "merged",
+            "stale_served",
+            "load_errors",
+            "refreshes",
+            "refresh_errors",
+            "l2_errors",
+            "evictions",
+            "invalidations",
+        ):
             out[name] = counts.get(name, 0)
         return out
 

@@ -112,7 +112,17 @@ class Fleet(_Bound):
         return bool(self._call("nodeAllowed", hx.address_bytes(node))[0])
 
     def device_allowed(self, device: Address) -> bool:
+        """Listed, or the device list is open (what the TicketRegistry asks)."""
         return bool(self._call("deviceAllowed", hx.address_bytes(device))[0])
+
+    def device_listed(self, device: Address) -> bool:
+        return bool(self._call("deviceListed", hx.address_bytes(device))[0])
+
+    def devices_open(self) -> bool:
+        return bool(self._call("devicesOpen")[0])
+
+    def set_devices_open(self, sender: Sender, open_: bool) -> dict[str, Any]:
+        return self._transact(sender, "setDevicesOpen", open_)
 
     def price_per_byte(self) -> int:
         return int(self._call("pricePerByte")[0])

@@ -4,8 +4,16 @@ The RemoteChain.Monitor actor polls every endpoint and feeds each answer here:
 
     monitor = HeadMonitor(endpoints, epoch_length)
     monitor.observe(url, head=123, timestamp=1_700_000_000, latency=0.004)
-    monitor.failed(url, "no answer within 5 s")
+    monitor.failed(url, "no answer within 5 s", retry_in=4.0)
+    monitor.backing_off(url, retry_in=2.0)      # not probed this time: its backoff is not over
+    monitor.balance(wei=..., gas_price=..., error="")
     monitor.snapshot()   -> {status, head, head_timestamp, lag_blocks, lag_seconds, epoch, endpoints, ...}
+
+Each endpoint's `state` (issue 7: an operator sees failover): "active" (answers, and is the one
+the node uses), "standby" (answers, another is used), "failing" (its last probe failed),
+"backing_off" (failed, and not probed again for `retry_in_s`), "unknown" (not probed yet).
+`node_balance` is the node account's balance and whether it can pay for one ticket batch
+(`can_pay`: balance >= gas price x SUBMIT_GAS), for `status`, health and /metrics.
 
 Status of the node's view of the chain:
 - "down": no endpoint answered at its last poll, or the chain is not configured (`not_configured`
@@ -30,6 +38,10 @@ from chrnode.ticket import epoch_of
 SYNCED = "synced"
 LAGGING = "lagging"
 DOWN = "down"
+ACTIVE, STANDBY, FAILING, BACKING_OFF, UNKNOWN = "active", "standby", "failing", "backing_off", "unknown"
+# The gas a full submitTickets batch reserves: 64 tickets of distinct devices used 4.16 M gas on
+# anvil (measured here), times the 1.25 estimate margin of chrnode.chain.tx, rounded up.
+SUBMIT_GAS = 5_500_000
 
 
 @dataclass
@@ -42,16 +54,28 @@ class EndpointHealth:
     error: str = "not polled yet"
     checked_at: float | None = None
     failures: int = 0  # consecutive
+    retry_at: float | None = None  # on the monitor's clock: not probed before this
 
-    def as_json(self) -> dict[str, Any]:
+    def state(self, used: bool, now: float) -> str:
+        if self.ok:
+            return ACTIVE if used else STANDBY
+        if self.checked_at is None:
+            return UNKNOWN
+        return BACKING_OFF if self.retry_at is not None and self.retry_at > now else FAILING
+
+    def as_json(self, used: bool = False, now: float = 0.0) -> dict[str, Any]:
         return {
             "url": self.url,
             "status": "up" if self.ok else "down",
+            "state": self.state(used, now),
             "head": self.head,
             "latency_ms": None if self.latency is None else round(self.latency * 1000, 2),
             "error": self.error,
             "checked_at": self.checked_at,
             "failures": self.failures,
+            "retry_in_s": None
+            if self.ok or self.retry_at is None
+            else round(max(0.0, self.retry_at - now), 3),
         }
 
 
@@ -81,6 +105,8 @@ class HeadMonitor:
         self._last_used_head: int | None = None
         self.chain_id: int | None = None
         self.down_reason = "" if endpoints else "no chain endpoints configured"
+        self.node_balance: dict[str, Any] = {"known": False, "error": "not read yet"}
+        self.events = {"seen": 0, "invalidated": 0, "last_block": None, "error": ""}
 
     def observe(self, url: str, head: int, timestamp: int, latency: float | None = None) -> None:
         """A successful poll of `url`."""
@@ -89,20 +115,54 @@ class HeadMonitor:
         ep = self._endpoint(url)
         now = self.clock()
         ep.ok, ep.head, ep.timestamp, ep.latency = True, head, timestamp, latency
-        ep.error, ep.checked_at, ep.failures = "", now, 0
+        ep.error, ep.checked_at, ep.failures, ep.retry_at = "", now, 0, None
         self.best_head = max(self.best_head, head)
         used = self.used()
         if used is not None and used.head != self._last_used_head:
             self._last_used_head = used.head
             self.head_changed_at = now
 
-    def failed(self, url: str, error: str) -> None:
-        """A failed poll of `url` (unreachable, timed out, wrong chain, garbage)."""
+    def failed(self, url: str, error: str, retry_in: float | None = None) -> None:
+        """A failed poll of `url` (unreachable, timed out, wrong chain, garbage); it is probed
+        again after `retry_in` seconds (its client's backoff), when given."""
         ep = self._endpoint(url)
         now = self.clock()
         ep.ok, ep.error, ep.checked_at, ep.latency = False, error, now, None
         ep.failures += 1
+        ep.retry_at = None if retry_in is None else now + retry_in
         self.last_error, self.last_error_at = f"{url}: {error}", now
+
+    def backing_off(self, url: str, retry_in: float) -> None:
+        """`url` was not probed this time: it failed before and its backoff is not over."""
+        ep = self._endpoint(url)
+        ep.ok = False
+        ep.retry_at = self.clock() + retry_in
+
+    def balance(self, wei: int | None, gas_price: int | None = None, error: str = "") -> None:
+        """The node account's balance (None with `error` when it could not be read)."""
+        if wei is None:
+            self.node_balance = {"known": False, "error": error or "not read"}
+            return
+        needed = None if gas_price is None else gas_price * SUBMIT_GAS
+        self.node_balance = {
+            "known": True,
+            "wei": str(wei),  # a decimal string: wei exceed JSON's safe integers
+            "eth": wei / 10**18,
+            "gas_price_wei": None if gas_price is None else str(gas_price),
+            "needed_wei": None if needed is None else str(needed),
+            "can_pay": needed is not None and wei >= needed,
+            "checked_at": self.clock(),
+            "error": "",
+        }
+
+    def watched(self, seen: int, invalidated: int, last_block: int | None, error: str = "") -> None:
+        """The Fleet/BNS event watch (chrnode.chain.watch): `seen` events so far, `invalidated`
+        more cache keys dropped, blocks read up to `last_block`; or the error of a failed read."""
+        self.events["seen"] = seen
+        self.events["invalidated"] = int(self.events["invalidated"] or 0) + invalidated
+        if last_block is not None:
+            self.events["last_block"] = last_block
+        self.events["error"] = error
 
     def not_configured(self, reason: str) -> None:
         self.down_reason = reason
@@ -179,8 +239,14 @@ class HeadMonitor:
             "epoch_length": self.epoch_length,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
-            "endpoints": [ep.as_json() for ep in self.endpoints.values()],
+            "endpoints": self._endpoints_json(),
+            "node_balance": dict(self.node_balance),
+            "events": dict(self.events),
         }
+
+    def _endpoints_json(self) -> list[dict[str, Any]]:
+        used, now = self.used(), self.clock()
+        return [ep.as_json(ep is used, now) for ep in self.endpoints.values()]
 
     def _endpoint(self, url: str) -> EndpointHealth:
         ep = self.endpoints.get(url)

@@ -1,10 +1,18 @@
 """RemoteRpc: Ethereum JSON-RPC over HTTP with several endpoints and failover (SPEC 7).
 
-One `requests.Session` per endpoint (kept alive). A call tries the endpoints in the configured
-order, skipping those in backoff after a failure (all in backoff: the one whose backoff ends
-first is tried anyway, so the client recovers as soon as a chain is back). Each endpoint gets
-at most one attempt per call, each attempt bounded by `timeout`, so a call never takes longer
-than about `len(endpoints) * timeout`.
+One `requests.Session` per endpoint (kept alive). A call tries the endpoints that answer in the
+configured order. An endpoint that failed (refused, timed out, HTTP error) backs off
+exponentially and, once its backoff is over, is still tried only after the answering ones,
+until it answers again (a call that reaches it, or `mark_answering` from RemoteChain.Monitor,
+which probes every endpoint): so a hung first endpoint costs one timeout, not one per backoff
+period (issue 7). With every endpoint in backoff a call fails at once with ChainUnavailable,
+naming each endpoint's last error and when it is tried again: nothing is sent, so the log and
+the error say what really happens; the client recovers when a backoff ends, or at once when
+`mark_answering` reports an endpoint back (RemoteChain.Monitor probes each one every poll
+interval, 2 s, and the chain actors pass on what it sees). Each endpoint gets at most one
+attempt per call, each bounded by `timeout`, so a call never takes longer than about
+`len(endpoints) * timeout`. Failures are logged when an endpoint starts failing and then at
+the pace of its backoff, not once per call.
 
 The first time an endpoint is used its `eth_chainId` is compared with the configured chain id;
 an endpoint serving another chain is disabled for the life of the client.
@@ -47,8 +55,10 @@ class _Endpoint:
     session: requests.Session
     chain_checked: bool = False
     wrong_chain: WrongChain | None = None
-    failures: int = 0
+    failures: int = 0  # in a row; 0 means it answers
     retry_at: float = 0.0
+    log_at: float = 0.0  # when a further failure may be logged at warning level
+    last_error: str = ""
 
 
 class _TransportError(Exception):
@@ -109,6 +119,13 @@ class RemoteRpc:
             if ep.wrong_chain is not None:
                 failures.append((ep.url, ep.wrong_chain))
                 continue
+            wait = self.retry_in(ep.url)
+            if wait > 0:
+                error = (
+                    f"failed {ep.failures} time(s) in a row ({ep.last_error}); next attempt in {wait:.1f} s"
+                )
+                failures.append((ep.url, _TransportError(error)))
+                continue
             try:
                 if not ep.chain_checked:
                     self._check_chain(ep)
@@ -131,25 +148,73 @@ class RemoteRpc:
         now = self._clock()
         with self._lock:
             usable = [ep for ep in self._endpoints if ep.wrong_chain is None]
-            ready = [ep for ep in usable if ep.retry_at <= now]
-            if not ready and usable:
-                ready = [min(usable, key=lambda ep: ep.retry_at)]
-            # Disabled endpoints are listed last only so that the final error can name them.
-            return ready + [ep for ep in self._endpoints if ep.wrong_chain is not None]
+            answering = [ep for ep in usable if ep.failures == 0]
+            # Failed ones whose backoff is over: after every answering one, longest-waiting first.
+            recovering = sorted(
+                (ep for ep in usable if ep.failures and ep.retry_at <= now), key=lambda ep: ep.retry_at
+            )
+            waiting = [ep for ep in usable if ep.failures and ep.retry_at > now]
+            # Endpoints in backoff and disabled ones are listed last only so that the final error
+            # can name them; they are not sent anything.
+            return (
+                answering
+                + recovering
+                + waiting
+                + [ep for ep in self._endpoints if ep.wrong_chain is not None]
+            )
 
-    def _mark_failed(self, ep: _Endpoint, exc: Exception) -> None:
+    def _mark_failed(self, ep: _Endpoint, exc: Exception, *, quiet: bool = False) -> None:
+        now = self._clock()
         with self._lock:
             ep.failures += 1
             delay = min(self._backoff_max, self._backoff_initial * 2 ** (ep.failures - 1))
-            ep.retry_at = self._clock() + delay
-        log.warning("chain endpoint %s failed (%s); retrying it in %.1f s", ep.url, exc, delay)
+            ep.retry_at = now + delay
+            ep.last_error = str(exc)
+            loud = not quiet and now >= ep.log_at
+            if loud:
+                ep.log_at = now + delay
+        if loud:
+            others = ", after the endpoints that answer" if len(self._endpoints) > 1 else ""
+            log.warning(
+                "chain endpoint %s failed %d time(s) in a row (%s); next attempt in %.1f s%s",
+                ep.url, ep.failures, exc, delay, others,
+            )  # fmt: skip
+        else:
+            log.debug("chain endpoint %s failed again (%d in a row): %s", ep.url, ep.failures, exc)
 
     def _mark_ok(self, ep: _Endpoint) -> None:
         if ep.failures:
-            log.info("chain endpoint %s is answering again", ep.url)
+            log.info("chain endpoint %s is answering again after %d failure(s)", ep.url, ep.failures)
         with self._lock:
             ep.failures = 0
             ep.retry_at = 0.0
+            ep.log_at = 0.0
+            ep.last_error = ""
+
+    # -- what RemoteChain.Monitor learns by probing every endpoint --------------------------------
+
+    def mark_answering(self, url: str) -> None:
+        """The endpoint answered someone else's probe: try it in its configured place again."""
+        ep = self._by_url(url)
+        if ep is not None and ep.failures:
+            self._mark_ok(ep)
+
+    def mark_failing(self, url: str, error: str) -> None:
+        """The endpoint failed someone else's probe: back off before a call pays its timeout."""
+        ep = self._by_url(url)
+        if ep is not None and ep.failures == 0:
+            self._mark_failed(ep, _TransportError(error), quiet=True)
+
+    def retry_in(self, url: str) -> float:
+        """Seconds until the endpoint's backoff is over (0.0 when it may be tried now)."""
+        ep = self._by_url(url)
+        if ep is None:
+            raise ValueError(f"unknown endpoint {url!r}; this client uses {', '.join(self.endpoints)}")
+        with self._lock:
+            return max(0.0, ep.retry_at - self._clock()) if ep.failures else 0.0
+
+    def _by_url(self, url: str) -> _Endpoint | None:
+        return next((ep for ep in self._endpoints if ep.url == url), None)
 
     def _check_chain(self, ep: _Endpoint) -> None:
         try:

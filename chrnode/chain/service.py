@@ -26,6 +26,7 @@ from chrnode.chain.cache import Hit, TieredCache
 from chrnode.chain.contracts import Bns, Fleet
 from chrnode.chain.deploy import ROLES, Deployment
 from chrnode.chain.rpc import RemoteRpc
+from chrnode.chain.watch import bns_key, fleet_member_key, fleet_open_key, fleet_terms_key
 from chrnode.config_schema import Config
 from chrnode.errors import ChainError, ChainNotConfigured, ContractError, RpcError
 
@@ -191,7 +192,7 @@ class ChainService:
         """A name's record; NameError_ for a bad name before any chain call (SPEC 7)."""
         namespace = parse_name(name)
         bns = self._bns_binding()
-        hit = self.cache.fetch("contracts", f"bns:{namespace}", lambda: list(bns.resolve(namespace)))
+        hit = self.cache.fetch("contracts", bns_key(namespace), lambda: list(bns.resolve(namespace)))
         owner, devices, expiry = hit.value
         return BnsResolution(
             name=name,
@@ -214,20 +215,33 @@ class ChainService:
         return self._fleet_flag(fleet, "node", node)
 
     def fleet_allows_device(self, fleet: bytes, device: bytes) -> bool:
-        return self._fleet_flag(fleet, "device", device)
+        """Listed, or the fleet's device list is open (the contract's `deviceAllowed`); cached as
+        two entries, so that opening or closing the list changes one key (chrnode.chain.watch)."""
+        return self.fleet_devices_open(fleet) or self._fleet_flag(fleet, "device", device)
+
+    def fleet_devices_open(self, fleet: bytes) -> bool:
+        binding = self._fleet(fleet)
+
+        def load() -> bool:
+            try:
+                return binding.devices_open()
+            except ContractError:  # no contract there, or not a fleet: it allows no one (as on chain)
+                return False
+
+        return bool(self.cache.get("contracts", fleet_open_key(fleet), load))
 
     def _fleet_flag(self, fleet: bytes, kind: str, who: bytes) -> bool:
         binding = self._fleet(fleet)
         who = _address(who, kind)
 
         def load() -> bool:
-            read = binding.node_allowed if kind == "node" else binding.device_allowed
+            read = binding.node_allowed if kind == "node" else binding.device_listed
             try:
                 return read(who)
             except ContractError:  # no contract there, or not a fleet: it allows no one (as on chain)
                 return False
 
-        return bool(self.cache.get("contracts", f"fleet:{fleet.hex()}:{kind}:{who.hex()}", load))
+        return bool(self.cache.get("contracts", fleet_member_key(fleet, kind, who), load))
 
     def fleet_terms(self, fleet: bytes) -> FleetTerms:
         """Token, price and payment rule of a fleet; ContractError if `fleet` is not a fleet contract."""
@@ -236,7 +250,7 @@ class ChainService:
         def load() -> list[Any]:
             return [binding.operator(), binding.token(), binding.price_per_byte(), binding.requires_payment()]
 
-        operator, token, price, required = self.cache.get("contracts", f"fleet:{fleet.hex()}:terms", load)
+        operator, token, price, required = self.cache.get("contracts", fleet_terms_key(fleet), load)
         return FleetTerms(bytes(fleet), bytes(operator), bytes(token), int(price), bool(required))
 
     def fleet_status(self, node: bytes, fleet: bytes | None = None) -> dict[str, Any]:
@@ -251,6 +265,7 @@ class ChainService:
             "requires_payment": terms.requires_payment,
             "node": hx.hex_address(node),
             "node_allowed": self.fleet_allows_node(fleet, node),
+            "devices_open": self.fleet_devices_open(fleet),
         }
 
     def _fleet(self, fleet: bytes) -> Fleet:

@@ -108,7 +108,10 @@ class TicketSubmitter:
                 outcomes.append(SubmitOutcome(True, "", result.tx_hash, added))
         log.info(
             "submitted %d tickets in 0x%s: %d accepted, %d rejected",
-            len(batch), result.tx_hash.hex(), len(result.accepted), len(result.rejected),
+            len(batch),
+            result.tx_hash.hex(),
+            len(result.accepted),
+            len(result.rejected),
         )
         return outcomes
 

@@ -20,7 +20,7 @@ from chrnode.chain.contracts import Bns, Chai, Fleet
 from chrnode.chain.tx import KeySigner, UnlockedAccount
 from chrnode.crypto import PrivateKey
 from chrnode.storage import Reader, Writer, open_database
-from chrnode.storage.ops import CachePut
+from chrnode.storage.ops import CacheDelete, CachePut
 from chrnode.testing.anvil import DEPLOYER, DEV_ADDRESSES, DevChain
 from chrnode.ticket import Ticket, epoch_of
 
@@ -40,7 +40,7 @@ class DirectL2:
         self.writes = 0
         self._lock = threading.Lock()
 
-    def _write(self, op: CachePut) -> None:
+    def _write(self, op: CachePut | CacheDelete) -> None:
         with self._lock:
             self.writer.apply([op])
             self.writes += 1
@@ -50,6 +50,9 @@ class DirectL2:
 
     def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None:
         self.store.put(namespace, key, value, expires_at)
+
+    def delete(self, namespace: str, key: str) -> None:
+        self.store.delete(namespace, key)
 
     def close(self) -> None:
         self.reader_db.shutdown()
