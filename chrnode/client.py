@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,7 +25,7 @@ from typing import Any
 
 from chrnode.client_key import DeviceKey
 from chrnode.client_link import Link
-from chrnode.client_ports import Port, pump
+from chrnode.client_ports import Port, pump, tunnel
 from chrnode.client_tickets import MIN_ADVANCE, TicketAgent
 from chrnode.crypto import PrivateKey, to_hex_address
 from chrnode.edge import codes
@@ -57,6 +58,7 @@ __all__ = ["DeviceClient", "DeviceKey", "Port", "PortOffer", "connect"]
 _log = logging.getLogger("chrnode.client")
 
 REQUEST_TIMEOUT = 30.0
+_NOTIFY_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +147,8 @@ class DeviceClient:
         self.on_notify: Callable[[Notify], None] | None = None
         self.notifications: list[Notify] = []
         self.closed_reason: ConnectionClosed | None = None
+        self._last_notify: Notify | None = None  # while it is the last frame received
+        self._closing = False
         self._ports: dict[int, Port] = {}
         self._published: dict[int | str, tuple[str, int]] = {}
         self._servers: list[asyncio.Server] = []
@@ -256,19 +260,19 @@ class DeviceClient:
         remote_port: int | str,
         local_host: str = "127.0.0.1",
         flags: str = "rw",
+        check: bool = False,
     ) -> int:
         """Listen on (local_host, local_port) (0 = any) and tunnel each TCP connection to
-        ``remote_port`` of ``device`` through a new port; returns the bound local port."""
+        ``remote_port`` of ``device`` through a new port; returns the bound local port.
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                port = await self.open_port(device, remote_port, flags)
-            except ChrError as exc:
-                _log.info("bind %d: cannot open port %r: %s", local_port, remote_port, exc)
-                writer.close()
-                return
-            await pump(port, reader, writer)
-
+        With ``check`` a port is opened and closed at once first, so that a target that is not
+        connected (``not_found``) or does not offer the port (``refused``) raises RequestRefused
+        here. A local connection whose port is refused later is logged with the code and message
+        and reset (RST), so that its client sees a failure instead of an empty answer."""
+        if check:
+            probe = await self.open_port(device, remote_port, flags)
+            await probe.close()
+        handle = functools.partial(tunnel, self, device, remote_port, flags)
         server = await asyncio.start_server(handle, local_host, local_port)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -279,6 +283,7 @@ class DeviceClient:
     # ---- called by the link -----------------------------------------------------------------
 
     def answer_received(self, msg: Message) -> None:
+        self._last_notify = None
         request_id = getattr(msg, "id", None)
         if not isinstance(request_id, int):
             _log.debug("answer without id: %r", msg)
@@ -295,6 +300,7 @@ class DeviceClient:
         future.set_result(msg)
 
     def request_received(self, msg: Message) -> None:
+        self._last_notify = None
         if isinstance(msg, PortOpen):
             self.spawn(self._offer(msg))
         elif isinstance(msg, PortClose):
@@ -305,16 +311,12 @@ class DeviceClient:
             if self.tickets is not None and self.auto_tickets:
                 self.tickets.ticket_requested(msg.usage, msg.epoch)
         elif isinstance(msg, Notify):
-            self.notifications.append(msg)
-            del self.notifications[:-100]
-            if msg.level == "error" or msg.code in ("replaced", codes.SHUTTING_DOWN):
-                self.closed_reason = ConnectionClosed(msg.message, msg.code)
-            if self.on_notify is not None:
-                self.on_notify(msg)
+            self._notified(msg)
         elif isinstance(msg, Ping) and msg.id is not None:
             self.send(PingReply(time=0, id=msg.id))
 
     def data_received(self, ref: int, data: bytes) -> None:
+        self._last_notify = None
         port = self._ports.get(ref)
         if port is not None:
             port.feed(data)
@@ -322,7 +324,20 @@ class DeviceClient:
         if self.auto_tickets and tickets is not None:
             tickets.traffic_changed(self.traffic())
 
+    def _notified(self, msg: Notify) -> None:
+        self.notifications.append(msg)
+        del self.notifications[:-100]
+        # A node that closes a session says why in a notify sent as its last frame (SPEC 4,
+        # docs/devices.md): if the connection ends before another frame arrives, that is the reason.
+        self._last_notify = msg
+        _log.log(_NOTIFY_LEVELS.get(msg.level, logging.WARNING), "node notice: %s: %s", msg.code, msg.message)
+        if self.on_notify is not None:
+            self.on_notify(msg)
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        last = self._last_notify
+        if self.closed_reason is None and last is not None and not self._closing:
+            self.closed_reason = ConnectionClosed(last.message, last.code)
         error = self._closed_error(exc)
         for future in self._pending.values():
             if not future.done():
@@ -365,15 +380,19 @@ class DeviceClient:
             else:
                 accepted = False
         except (OSError, ChrError) as exc:
-            self.send(
-                ErrorReply(PORTOPEN, codes.REFUSED, f"local service for {msg.port!r} failed: {exc}", msg.id)
-            )
+            reason = f"local service for {msg.port!r} failed: {exc}"
+            _log.warning("refused port %r to %s: %s", msg.port, to_hex_address(msg.device), reason)
+            self.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
             return
         if not self.is_open:
             return
         if not accepted:
-            self.send(ErrorReply(PORTOPEN, codes.REFUSED, f"port {msg.port!r} is not offered here", msg.id))
+            why = "the device declined it" if self.on_portopen else "this device does not publish it"
+            reason = f"port {msg.port!r} is not offered here: {why}"
+            _log.warning("refused port %r to %s: %s", msg.port, to_hex_address(msg.device), reason)
+            self.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
             return
+        _log.info("port %r opened by %s (ref %d)", msg.port, to_hex_address(msg.device), msg.ref)
         port = Port(self, msg.ref, msg.device, msg.port, msg.flags, opener=False)
         self._ports[msg.ref] = port  # before the answer: the opener's data may follow it at once
         self.send(PortOpenReply(id=msg.id))
@@ -395,6 +414,7 @@ class DeviceClient:
 
     async def close(self) -> None:
         """Close every port and the connection, and stop bound listeners."""
+        self._closing = True
         for server in self._servers:
             server.close()
         if self.conn is not None:

@@ -2,7 +2,8 @@
 
 :class:`Port` is what ``DeviceClient.open_port`` returns and what an accepted incoming portopen
 becomes: ``await read()``, ``await write(data)``, ``await close()``. ``pump`` joins a port to a
-local TCP connection in both directions (``publish`` and ``bind`` use it).
+local TCP connection in both directions (``publish`` and ``bind`` use it); ``tunnel`` is what
+``bind`` does with each local connection: open a port for it, or log why not and reset it.
 
 Flow control: data received for a port waits in the port until read; past ``READ_HIGH`` bytes the
 client stops reading its TLS connection (so the node, then the sender, slow down) until the
@@ -14,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
+import struct
 from typing import TYPE_CHECKING
 
+from chrnode.crypto import to_hex_address
 from chrnode.edge.messages import PortClose, encode_portsend_parts
-from chrnode.errors import ChrError, ConnectionClosed
+from chrnode.errors import ChrError, ConnectionClosed, describe
 
 if TYPE_CHECKING:
     from chrnode.client import DeviceClient
 
-__all__ = ["Port", "pump"]
+__all__ = ["Port", "pump", "tunnel"]
 
 _log = logging.getLogger("chrnode.client")
 
@@ -190,3 +194,38 @@ async def pump(port: Port, reader: asyncio.StreamReader, writer: asyncio.StreamW
             await writer.wait_closed()
         except (OSError, asyncio.CancelledError):
             pass
+
+
+async def tunnel(
+    client: DeviceClient,
+    target: bytes | str,
+    port_name: int | str,
+    flags: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """One local connection accepted by ``bind``: open a port to ``target`` and pump, or, when the
+    node or the target refuses, log the code and message and reset the local connection."""
+    try:
+        port = await client.open_port(target, port_name, flags)
+    except ChrError as exc:
+        peer = writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "a local client"
+        label = to_hex_address(target) if isinstance(target, bytes) else repr(target)
+        _log.warning("bind: reset the connection from %s: port %r of %s: %s", where, port_name, label,
+                     describe(exc))  # fmt: skip
+        reset(writer)
+        return
+    await pump(port, reader, writer)
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a local TCP connection with RST (SO_LINGER 0), so that its client sees an error
+    ("connection reset") rather than an empty answer that looks like success."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass  # already gone: closing it is all that is left
+    writer.transport.abort()

@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chrnode.edge.messages import TicketMsg, TicketReply
-from chrnode.errors import ChrError
+from chrnode.errors import ChrError, ConnectionClosed, describe
 from chrnode.ticket import Ticket
 
 if TYPE_CHECKING:
@@ -93,9 +93,18 @@ class TicketAgent:
                 self.connections = max(self.connections, latest.total_connections + 1)
                 minimum = max(minimum, latest.total_bytes)
             return None
+        except ConnectionClosed as exc:
+            # Not a refusal: the connection ended with the ticket in flight (the client closing
+            # after a ping, or the node closing, which the client reports as its close reason).
+            _log.debug("ticket for device 0x%s not answered: %s", self.client.address.hex(), exc)
+            return None
         except ChrError as exc:
             self.last_error = exc
-            _log.warning("ticket for device 0x%s refused: %s", self.client.address.hex(), exc)
+            # Retry on the node's ticket_request or after more traffic, not on the next frame:
+            # a refusal (fleet, chain, payment) does not change by itself within milliseconds.
+            traffic = self.client.traffic()
+            self._next_at = traffic + self._advance(self.base + traffic)
+            _log.warning("ticket refused: %s", describe(exc))
             return None
         finally:
             self._inflight = False

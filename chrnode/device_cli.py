@@ -7,15 +7,27 @@
         # then: curl localhost:9000 reaches the web server behind device A, through the node
 
 Without --node the node of this machine's config is used (host 127.0.0.1, first edge port).
+
+Everything the node refuses or says is printed to stderr as ``chr-node device: ... CODE: message``
+(CODE from docs/devices.md): ticket refusals, notices, refused ports, the reason the node closed
+the connection. Exit status: 0 done (or Ctrl-C), 1 refused or closed by the node (the last line
+says why), 2 bad arguments or key file. `bind` first opens the port once: a target that is not
+connected or does not publish the port ends it at once (exit 1); later refusals reset the local
+connection and print a line each, and `bind` keeps listening.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
 from typing import Any
 
-from chrnode.errors import ChrError
+from chrnode.errors import ChrError, ConnectionClosed, CryptoError, ProtocolError, describe
+
+PREFIX = "chr-node device: "
 
 
 def _node(args: argparse.Namespace, loaded: Any) -> tuple[str, int]:
@@ -33,13 +45,41 @@ def _expect(args: argparse.Namespace) -> bytes | None:
     return parse_address(args.expect) if getattr(args, "expect", None) else None
 
 
-async def _connect(args: argparse.Namespace, loaded: Any) -> Any:
-    from chrnode.client import connect
-    from chrnode.client_key import DeviceKey
+def _say(line: str) -> None:
+    print(PREFIX + line, file=sys.stderr, flush=True)
 
-    host, port = _node(args, loaded)
-    key = DeviceKey.load(args.key)
-    return await connect(host, port, key, expect_node=_expect(args))
+
+def _show_client_log() -> None:
+    """The client logs refusals and notices (logger chrnode.client): print them, one a line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
+    log = logging.getLogger("chrnode.client")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+class _Connector:
+    """What every network action needs, checked before the event loop starts (bad input: exit 2)."""
+
+    def __init__(self, args: argparse.Namespace, loaded: Any) -> None:
+        from chrnode.client_key import DeviceKey
+
+        self.host, self.port = _node(args, loaded)
+        self.key = DeviceKey.load(args.key)
+        self.expect = _expect(args)
+
+    async def connect(self) -> Any:
+        from chrnode.client import connect
+
+        return await connect(self.host, self.port, self.key, expect_node=self.expect)
+
+
+def _closed_line(client: Any) -> str:
+    reason: ConnectionClosed | None = client.closed_reason
+    if reason is None:
+        return "the node closed the connection without giving a reason"
+    return f"the node closed the connection: {describe(reason)}"
 
 
 def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
@@ -53,22 +93,26 @@ def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
 def cmd_ping(args: argparse.Namespace, loaded: Any) -> int:
     from chrnode.crypto import to_hex_address
 
-    async def run() -> None:
-        client = await _connect(args, loaded)
+    connector = _Connector(args, loaded)
+
+    async def run() -> int:
+        client = await connector.connect()
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
             await client.ping()
             rtt = (loop.time() - started) * 1000
+            refused = client.tickets.last_error
+            ticket = f"ticket refused ({getattr(refused, 'code', 'error')})" if refused else "ticket accepted"
             print(
                 f"node {to_hex_address(client.node)} epoch {client.epoch} chain {client.chain_id}: "
-                f"ping {rtt:.1f} ms"
+                f"ping {rtt:.1f} ms, {ticket}"
             )
+            return 1 if refused else 0
         finally:
             await client.close()
 
-    asyncio.run(run())
-    return 0
+    return _run(run())
 
 
 def cmd_publish(args: argparse.Namespace, loaded: Any) -> int:
@@ -77,46 +121,61 @@ def cmd_publish(args: argparse.Namespace, loaded: Any) -> int:
         raise ChrError(
             f"--local {args.local!r}: expected HOST:PORT of the local service, e.g. 127.0.0.1:8080"
         )
+    connector = _Connector(args, loaded)
 
-    async def run() -> None:
-        client = await _connect(args, loaded)
+    async def run() -> int:
+        client = await connector.connect()
         await client.publish(host, int(port), _port_name(args.port))
         print(
-            f"publishing {args.local} as port {args.port!r} of device 0x{client.key.address.hex()};"
+            f"publishing {args.local} as port {args.port!r} of device {connector.key.hex_address};"
             " Ctrl-C stops",
             flush=True,
         )
         await client.wait_closed()
+        _say(_closed_line(client))
+        return 1
 
-    return _run_forever(run())
+    return _run(run())
 
 
 def cmd_bind(args: argparse.Namespace, loaded: Any) -> int:
-    async def run() -> None:
-        client = await _connect(args, loaded)
-        target: bytes | str = args.device
-        if args.device.startswith("0x"):
-            from chrnode.crypto import parse_address
+    connector = _Connector(args, loaded)
+    target: bytes | str = args.device
+    if args.device.startswith("0x"):
+        from chrnode.crypto import parse_address
 
-            target = parse_address(args.device)
-        bound = await client.bind(args.local_port, target, _port_name(args.port))
+        target = parse_address(args.device)
+
+    async def run() -> int:
+        client = await connector.connect()
+        try:
+            bound = await client.bind(args.local_port, target, _port_name(args.port), check=True)
+        except ProtocolError as exc:
+            await client.close()
+            _say(f"cannot bind port {args.port!r} of {args.device}: {describe(exc)}")
+            return 1
         print(f"127.0.0.1:{bound} reaches port {args.port!r} of {args.device}; Ctrl-C stops", flush=True)
         await client.wait_closed()
+        _say(_closed_line(client))
+        return 1
 
-    return _run_forever(run())
+    return _run(run())
 
 
 def _port_name(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def _run_forever(coro: Any) -> int:
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a network action; a refusal (hello, wrong node, closed connection) is exit 1."""
+    _show_client_log()
     try:
-        asyncio.run(coro)
+        return asyncio.run(coro)
     except KeyboardInterrupt:
         return 0
-    print("the node closed the connection")
-    return 1
+    except (ProtocolError, CryptoError) as exc:
+        _say(describe(exc))
+        return 1
 
 
 def add_device_commands(sub: Any) -> None:
@@ -133,7 +192,7 @@ def add_device_commands(sub: Any) -> None:
     keygen = actions.add_parser("keygen", help="create a device key file (mode 0600)")
     keygen.add_argument("--key", required=True)
     keygen.set_defaults(handler=cmd_keygen)
-    ping = actions.add_parser("ping", help="connect, prove the key, ping the node")
+    ping = actions.add_parser("ping", help="connect, prove the key, pay a ticket, ping the node")
     common(ping)
     ping.set_defaults(handler=cmd_ping)
     publish = actions.add_parser("publish", help="offer a local TCP service to other devices")

@@ -147,3 +147,10 @@ class ConnectionClosed(ProtocolError):
 class ChainNotConfigured(ChainError):
     """The node has no address for a contract it needs (no `*_contract` key, no contracts.json):
     the chain features that need it are off, and asking for them fails at once (SPEC 7)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``code: message`` for an error that carries an EdgeV2 wire code (SPEC 4), else the message:
+    what the device CLI prints, so that a program and a person both read the reason."""
+    code = getattr(exc, "code", None)
+    return f"{code}: {exc}" if isinstance(code, str) and code else str(exc)
