@@ -12,6 +12,16 @@ Life of a session:
 Faults: a well-delimited bad frame gets an error answer (with its id when readable) and counts a
 fault; after MAX_FAULTS in a short time, or any framing-level fault, the connection is closed. No
 fault ever raises out of the session into the event loop: other connections never notice.
+
+A session is a port end (chrnode.edge.ports.PortEnd) and knows its server only as a
+:class:`SessionHost`, so it imports neither the server nor the handlers.
+
+Backpressure is per port (SPEC 4). As a reader: when this device's connection cannot take more,
+each port whose data is still arriving for it is paused at its source (``pause_port``), and
+resumed once the connection drains. As a source: a paused port is announced to the device with
+``port_pause {ref}`` (and ``port_resume {ref}`` later); a device that goes on sending on a paused
+port for more than PAUSE_ALLOWANCE bytes (one that ignores the message) has its whole connection
+paused until the port resumes, so no reader is ever flooded.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chrnode.edge import codes
 from chrnode.edge.frame import (
@@ -37,10 +47,14 @@ from chrnode.edge.messages import (
     ErrorReply,
     Message,
     Notify,
+    PortPause,
+    PortResume,
     decode_payload,
     encode_message,
 )
-from chrnode.edge.ports import Port, parse_portsend
+from chrnode.edge.ports import Frame as FrameBytes
+from chrnode.edge.ports import Port, PortEnd, PortTable
+from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
 from chrnode.edge.reader import FrameReader
 from chrnode.edge.tlsconn import TlsConnection
@@ -49,10 +63,10 @@ from chrnode.errors import FrameError, ProtocolError, RemoteProtocolError
 if TYPE_CHECKING:
     import asyncio
 
-    from chrnode.edge.server import EdgeServer
+    from chrnode.config import Config
     from chrnode.edge.usage import DeviceAccount
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionHost"]
 
 _log = logging.getLogger("chrnode.edge")
 
@@ -60,17 +74,50 @@ MAX_FAULTS = 10  # well-delimited bad frames tolerated in a burst ...
 FAULT_RECOVERY = 0.2  # ... forgiven at this rate per second
 RECENT_REFS = 16  # closed refs whose late data is dropped silently
 HARD_WRITE_LIMIT = 32 * 1024 * 1024  # a device that lets this much pile up is not reading: cut it
+PAUSE_ALLOWANCE = 1024 * 1024  # bytes a device may still send on a paused port (in flight)
+
+
+class SessionHost(Protocol):
+    """What a session needs of the server that hosts it (implemented by EdgeServer)."""
+
+    config: Config
+    ports: PortTable
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def count_error(self, code: str) -> None: ...
+
+    def session_started(self, session: Session) -> None: ...
+
+    def session_closing(self, session: Session) -> None:
+        """No longer the device's session; its ports end."""
+        ...
+
+    def session_ended(self, session: Session) -> None: ...
+
+    def before_hello(self, session: Session, msg: Message) -> None: ...
+
+    def dispatch(self, session: Session, msg: Message) -> None:
+        """A request of an authenticated device."""
+        ...
+
+    def check_usage(self, session: Session) -> None:
+        """Count the session's new bytes against its tickets (SPEC 5)."""
+        ...
 
 
 class Session(FrameReader):
-    """The server side of one device connection (a TlsProtocol)."""
+    """The server side of one device connection (a TlsProtocol) and a port end."""
 
     __slots__ = (
         "_blocked",
         "_check_at",
         "_counted",
         "_faults",
+        "_forced",
         "_frame_bucket",
+        "_held",
         "_next_id",
         "_pauses",
         "_pending",
@@ -94,7 +141,7 @@ class Session(FrameReader):
         "write_paused",
     )
 
-    def __init__(self, server: EdgeServer, peer: str, refusal: tuple[str, str] | None = None) -> None:
+    def __init__(self, server: SessionHost, peer: str, refusal: tuple[str, str] | None = None) -> None:
         super().__init__(server.config.max_frame_size)
         self.server = server
         self._relay = server.ports.relay
@@ -113,7 +160,9 @@ class Session(FrameReader):
         self._frame_bucket: TokenBucket | None = None
         self._throttled = False
         self._pauses = 0
-        self._blocked: set[Session] | None = None
+        self._blocked: set[Port] | None = None  # ports paused at their source because of this reader
+        self._held: dict[int, int] = {}  # ref -> bytes received since this device was asked to pause it
+        self._forced: set[int] = set()  # paused refs it ignored: the connection is paused for them
         self.write_paused = False
         self.hello_deadline = 0.0
         self.ticket_deadline: float | None = None
@@ -148,9 +197,7 @@ class Session(FrameReader):
             timer.cancel()
             self._safely(callback, None)
         self.server.session_ended(self)
-        blocked, self._blocked = self._blocked, None
-        for source in blocked or ():
-            source.resume()
+        self._release_blocked()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -169,21 +216,28 @@ class Session(FrameReader):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._release_blocked()
+
+    def _release_blocked(self) -> None:
         blocked, self._blocked = self._blocked, None
-        for source in blocked or ():
-            source.resume()
+        for port in blocked or ():
+            source = port.other(self)
+            if not source.closed:
+                source.resume_port(port)
 
     # ---- frames in --------------------------------------------------------------------------
 
     def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
         conn = self.conn
         if conn is not None and conn.bytes_in + conn.bytes_out >= self._check_at:
-            self.server.handlers.check_usage(self)
+            self.server.check_usage(self)
         bucket = self._frame_bucket
         over = bucket is not None and not bucket.spend(time.monotonic)
         if msg_type == PORTSEND and flags == 0 and self.device is not None:
             parsed = parse_portsend(frame)
             if parsed is not None:
+                if self._held:
+                    self.sent_while_paused(parsed[0], len(frame))
                 self._relay(self, parsed[0], frame)
                 if over:
                     self._throttle()
@@ -222,9 +276,9 @@ class Session(FrameReader):
                 return
             self._throttle()
         if self.device is None:
-            self.server.handlers.before_hello(self, msg)
+            self.server.before_hello(self, msg)
         else:
-            self.server.handlers.dispatch(self, msg)
+            self.server.dispatch(self, msg)
 
     def _answer_received(self, msg: Message) -> None:
         request_id = getattr(msg, "id", None)
@@ -296,21 +350,58 @@ class Session(FrameReader):
         """Closed, or closing: it takes no new requests or ports."""
         return self.closed or self.conn is None or self.conn.is_closing
 
-    def forward(self, frame: bytes | bytearray | memoryview, source: Session) -> None:
-        """Relay a frame from ``source``; pause ``source`` while this device is not keeping up."""
+    def forward(self, frame: FrameBytes, port: Port, source: PortEnd) -> None:
+        """Relay a frame of ``port``; pause that port at ``source`` while this device is not keeping up."""
         conn = self.conn
         if conn is None or self.closed:
             return
         conn.write(frame)
         if conn.bytes_in + conn.bytes_out >= self._check_at:
-            self.server.handlers.check_usage(self)
+            self.server.check_usage(self)
         if self.write_paused and source is not self and not self._not_reading(conn):
             blocked = self._blocked
             if blocked is None:
                 blocked = self._blocked = set()
-            if source not in blocked:
-                blocked.add(source)
-                source.pause()
+            if port not in blocked:
+                blocked.add(port)
+                source.pause_port(port)
+
+    # ---- per-port backpressure, this device as the source (SPEC 4) ---------------------------
+
+    def pause_port(self, port: Port) -> None:
+        if port.ref in self._held or self.closed:
+            return
+        self._held[port.ref] = 0
+        self.send(PortPause(ref=port.ref))
+
+    def resume_port(self, port: Port) -> None:
+        if self._held.pop(port.ref, None) is None:
+            return
+        if port.ref in self.ports:
+            self.send(PortResume(ref=port.ref))
+        if port.ref in self._forced:
+            self._forced.discard(port.ref)
+            self.resume()
+
+    def port_closed(self, port: Port) -> None:
+        if self._blocked is not None:
+            self._blocked.discard(port)
+        self._held.pop(port.ref, None)
+        if port.ref in self._forced:
+            self._forced.discard(port.ref)
+            self.resume()
+
+    def sent_while_paused(self, ref: int, nbytes: int) -> None:
+        """Count data on a port this device was asked to pause; past the allowance it is not
+        honouring port_pause, so its whole connection waits for the port to resume."""
+        held = self._held.get(ref)
+        if held is None:
+            return
+        held += nbytes
+        self._held[ref] = held
+        if held > PAUSE_ALLOWANCE and ref not in self._forced:
+            self._forced.add(ref)
+            self.pause()
 
     def request(
         self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
