@@ -119,6 +119,8 @@ class Port:
                 self.client.write_raw(body)
             self.bytes_written += len(chunk)
             await self.client.drain()
+            if len(view) > WRITE_CHUNK:
+                await asyncio.sleep(0)  # let a port_pause that arrived meanwhile be read
             if not self._sendable.is_set():  # the reader is slow: wait for port_resume (SPEC 4)
                 await self._sendable.wait()
                 if self._closed:

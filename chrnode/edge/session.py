@@ -74,7 +74,7 @@ MAX_FAULTS = 10  # well-delimited bad frames tolerated in a burst ...
 FAULT_RECOVERY = 0.2  # ... forgiven at this rate per second
 RECENT_REFS = 16  # closed refs whose late data is dropped silently
 HARD_WRITE_LIMIT = 32 * 1024 * 1024  # a device that lets this much pile up is not reading: cut it
-PAUSE_ALLOWANCE = 1024 * 1024  # bytes a device may still send on a paused port (in flight)
+PAUSE_ALLOWANCE = 8 * 1024 * 1024  # bytes still accepted on a paused port: what TCP and TLS hold in flight
 
 
 class SessionHost(Protocol):
