@@ -7,9 +7,13 @@ than the two tried, other types) returns None and goes to the full decoder (mess
 
 from __future__ import annotations
 
+import struct
+
 from chrnode.edge.frame import HEADER_SIZE
 
 __all__ = ["parse_portsend"]
+
+_U64 = struct.Struct(">Q")
 
 _CANONICAL = int.from_bytes(b"\x82\xa3ref", "big")  # fixmap(2), "ref": how every client encodes it
 _DATA_KEY = int.from_bytes(b"\xa4data", "big")
@@ -24,7 +28,9 @@ def parse_portsend(frame: bytes | bytearray | memoryview) -> tuple[int, int, int
     if end < HEADER_SIZE + 12 or int.from_bytes(frame[8:13], "big") != _CANONICAL:
         return _parse_any_order(frame)
     tag = frame[13]
-    if tag < 0x80:  # positive fixint: refs below 128
+    if tag == 0xCF and end >= 22:  # uint64: the random 63-bit refs of SPEC 4, nearly always
+        ref, pos = _U64.unpack_from(frame, 14)[0], 22
+    elif tag < 0x80:  # positive fixint: refs below 128
         ref, pos = tag, 14
     elif tag == 0xCD:  # uint16
         ref, pos = (frame[14] << 8) | frame[15], 16
