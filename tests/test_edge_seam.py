@@ -16,10 +16,10 @@ import pytest
 from chrnode.client import DeviceClient, PortOffer
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
+from chrnode.edge.flow import PAUSE_ALLOWANCE
 from chrnode.edge.messages import PORT_PAUSE, PORT_RESUME
 from chrnode.edge.ports import REF_BITS, PortEnd
 from chrnode.edge.server import EdgeServer
-from chrnode.edge.session import PAUSE_ALLOWANCE
 from chrnode.edge.tlsconn import TlsConnection
 from chrnode.errors import RequestRefused
 from chrnode.identity import edge_client_context, edge_server_context, load_node_identity

@@ -16,23 +16,20 @@ fault ever raises out of the session into the event loop: other connections neve
 A session is a port end (chrnode.edge.ports.PortEnd) and knows its server only as a
 :class:`SessionHost`, so it imports neither the server nor the handlers.
 
-Backpressure is per port (SPEC 4). As a reader: when this device's connection cannot take more,
-each port whose data is still arriving for it is paused at its source (``pause_port``), and
-resumed once the connection drains. As a source: a paused port is announced to the device with
-``port_pause {ref}`` (and ``port_resume {ref}`` later); a device that goes on sending on a paused
-port for more than PAUSE_ALLOWANCE bytes (one that ignores the message) has its whole connection
-paused until the port resumes, so no reader is ever flooded.
+Backpressure is per port (SPEC 4), in the base class chrnode.edge.flow.PortFlow: a slow reader
+pauses each port at its source (``port_pause {ref}`` to a device), never the source's connection,
+unless that device ignores the message.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from chrnode.edge import codes
+from chrnode.edge.flow import PortFlow
 from chrnode.edge.frame import (
     FLAG_COMPRESSED,
     FLAG_RESPONSE,
@@ -47,8 +44,6 @@ from chrnode.edge.messages import (
     ErrorReply,
     Message,
     Notify,
-    PortPause,
-    PortResume,
     decode_payload,
     encode_message,
 )
@@ -56,7 +51,6 @@ from chrnode.edge.ports import Frame as FrameBytes
 from chrnode.edge.ports import Port, PortEnd, PortTable
 from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
-from chrnode.edge.reader import FrameReader
 from chrnode.edge.tlsconn import TlsConnection
 from chrnode.errors import FrameError, ProtocolError, RemoteProtocolError
 
@@ -74,7 +68,6 @@ MAX_FAULTS = 10  # well-delimited bad frames tolerated in a burst ...
 FAULT_RECOVERY = 0.2  # ... forgiven at this rate per second
 RECENT_REFS = 16  # closed refs whose late data is dropped silently
 HARD_WRITE_LIMIT = 32 * 1024 * 1024  # a device that lets this much pile up is not reading: cut it
-PAUSE_ALLOWANCE = 8 * 1024 * 1024  # bytes still accepted on a paused port: what TCP and TLS hold in flight
 
 
 class SessionHost(Protocol):
@@ -107,19 +100,15 @@ class SessionHost(Protocol):
         ...
 
 
-class Session(FrameReader):
+class Session(PortFlow):
     """The server side of one device connection (a TlsProtocol) and a port end."""
 
     __slots__ = (
-        "_blocked",
         "_check_at",
         "_counted",
         "_faults",
-        "_forced",
         "_frame_bucket",
-        "_held",
         "_next_id",
-        "_pauses",
         "_pending",
         "_relay",
         "_seen",
@@ -132,8 +121,6 @@ class Session(FrameReader):
         "device",
         "hello_deadline",
         "peer",
-        "ports",
-        "recent_refs",
         "refusal",
         "request_deadline",
         "server",
@@ -142,7 +129,7 @@ class Session(FrameReader):
     )
 
     def __init__(self, server: SessionHost, peer: str, refusal: tuple[str, str] | None = None) -> None:
-        super().__init__(server.config.max_frame_size)
+        super().__init__(server.config.max_frame_size, RECENT_REFS)
         self.server = server
         self._relay = server.ports.relay
         self.peer = peer
@@ -152,17 +139,11 @@ class Session(FrameReader):
         self.account: DeviceAccount | None = None
         self.compress = False
         self.closed = False
-        self.ports: dict[int, Port] = {}
-        self.recent_refs: collections.deque[int] = collections.deque(maxlen=RECENT_REFS)
         self._pending: dict[int, tuple[Callable[[Message | None], None], asyncio.TimerHandle]] = {}
         self._next_id = 0
         self._faults: TokenBucket | None = None
         self._frame_bucket: TokenBucket | None = None
         self._throttled = False
-        self._pauses = 0
-        self._blocked: set[Port] | None = None  # ports paused at their source because of this reader
-        self._held: dict[int, int] = {}  # ref -> bytes received since this device was asked to pause it
-        self._forced: set[int] = set()  # paused refs it ignored: the connection is paused for them
         self.write_paused = False
         self.hello_deadline = 0.0
         self.ticket_deadline: float | None = None
@@ -197,7 +178,7 @@ class Session(FrameReader):
             timer.cancel()
             self._safely(callback, None)
         self.server.session_ended(self)
-        self._release_blocked()
+        self.release_blocked()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -216,14 +197,7 @@ class Session(FrameReader):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._release_blocked()
-
-    def _release_blocked(self) -> None:
-        blocked, self._blocked = self._blocked, None
-        for port in blocked or ():
-            source = port.other(self)
-            if not source.closed:
-                source.resume_port(port)
+        self.release_blocked()
 
     # ---- frames in --------------------------------------------------------------------------
 
@@ -359,49 +333,7 @@ class Session(FrameReader):
         if conn.bytes_in + conn.bytes_out >= self._check_at:
             self.server.check_usage(self)
         if self.write_paused and source is not self and not self._not_reading(conn):
-            blocked = self._blocked
-            if blocked is None:
-                blocked = self._blocked = set()
-            if port not in blocked:
-                blocked.add(port)
-                source.pause_port(port)
-
-    # ---- per-port backpressure, this device as the source (SPEC 4) ---------------------------
-
-    def pause_port(self, port: Port) -> None:
-        if port.ref in self._held or self.closed:
-            return
-        self._held[port.ref] = 0
-        self.send(PortPause(ref=port.ref))
-
-    def resume_port(self, port: Port) -> None:
-        if self._held.pop(port.ref, None) is None:
-            return
-        if port.ref in self.ports:
-            self.send(PortResume(ref=port.ref))
-        if port.ref in self._forced:
-            self._forced.discard(port.ref)
-            self.resume()
-
-    def port_closed(self, port: Port) -> None:
-        if self._blocked is not None:
-            self._blocked.discard(port)
-        self._held.pop(port.ref, None)
-        if port.ref in self._forced:
-            self._forced.discard(port.ref)
-            self.resume()
-
-    def sent_while_paused(self, ref: int, nbytes: int) -> None:
-        """Count data on a port this device was asked to pause; past the allowance it is not
-        honouring port_pause, so its whole connection waits for the port to resume."""
-        held = self._held.get(ref)
-        if held is None:
-            return
-        held += nbytes
-        self._held[ref] = held
-        if held > PAUSE_ALLOWANCE and ref not in self._forced:
-            self._forced.add(ref)
-            self.pause()
+            self.block(port, source)
 
     def request(
         self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
@@ -428,18 +360,6 @@ class Session(FrameReader):
             _log.exception("%s: answer handler failed", self.label())
 
     # ---- flow control, faults, limits --------------------------------------------------------
-
-    def pause(self) -> None:
-        self._pauses += 1
-        if self._pauses == 1 and self.conn is not None:
-            self.conn.pause_reading()
-
-    def resume(self) -> None:
-        if self._pauses == 0:
-            return
-        self._pauses -= 1
-        if self._pauses == 0 and self.conn is not None and not self.closed:
-            self.conn.resume_reading()
 
     def _throttle(self) -> None:
         """Over the frame rate without an id to answer: stop reading until the bucket refills."""
