@@ -1,9 +1,10 @@
-"""Network.EdgeV2.Listener: the device port (SPEC 3-5), transient.
+"""Network.EdgeV2.Listener: the network process with the device port (SPEC 3-5), transient.
 
-The EdgeServer (chrnode.edge) runs on an asyncio loop in a thread of this actor's process; every
-byte stream and the whole relay stay inside it. What it needs of the rest of the node (tickets,
-names, fleet and payment checks) it asks through `ActorHooks`, which turns each hook into a
-message to the actor that owns the answer, awaited on the loop.
+A NetworkServer (chrnode.net) runs on an asyncio loop in a thread of this actor's process and
+hosts the EdgeServer's listeners (and, next, the peer port and links); every byte stream and the
+whole relay stay inside it, and this actor only starts, stops and reports. What the edge needs of
+the rest of the node (tickets, names, fleet and payment checks) it asks through `ActorHooks`,
+which turns each hook into a message to the actor that owns the answer, awaited on the loop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from chrnode.edge.hooks import NameRecord
 from chrnode.edge.server import EdgeServer
 from chrnode.errors import StorageError
 from chrnode.identity import edge_server_context, load_node_identity
+from chrnode.net.server import NetworkServer
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
 from chrnode.ticket import Ticket, epoch_of
 
@@ -118,7 +120,8 @@ class EdgeListener(ChrActor):
         self.start_bridge()
         assert self.asks is not None
         hooks = ActorHooks(self, self.asks)
-        self.server = EdgeServer(_with_fleet(cfg), identity.key, context, hooks)
+        self.network = NetworkServer()
+        self.server = EdgeServer(_with_fleet(cfg), identity.key, context, hooks, network=self.network)
         self.thread = LoopThread("edge-loop")
         self.ports: tuple[int, ...] = tuple(self.thread.start(lambda: self._serve(hooks), START_TIMEOUT))
 
@@ -148,7 +151,11 @@ class EdgeListener(ChrActor):
         self.send_to("Globals", m.PortsBound("edge2", self.ports))
 
     def on_stop(self) -> None:
-        self.thread.stop(self.server.stop)
+        self.thread.stop(self._stop)
+
+    async def _stop(self) -> None:
+        await self.server.stop()
+        await self.network.stop()
 
 
 def _with_fleet(cfg: Any) -> Any:

@@ -43,6 +43,8 @@ from chrnode.edge.messages import (
     PortClose,
     PortOpen,
     PortOpenReply,
+    PortPause,
+    PortResume,
     TicketMsg,
     TicketReply,
     TicketRequest,
@@ -307,6 +309,12 @@ class DeviceClient:
             port = self._ports.pop(msg.ref, None)
             if port is not None:
                 port.feed_eof()
+        elif isinstance(msg, PortPause | PortResume):
+            port = self._ports.get(msg.ref)
+            if port is not None and isinstance(msg, PortPause):
+                port.hold()
+            elif port is not None:
+                port.release()
         elif isinstance(msg, TicketRequest):
             if self.tickets is not None and self.auto_tickets:
                 self.tickets.ticket_requested(msg.usage, msg.epoch)

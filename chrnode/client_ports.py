@@ -54,6 +54,8 @@ class Port:
         self._closed = False
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self._sendable = asyncio.Event()  # cleared while the node has paused this port (port_pause)
+        self._sendable.set()
         self.bytes_read = 0
         self.bytes_written = 0
 
@@ -121,6 +123,12 @@ class Port:
                 self.client.write_raw(body)
             self.bytes_written += len(chunk)
             await self.client.drain()
+            if len(view) > WRITE_CHUNK:
+                await asyncio.sleep(0)  # let a port_pause that arrived meanwhile be read
+            if not self._sendable.is_set():  # the reader is slow: wait for port_resume (SPEC 4)
+                await self._sendable.wait()
+                if self._closed:
+                    raise ConnectionClosed(f"port {self.ref} closed while paused")
 
     async def close(self) -> None:
         """Close the port on both sides (portclose); reading returns b"" afterwards."""
@@ -144,9 +152,17 @@ class Port:
             self.client.pause_reading()
         self._wake()
 
+    def hold(self) -> None:
+        """The node paused this port (its reader is slow): write() waits until release()."""
+        self._sendable.clear()
+
+    def release(self) -> None:
+        self._sendable.set()
+
     def feed_eof(self) -> None:
         self._eof = True
         self._closed = True
+        self._sendable.set()
         if self._paused:
             self._paused = False
             self.client.resume_reading()

@@ -41,6 +41,7 @@ TICKET_REQUIRED = "ticket_required"
 NOT_FOUND = "not_found"
 REFUSED = "refused"
 UNKNOWN_REF = "unknown_ref"
+REF_IN_USE = "ref_in_use"
 FORBIDDEN = "forbidden"
 BAD_NAME = "bad_name"
 
@@ -78,6 +79,7 @@ ERROR_CODES: dict[str, str] = {
     NOT_FOUND: "the device, name, node or object asked for is not known",
     REFUSED: "the target device refused the port",
     UNKNOWN_REF: "no open port has this ref on this connection",
+    REF_IN_USE: "the portopen's ref is already used by a port here; the opener picks another (SPEC 4)",
     FORBIDDEN: "the port's flags do not allow this direction, or the device may not do this",
     BAD_NAME: "the BNS name is malformed or its top-level domain unknown",
     RATE_LIMITED: "too many requests; slow down and retry later",

@@ -2,6 +2,11 @@
 
 Requests that need a hook (tickets, names, DHT records) run as tasks of the server, so a slow
 chain read delays only that request's answer; answers may come out of order (SPEC 4).
+
+Finding the target of a portopen is asynchronous: a device connected here is found at once;
+otherwise the host's ``find_device`` asks further (the network, through a resolver that will ask
+the DHT; without one the answer is ``not_found``). The handlers know their server only as a
+:class:`HandlerHost`.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chrnode.edge import codes
 from chrnode.edge.frame import VERSION
@@ -44,25 +49,58 @@ from chrnode.edge.messages import (
     TicketRequest,
     encode_portsend_parts,
 )
-from chrnode.edge.ports import describe
+from chrnode.edge.ports import PortEnd, PortTable, describe
+from chrnode.edge.session import Session
 from chrnode.errors import ChrError, NameError_, RemoteProtocolError, TicketError
 from chrnode.ticket import TicketTooLowError
 
 if TYPE_CHECKING:
-    from chrnode.edge.server import EdgeServer
-    from chrnode.edge.session import Session
+    import asyncio
 
-__all__ = ["Handlers"]
+    from chrnode.config import Config
+    from chrnode.edge.hooks import EdgeHooks
+    from chrnode.edge.usage import DeviceAccount, TicketDesk
+
+__all__ = ["HandlerHost", "Handlers"]
 
 _log = logging.getLogger("chrnode.edge")
 
 MIN_CHECK_STEP = 64 * 1024
 
 
+class HandlerHost(Protocol):
+    """What the handlers need of the server (implemented by EdgeServer)."""
+
+    config: Config
+    hooks: EdgeHooks
+    desk: TicketDesk
+    ports: PortTable
+    devices: dict[bytes, Session]
+    node_address: bytes
+    fleet: bytes
+    epoch: int
+    tickets_accepted: int
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def count_error(self, code: str) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+    def register_device(self, session: Session, device: bytes) -> DeviceAccount: ...
+
+    def own_record(self) -> dict[str, Any]: ...
+
+    async def find_device(self, device: bytes) -> PortEnd | None:
+        """The end serving ``device``: this node's session, else one the network found, else None."""
+        ...
+
+
 class Handlers:
     """Request handlers of one EdgeServer."""
 
-    def __init__(self, server: EdgeServer) -> None:
+    def __init__(self, server: HandlerHost) -> None:
         self.server = server
         self.config = server.config
 
@@ -152,8 +190,11 @@ class Handlers:
             session.warn(codes.BAD_PAYLOAD, "portopen needs an id: its answer carries the port's ref")
             return
         if msg.device is not None:
-            target = self.server.devices.get(msg.device)
-            self.server.ports.open(session, target, msg, describe(msg.device))
+            local = self.server.devices.get(msg.device)
+            if local is not None:  # the usual case: no task, no lookup
+                self._open(session, local, msg.device, msg, describe(msg.device))
+                return
+            self.server.spawn(self._portopen_found(session, (msg.device,), msg, describe(msg.device)))
             return
         self.server.spawn(self._portopen_by_name(session, msg))
 
@@ -163,11 +204,36 @@ class Handlers:
         if record is None or session.closed:
             return
         for device in record.devices:
-            target = self.server.devices.get(device)
-            if target is not None:
-                self.server.ports.open(session, target, msg, f"{msg.name!r} ({describe(device)})")
+            local = self.server.devices.get(device)
+            if local is not None:
+                self._open(session, local, device, msg, f"{msg.name!r} ({describe(device)})")
                 return
-        self.server.ports.open(session, None, msg, f"no device of {msg.name!r}")
+        await self._portopen_found(
+            session, record.devices, msg, f"{msg.name!r} ({describe(record.devices[0])})"
+        )
+
+    async def _portopen_found(
+        self, session: Session, devices: tuple[bytes, ...], msg: PortOpen, what: str
+    ) -> None:
+        """Ask the host (this node, then the network) for the first of ``devices`` it can reach."""
+        for device in devices:
+            try:
+                target = await self.server.find_device(device)
+            except Exception as exc:
+                self.server.count_error(codes.UNAVAILABLE)
+                session.error(PORTOPEN, msg.id, codes.UNAVAILABLE, f"cannot look up {what} now: {exc}")
+                return
+            if target is not None:
+                self._open(session, target, device, msg, what)
+                return
+        self._open(session, None, None, msg, what)
+
+    def _open(
+        self, session: Session, target: PortEnd | None, device: bytes | None, msg: PortOpen, what: str
+    ) -> None:
+        if session.closing or session.device is None:
+            return
+        self.server.ports.open(session, session.device, target, device, msg, what)
 
     def _portsend(self, session: Session, msg: PortSend) -> None:
         # The slow path: compressed frames or portsend with an id (the fast one is in Session).

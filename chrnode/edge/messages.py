@@ -32,8 +32,9 @@ from chrnode.ticket import Ticket
 __all__ = [
     "DEVICE_TYPES", "PEER_TYPES", "TYPE_NAMES", "Ack", "ErrorReply", "GetNode", "GetNodeReply", "GetObject",
     "GetObjectReply", "Hello", "HelloReply", "Message", "Notify", "PeerMessage", "Ping", "PingReply",
-    "PortClose", "PortOpen", "PortOpenReply", "PortSend", "Resolve", "ResolveReply", "TicketMsg",
-    "TicketReply", "TicketRequest", "decode_payload", "encode_message", "encode_portsend_parts",
+    "PortClose", "PortOpen", "PortOpenReply", "PortPause", "PortResume", "PortSend", "Resolve",
+    "ResolveReply", "TicketMsg", "TicketReply", "TicketRequest", "decode_payload", "encode_message",
+    "encode_portsend_parts",
 ]  # fmt: skip
 
 # --- message types (SPEC 4) -----------------------------------------------------------------------
@@ -42,6 +43,7 @@ GETNODE, GETOBJECT, RESOLVE, TICKET_REQUEST, NOTIFY = 0x07, 0x08, 0x09, 0x0A, 0x
 PEER_PING, PEER_STORE, PEER_FIND_NODE, PEER_FIND_VALUE = 0x20, 0x21, 0x22, 0x23
 PEER_PORTOPEN, PEER_PORTSEND, PEER_PORTCLOSE, PEER_FORWARD = 0x24, 0x25, 0x26, 0x27
 PEER_MERKLE, PEER_HELLO = 0x28, 0x29
+PORT_PAUSE, PORT_RESUME = 0x2A, 0x2B  # per-port backpressure (SPEC 4: the implementation's, 0x2A+)
 
 TYPE_NAMES: dict[int, str] = {
     HELLO: "hello", TICKET: "ticket", PORTOPEN: "portopen", PORTSEND: "portsend",
@@ -51,6 +53,7 @@ TYPE_NAMES: dict[int, str] = {
     PEER_FIND_VALUE: "peer_find_value", PEER_PORTOPEN: "peer_portopen",
     PEER_PORTSEND: "peer_portsend", PEER_PORTCLOSE: "peer_portclose", PEER_FORWARD: "peer_forward",
     PEER_MERKLE: "peer_merkle", PEER_HELLO: "peer_hello",
+    PORT_PAUSE: "port_pause", PORT_RESUME: "port_resume",
 }  # fmt: skip
 DEVICE_TYPES = frozenset(range(HELLO, NOTIFY + 1))
 PEER_TYPES = frozenset(range(PEER_PING, PEER_HELLO + 1))
@@ -232,6 +235,28 @@ class Notify:
 
 
 @dataclass(frozen=True, slots=True)
+class PortPause:
+    """Stop sending data on ``ref`` until a PortResume: the port's reader is not keeping up.
+
+    Sent by the node to a device, and by either node over a peer link; no ``id``, no answer. A
+    device that keeps sending on a paused port is paused as a whole connection once it has sent
+    more than a small allowance (docs/protocol.md), so honouring it keeps its other ports going."""
+
+    TYPE: ClassVar[int] = PORT_PAUSE
+    ref: int = f.wire_field(f.uint)
+    id: int | None = f.wire_field(f.uint, None)
+
+
+@dataclass(frozen=True, slots=True)
+class PortResume:
+    """Data may flow on ``ref`` again (after a PortPause)."""
+
+    TYPE: ClassVar[int] = PORT_RESUME
+    ref: int = f.wire_field(f.uint)
+    id: int | None = f.wire_field(f.uint, None)
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """The empty answer ``{}`` (portsend and portclose with an id)."""
 
@@ -262,14 +287,16 @@ class PeerMessage:
 Message = (
     Hello | HelloReply | TicketMsg | TicketReply | PortOpen | PortOpenReply | PortSend | PortClose
     | Ping | PingReply | GetNode | GetNodeReply | GetObject | GetObjectReply | Resolve | ResolveReply
-    | TicketRequest | Notify | Ack | ErrorReply | PeerMessage
+    | TicketRequest | Notify | PortPause | PortResume | Ack | ErrorReply | PeerMessage
 )  # fmt: skip
 
 _REQUESTS: dict[int, type[Any]] = {
     cls.TYPE: cls
     for cls in (Hello, TicketMsg, PortOpen, PortSend, PortClose, Ping, GetNode, GetObject, Resolve)
 }
-_REQUESTS.update({TICKET_REQUEST: TicketRequest, NOTIFY: Notify})
+_REQUESTS.update(
+    {TICKET_REQUEST: TicketRequest, NOTIFY: Notify, PORT_PAUSE: PortPause, PORT_RESUME: PortResume}
+)
 _REPLIES: dict[int, type[Any]] = {
     cls.TYPE: cls
     for cls in (HelloReply, TicketReply, PortOpenReply, PingReply, GetNodeReply, GetObjectReply, ResolveReply)

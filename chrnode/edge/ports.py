@@ -1,21 +1,29 @@
-"""Ports between devices on this node (SPEC 4: portopen, portsend, portclose).
+"""Ports between devices (SPEC 4: portopen, portsend, portclose), spoken to through port ends.
 
-A device opens a port to another device (by address, or by BNS name through the hooks). The node
-asks the target with a portopen request of its own ``{id, ref, device (the opener), port,
-flags}``; an empty answer accepts, an error refuses; the opener then gets ``{ref}``. Both sides
-use the same ``ref``, so a ``portsend`` frame ``{ref, data}`` without ``id`` is forwarded byte for
-byte: the frame buffer the sender's data was decrypted into is what gets encrypted towards the
-receiver (no msgpack decode, no copy).
+A port joins two *ends*: the end of the opening device and the end of the target device. An end
+is whatever carries a device's side of the port: a local device session (chrnode.edge.session)
+or, later, a peer link to the node that serves the device (SPEC 4 relay portopen/portsend). The
+table only speaks to the narrow :class:`PortEnd` interface defined here, so it knows neither.
+
+Opening: the node asks the target's end with a portopen request of its own ``{id, ref, device
+(the opener), port, flags}``; an empty answer accepts, an error refuses; the opener then gets
+``{ref}``. Both sides use the same ``ref``, so a ``portsend`` frame ``{ref, data}`` without ``id``
+is forwarded byte for byte: the frame buffer the sender's data was decrypted into is what gets
+encrypted towards the receiver (no msgpack decode, no copy).
+
+Refs are random positive 63-bit integers (SPEC 4), so that one ref names a port on every node it
+passes; refs in use on this node are never handed out again, and a target that answers
+``ref_in_use`` (a peer that already uses it) gets the portopen again with another ref.
 
 Consent (issue 8): every port has exactly one opener and one target, and the target itself
-accepted it. No device is ever given a ref the target did not answer for.
+accepted it. No device is ever given a ref the target did not answer for. ``s`` (shared) is passed
+to the target with the portopen: it says the opener expects the target to take several openers
+on that port; each of them is asked and gets its own ref, so the target tells its subscribers
+apart by ref (and by the opener address of each portopen). The node does not fan one ref out to
+several readers (a broadcast channel is a separate feature: issue 10, channels).
 
-Flags are the opener's: ``r`` it may receive from the target, ``w`` it may send to the target.
-``s`` (shared) is passed to the target with the portopen: it says the opener expects the target
-to take several openers on that port. Each of them is asked of the target and gets its own ref,
-so the target tells its subscribers apart by ref (and by the opener address of each portopen);
-the node does not fan one ref out to several readers. (A broadcast channel with its own
-subscriptions is a separate feature: issue 10, channels.)
+Backpressure is per port (SPEC 4): when the end a port's data goes to cannot keep up, it calls
+``pause_port`` on the other end for that port only; the source's other ports keep flowing.
 
 Limits: a device has at most MAX_PORTS_PER_DEVICE ports, open or being opened; at most
 MAX_PENDING_OPENS unanswered portopens as opener, and at most MAX_PENDING_PER_TARGET unanswered
@@ -24,188 +32,210 @@ portopens wait on one target, whoever sent them (``busy`` beyond either).
 
 from __future__ import annotations
 
+import collections
 import logging
+import secrets
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from chrnode.crypto import to_hex_address
 from chrnode.edge import codes
-from chrnode.edge.frame import HEADER_SIZE
 from chrnode.edge.messages import PORTOPEN, ErrorReply, Message, PortClose, PortOpen, PortOpenReply
+from chrnode.edge.portsend import parse_portsend
 
-if TYPE_CHECKING:
-    from chrnode.edge.session import Session
-
-__all__ = ["Port", "PortTable", "describe", "parse_portsend"]
+__all__ = ["DeviceResolver", "Port", "PortEnd", "PortTable", "describe", "parse_portsend"]
 
 _log = logging.getLogger("chrnode.edge")
 
 MAX_PORTS_PER_DEVICE = 1024
 MAX_PENDING_OPENS = 64  # unanswered portopens of one opener
 MAX_PENDING_PER_TARGET = 64  # unanswered portopens waiting on one target, from all openers
+REF_ATTEMPTS = 3  # fresh refs tried when a target answers ref_in_use
+REF_BITS = 63  # SPEC 4: random positive 63-bit integers
+
+
+Frame = bytes | bytearray | memoryview
+
+
+class PortEnd(Protocol):
+    """What the port table needs of one side of its ports (a device session, a peer link).
+
+    ``ports`` and ``recent_refs`` are the end's own index of its ports by ref (the table keeps them
+    up to date); the methods send to the device or the link behind the end."""
+
+    ports: dict[int, Port]
+    recent_refs: collections.deque[int]
+
+    @property
+    def closed(self) -> bool:
+        """The end is gone: nothing more can be sent through it."""
+        ...
+
+    @property
+    def closing(self) -> bool:
+        """Closed, or closing: it takes no new requests or ports."""
+        ...
+
+    def send(self, msg: Message) -> None:
+        """Send a message (portopen answers, portclose) to the device behind this end."""
+        ...
+
+    def error(self, msg_type: int, request_id: int | None, code: str, message: str) -> None:
+        """Answer a request of the device behind this end with an error (SPEC 4)."""
+        ...
+
+    def warn(self, code: str, message: str) -> None:
+        """A fault without an id to answer: tell the device (notify) and count it."""
+        ...
+
+    def request(
+        self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
+    ) -> None:
+        """Ask the device behind this end; ``on_answer`` gets the answer, or None on timeout/close."""
+        ...
+
+    def forward(self, frame: Frame, port: Port, source: PortEnd) -> None:
+        """Deliver a relayed portsend frame of ``port`` from ``source``. An end that cannot keep up
+        calls ``source.pause_port(port)`` and later ``source.resume_port(port)``."""
+        ...
+
+    def pause_port(self, port: Port) -> None:
+        """Stop sending data on ``port`` until resume_port (the other end cannot keep up)."""
+        ...
+
+    def resume_port(self, port: Port) -> None:
+        """Data on ``port`` may flow again."""
+        ...
+
+    def port_closed(self, port: Port) -> None:
+        """``port`` ended (either side): forget any pause state it holds."""
+        ...
+
+
+class DeviceResolver(Protocol):
+    """Finds the end serving a device that is not connected here (issue 10: asks the DHT for its
+    location and returns the peer link to the serving node). Without one, such a device is
+    ``not_found``."""
+
+    async def find(self, device: bytes) -> PortEnd | None: ...
 
 
 class Port:
-    """One open port: its target session, its opener session and the opener's flags."""
+    """One open port: its two ends, the devices they speak for, the name and the opener's flags."""
 
-    __slots__ = ("flags", "name", "opener", "ref", "target")
+    __slots__ = ("flags", "name", "opener", "opener_device", "ref", "target", "target_device")
 
-    def __init__(self, ref: int, target: Session, opener: Session, name: int | str, flags: str) -> None:
+    def __init__(
+        self,
+        ref: int,
+        opener: PortEnd,
+        opener_device: bytes,
+        target: PortEnd,
+        target_device: bytes,
+        name: int | str,
+        flags: str,
+    ) -> None:
         self.ref = ref
-        self.target = target
         self.opener = opener
+        self.opener_device = opener_device
+        self.target = target
+        self.target_device = target_device
         self.name = name
         self.flags = flags
 
-    def other(self, end: Session) -> Session:
+    def other(self, end: PortEnd) -> PortEnd:
         """The end that is not ``end``."""
         return self.opener if end is self.target else self.target
 
 
-_CANONICAL = int.from_bytes(b"\x82\xa3ref", "big")  # fixmap(2), "ref": how every client encodes it
-_DATA_KEY = int.from_bytes(b"\xa4data", "big")
-
-
-def parse_portsend(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """(ref, data start, data end) of a portsend frame whose payload is exactly ``{ref: uint,
-    data: bin}``, else None: then the full decoder handles it (``id``, bad types, trailing
-    bytes). Offsets are into ``frame``; nothing is copied. This runs for every relayed frame, so
-    the usual key order is tried first with plain integer reads (about 1 us)."""
-    end = len(frame)
-    if end < HEADER_SIZE + 12 or int.from_bytes(frame[8:13], "big") != _CANONICAL:
-        return _parse_any_order(frame)
-    tag = frame[13]
-    if tag < 0x80:  # positive fixint: refs below 128
-        ref, pos = tag, 14
-    elif tag == 0xCD:  # uint16
-        ref, pos = (frame[14] << 8) | frame[15], 16
-    else:
-        ref, pos = _uint_at(frame, 13)
-        if ref < 0:
-            return None
-    if end < pos + 7 or int.from_bytes(frame[pos : pos + 5], "big") != _DATA_KEY:
-        return None
-    tag = frame[pos + 5]
-    if tag == 0xC4:  # bin8
-        start, size = pos + 7, frame[pos + 6]
-    elif tag == 0xC5 and end >= pos + 8:  # bin16
-        start, size = pos + 8, (frame[pos + 6] << 8) | frame[pos + 7]
-    else:
-        start, size = _bin_at(frame, pos + 5)
-    return (ref, start, end) if start >= 0 and start + size == end else None
-
-
-def _uint_at(frame: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
-    """(value, next position) of the msgpack unsigned integer at ``pos``; (-1, pos) if it is not one."""
-    tag = frame[pos]
-    if tag < 0x80:
-        return tag, pos + 1
-    if 0xCC <= tag <= 0xCF:
-        size = 1 << (tag - 0xCC)
-        if pos + 1 + size <= len(frame):
-            return int.from_bytes(frame[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
-    return -1, pos
-
-
-def _bin_at(frame: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
-    """(data start, length) of the msgpack bin at ``pos``; (-1, 0) if it is not one."""
-    if pos >= len(frame):
-        return -1, 0
-    tag = frame[pos]
-    if not 0xC4 <= tag <= 0xC6:
-        return -1, 0
-    size = 1 << (tag - 0xC4)
-    if pos + 1 + size > len(frame):
-        return -1, 0
-    return pos + 1 + size, int.from_bytes(frame[pos + 1 : pos + 1 + size], "big")
-
-
-def _parse_any_order(frame: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
-    """parse_portsend for ``{data, ref}`` written in the other order (other encoders may)."""
-    end = len(frame)
-    pos = HEADER_SIZE
-    if end <= pos or frame[pos] != 0x82:  # fixmap of two entries
-        return None
-    pos += 1
-    ref = start = -1
-    size = 0
-    for _ in range(2):
-        if pos >= end:
-            return None
-        key = frame[pos]
-        if key == 0xA3 and int.from_bytes(frame[pos + 1 : pos + 4], "big") == _REF and ref < 0:
-            ref, pos = _uint_at(frame, pos + 4) if pos + 4 < end else (-1, pos)
-            if ref < 0:
-                return None
-        elif key == 0xA4 and int.from_bytes(frame[pos + 1 : pos + 5], "big") == _DATA and start < 0:
-            start, size = _bin_at(frame, pos + 5)
-            if start < 0:
-                return None
-            pos = start + size
-        else:
-            return None
-    if pos != end or ref < 0 or start < 0:
-        return None
-    return ref, start, start + size
-
-
-_REF = int.from_bytes(b"ref", "big")
-_DATA = int.from_bytes(b"data", "big")
-
-
 class PortTable:
-    """Every port of one node, indexed by ref in each session; opens in flight counted per end."""
+    """Every port of one node, indexed by ref in each end; opens in flight counted per end."""
 
-    def __init__(self, open_timeout: float) -> None:
+    def __init__(self, open_timeout: float, count_error: Callable[[str], None] | None = None) -> None:
         self.open_timeout = open_timeout
-        self._next_ref = 0
-        self._pending_as_opener: Counter[Session] = Counter()
-        self._pending_on_target: Counter[Session] = Counter()
+        self._count_error = count_error if count_error is not None else _ignore
+        self._refs: set[int] = set()  # refs open or being opened on this node
+        self._pending_as_opener: Counter[PortEnd] = Counter()
+        self._pending_on_target: Counter[PortEnd] = Counter()
         self.count = 0
         self.opened_total = 0
 
-    def _new_ref(self) -> int:
-        self._next_ref += 1
-        return self._next_ref
+    def new_ref(self) -> int:
+        """A random positive 63-bit ref not in use on this node (SPEC 4)."""
+        while True:
+            ref = secrets.randbits(REF_BITS)
+            if ref and ref not in self._refs:
+                self._refs.add(ref)
+                return ref
 
-    def pending(self, session: Session) -> tuple[int, int]:
-        """(unanswered portopens ``session`` sent, unanswered portopens waiting on it)."""
-        return self._pending_as_opener[session], self._pending_on_target[session]
+    def pending(self, end: PortEnd) -> tuple[int, int]:
+        """(unanswered portopens ``end`` sent, unanswered portopens waiting on it)."""
+        return self._pending_as_opener[end], self._pending_on_target[end]
 
     # ---- opening ----------------------------------------------------------------------------
 
-    def open(self, opener: Session, target: Session | None, msg: PortOpen, what: str) -> None:
-        """Handle ``msg`` from ``opener``; ``target`` is the connected session of the device named
-        by ``what`` (an address or name, for messages), or None if it is not here."""
+    def open(
+        self,
+        opener: PortEnd,
+        opener_device: bytes,
+        target: PortEnd | None,
+        target_device: bytes | None,
+        msg: PortOpen,
+        what: str,
+    ) -> None:
+        """Handle ``msg`` from ``opener`` (speaking for ``opener_device``): ``target`` is the end that
+        serves the device named by ``what`` (an address or name, for messages), or None if no end
+        was found here or on the network."""
         rid = msg.id
-        if target is None or target.closing:
+        if opener.closing:
+            return
+        if target is None or target_device is None or target.closing:
+            self._count_error(codes.NOT_FOUND)
             opener.error(PORTOPEN, rid, codes.NOT_FOUND, f"{what} is not connected to this node")
             return
-        if target is opener:
+        if target is opener and target_device == opener_device:
             opener.error(PORTOPEN, rid, codes.FORBIDDEN, "a device cannot open a port to itself")
             return
         problem = self._over_limit(opener, target, what)
         if problem is not None:
-            opener.server.count_error(codes.BUSY)
+            self._count_error(codes.BUSY)
             opener.error(PORTOPEN, rid, codes.BUSY, problem)
             return
-        ref = self._new_ref()
-        request_port = msg.port
-        flags = msg.flags
-        opener_device = opener.device
         self._pending_as_opener[opener] += 1
         self._pending_on_target[target] += 1
+        self._ask(opener, opener_device, target, target_device, msg, what, REF_ATTEMPTS)
+
+    def _ask(
+        self,
+        opener: PortEnd,
+        opener_device: bytes,
+        target: PortEnd,
+        target_device: bytes,
+        msg: PortOpen,
+        what: str,
+        attempts: int,
+    ) -> None:
+        ref = self.new_ref()
+        request_port, flags = msg.port, msg.flags
 
         def build(request_id: int) -> Message:
             return PortOpen(port=request_port, device=opener_device, flags=flags, ref=ref, id=request_id)
 
         def on_answer(answer: Message | None) -> None:
+            if isinstance(answer, ErrorReply) and answer.code == codes.REF_IN_USE and attempts > 1:
+                self._refs.discard(ref)
+                if not (opener.closing or target.closing):
+                    self._ask(opener, opener_device, target, target_device, msg, what, attempts - 1)
+                    return
             self._settle(opener, target)
-            self._answered(opener, target, msg, ref, answer, what)
+            port = Port(ref, opener, opener_device, target, target_device, msg.port, msg.flags)
+            if not self._answered(port, msg, answer, what):
+                self._refs.discard(ref)
 
         target.request(build, on_answer, self.open_timeout)
 
-    def _over_limit(self, opener: Session, target: Session, what: str) -> str | None:
+    def _over_limit(self, opener: PortEnd, target: PortEnd, what: str) -> str | None:
         as_opener = self._pending_as_opener[opener]
         if len(opener.ports) + as_opener >= MAX_PORTS_PER_DEVICE:
             return f"too many ports open or opening (at most {MAX_PORTS_PER_DEVICE} per device)"
@@ -218,55 +248,47 @@ class PortTable:
             return f"{what} has too many ports (at most {MAX_PORTS_PER_DEVICE} per device)"
         return None
 
-    def _settle(self, opener: Session, target: Session) -> None:
-        for counter, session in ((self._pending_as_opener, opener), (self._pending_on_target, target)):
-            counter[session] -= 1
-            if counter[session] <= 0:
-                del counter[session]
+    def _settle(self, opener: PortEnd, target: PortEnd) -> None:
+        for counter, end in ((self._pending_as_opener, opener), (self._pending_on_target, target)):
+            counter[end] -= 1
+            if counter[end] <= 0:
+                del counter[end]
 
-    def _answered(
-        self, opener: Session, target: Session, msg: PortOpen, ref: int, answer: Message | None, what: str
-    ) -> None:
-        rid = msg.id
+    def _answered(self, port: Port, msg: PortOpen, answer: Message | None, what: str) -> bool:
+        """Open ``port`` if the target accepted; True if it is open."""
+        opener, target, ref, rid = port.opener, port.target, port.ref, msg.id
         accepted = isinstance(answer, PortOpenReply)
-        if opener.closed or target.closed or opener.closing:
+        if opener.closing or target.closed:
             if accepted and not target.closed:
                 target.send(PortClose(ref=ref))
             if not opener.closed:
                 opener.error(PORTOPEN, rid, codes.NOT_FOUND, f"{what} left before answering the portopen")
-            return
+            return False
         if answer is None:
             # A late acceptance would leave the target with a half-open port: tell it to close.
             target.send(PortClose(ref=ref))
-            opener.error(
-                PORTOPEN,
-                rid,
-                codes.TIMEOUT,
-                f"{what} did not answer the portopen within {self.open_timeout} s",
-            )
-            return
+            self._count_error(codes.TIMEOUT)
+            message = f"{what} did not answer the portopen within {self.open_timeout} s"
+            opener.error(PORTOPEN, rid, codes.TIMEOUT, message)
+            return False
         if isinstance(answer, ErrorReply):
-            opener.error(
-                PORTOPEN,
-                rid,
-                codes.REFUSED,
-                f"{what} refused port {msg.port!r}: {answer.code}: {answer.message}",
-            )
-            return
+            message = f"{what} refused port {msg.port!r}: {answer.code}: {answer.message}"
+            opener.error(PORTOPEN, rid, codes.REFUSED, message)
+            return False
         if not accepted:
             target.send(PortClose(ref=ref))
             opener.error(PORTOPEN, rid, codes.REFUSED, f"{what} answered the portopen with something else")
-            return
-        port = Port(ref, target, opener, msg.port, msg.flags)
+            return False
         opener.ports[ref] = port
         target.ports[ref] = port
         self.count += 1
         self.opened_total += 1
         opener.send(PortOpenReply(ref=ref, id=rid))
+        return True
 
     # ---- data -------------------------------------------------------------------------------
 
-    def relay(self, source: Session, ref: int, frame: bytes | bytearray | memoryview) -> None:
+    def relay(self, source: PortEnd, ref: int, frame: Frame) -> None:
         """Forward a portsend frame (already in its final shape) from ``source`` on ``ref``."""
         port = source.ports.get(ref)
         if port is None:
@@ -280,32 +302,41 @@ class PortTable:
                     codes.FORBIDDEN, f"port {ref} was opened write-only ('w'): the opener does not read"
                 )
                 return
-            port.opener.forward(frame, source)
+            port.opener.forward(frame, port, source)
             return
         if "w" not in port.flags:
             source.warn(codes.FORBIDDEN, f"port {ref} was opened read-only ('r'): you may not send on it")
             return
-        port.target.forward(frame, source)
+        port.target.forward(frame, port, source)
 
     # ---- closing ----------------------------------------------------------------------------
 
-    def close(self, session: Session, ref: int) -> bool:
-        """``session`` closes ``ref``; False if it has no such port. The other end is told."""
-        port = session.ports.pop(ref, None)
+    def close(self, end: PortEnd, ref: int) -> bool:
+        """``end`` closes ``ref``; False if it has no such port. The other end is told."""
+        port = end.ports.pop(ref, None)
         if port is None:
             return False
-        session.recent_refs.append(ref)
-        other = port.other(session)
+        end.recent_refs.append(ref)
+        other = port.other(end)
         if other.ports.pop(ref, None) is not None:
             other.recent_refs.append(ref)
             other.send(PortClose(ref=ref))
+        self._refs.discard(ref)
         self.count -= 1
+        end.port_closed(port)
+        other.port_closed(port)
         return True
 
-    def session_closed(self, session: Session) -> None:
-        """Close every port of a device that left."""
-        for ref in list(session.ports):
-            self.close(session, ref)
+    def end_closed(self, end: PortEnd) -> None:
+        """Close every port of an end that left (a device session, a peer link)."""
+        for ref in list(end.ports):
+            self.close(end, ref)
+
+    session_closed = end_closed
+
+
+def _ignore(_code: str) -> None:
+    return None
 
 
 def describe(device: bytes) -> str:

@@ -6,7 +6,10 @@
     server.snapshot()                 # connections, devices, ports, bytes, errors by code
     await server.stop()
 
-It runs on one asyncio loop (the listener actor runs that loop in a thread) and never blocks it.
+It runs on the loop of a :class:`chrnode.net.server.NetworkServer` (its own one unless given; the
+listener actor runs that loop in a thread), whose listeners it asks for, and never blocks it. It
+implements the small host interfaces of its sessions (SessionHost) and handlers (HandlerHost),
+which import neither it nor each other's upper layers.
 One sweep task enforces every deadline (hello, idle, tickets) by scanning the sessions, so an idle
 connection costs no timer. Limits: ``max_connections`` (refused with a `busy` notify, or at TCP
 level well beyond the limit), new connections per source IP and frames per device (token buckets).
@@ -30,12 +33,14 @@ from chrnode.edge import codes
 from chrnode.edge.frame import VERSION
 from chrnode.edge.handlers import Handlers
 from chrnode.edge.hooks import DefaultHooks, EdgeHooks
-from chrnode.edge.ports import PortTable
+from chrnode.edge.messages import Message
+from chrnode.edge.ports import DeviceResolver, PortEnd, PortTable
 from chrnode.edge.ratelimit import KeyedBuckets
 from chrnode.edge.session import Session
-from chrnode.edge.tlslisten import TlsListener, start_tls_server
+from chrnode.edge.tlslisten import TlsListener
 from chrnode.edge.usage import DeviceAccount, TicketDesk
 from chrnode.errors import ChrError, CryptoError
+from chrnode.net.server import NetworkServer
 
 __all__ = ["EdgeServer"]
 
@@ -44,6 +49,7 @@ _log = logging.getLogger("chrnode.edge")
 REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
 EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
+SERVICE = "edge2"  # the name of the device port listeners in the network server
 
 
 class EdgeServer:
@@ -55,8 +61,13 @@ class EdgeServer:
         node_key: PrivateKey,
         ssl_context: ssl.SSLContext,
         hooks: EdgeHooks | None = None,
+        network: NetworkServer | None = None,
+        resolver: DeviceResolver | None = None,
     ) -> None:
         self.config = config
+        self.network = network if network is not None else NetworkServer()
+        self._owns_network = network is None
+        self.resolver = resolver  # finds devices not connected here (the network; issue 10)
         self.node_key = node_key
         self.node_address = node_key.address
         # Renegotiation would change tls-unique under the hello proof (SPEC 3).
@@ -66,7 +77,7 @@ class EdgeServer:
         self.fleet = _fleet_address(config.fleet_contract)
         self.epoch = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.ports = PortTable(open_timeout=config.connection_timeout)
+        self.ports = PortTable(config.connection_timeout, self.count_error)
         self.desk = TicketDesk(self.node_address, config.chain_id, self.hooks, config.max_ticket_jump)
         self.handlers = Handlers(self)
         self.sessions: set[Session] = set()
@@ -87,24 +98,24 @@ class EdgeServer:
 
     async def start(self) -> list[int]:
         """Bind every edge port and start serving; returns the bound port numbers."""
-        self._loop = asyncio.get_running_loop()
+        await self.network.start()
+        self._loop = self.network.loop
         self._started_at = time.time()
         self.epoch = await self.hooks.current_epoch()
         try:
             for port in self.config.edge2_ports:
                 self._listeners.append(
-                    start_tls_server(
-                        self.loop,
-                        self.ssl_context,
+                    self.network.listen(
+                        SERVICE,
                         self.config.bind_address,
                         port,
+                        self.ssl_context,
                         self._new_session,
                         self.config.connection_timeout,
                     )
                 )
         except OSError as exc:
-            for listener in self._listeners:
-                listener.close()
+            self.network.close_listeners(SERVICE)
             self._listeners.clear()
             raise ChrError(f"cannot listen on {self.config.bind_address}:{port} for devices: {exc}") from exc
         self.spawn(self._sweep())
@@ -118,8 +129,7 @@ class EdgeServer:
         if self._loop is None or self._stopping:
             return
         self._stopping = True
-        for listener in self._listeners:
-            listener.close()
+        self.network.close_listeners(SERVICE)
         for session in list(self.sessions):
             session.close_with(
                 codes.SHUTTING_DOWN, "the node is stopping; reconnect later or elsewhere", "info"
@@ -138,6 +148,8 @@ class EdgeServer:
             await self.hooks.report(self.snapshot())
         except Exception:
             _log.exception("final edge report failed")
+        if self._owns_network:
+            await self.network.stop()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -191,6 +203,24 @@ class EdgeServer:
         if session.device is not None:
             session.flush_usage(self.epoch)
         self.session_closing(session)
+
+    # ---- SessionHost: what sessions ask of the server ----------------------------------------
+
+    def before_hello(self, session: Session, msg: Message) -> None:
+        self.handlers.before_hello(session, msg)
+
+    def dispatch(self, session: Session, msg: Message) -> None:
+        self.handlers.dispatch(session, msg)
+
+    def check_usage(self, session: Session) -> None:
+        self.handlers.check_usage(session)
+
+    async def find_device(self, device: bytes) -> PortEnd | None:
+        """The end serving ``device``: its session here, else what the resolver finds, else None."""
+        local = self.devices.get(device)
+        if local is not None or self.resolver is None:
+            return local
+        return await self.resolver.find(device)
 
     def register_device(self, session: Session, device: bytes) -> DeviceAccount:
         """``session`` proved ``device``: it replaces any older session of the same device."""

@@ -12,17 +12,24 @@ Life of a session:
 Faults: a well-delimited bad frame gets an error answer (with its id when readable) and counts a
 fault; after MAX_FAULTS in a short time, or any framing-level fault, the connection is closed. No
 fault ever raises out of the session into the event loop: other connections never notice.
+
+A session is a port end (chrnode.edge.ports.PortEnd) and knows its server only as a
+:class:`SessionHost`, so it imports neither the server nor the handlers.
+
+Backpressure is per port (SPEC 4), in the base class chrnode.edge.flow.PortFlow: a slow reader
+pauses each port at its source (``port_pause {ref}`` to a device), never the source's connection,
+unless that device ignores the message.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from chrnode.edge import codes
+from chrnode.edge.flow import PortFlow
 from chrnode.edge.frame import (
     FLAG_COMPRESSED,
     FLAG_RESPONSE,
@@ -40,19 +47,20 @@ from chrnode.edge.messages import (
     decode_payload,
     encode_message,
 )
-from chrnode.edge.ports import Port, parse_portsend
+from chrnode.edge.ports import Frame as FrameBytes
+from chrnode.edge.ports import Port, PortEnd, PortTable
+from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
-from chrnode.edge.reader import FrameReader
 from chrnode.edge.tlsconn import TlsConnection
 from chrnode.errors import FrameError, ProtocolError, RemoteProtocolError
 
 if TYPE_CHECKING:
     import asyncio
 
-    from chrnode.edge.server import EdgeServer
+    from chrnode.config import Config
     from chrnode.edge.usage import DeviceAccount
 
-__all__ = ["Session"]
+__all__ = ["Session", "SessionHost"]
 
 _log = logging.getLogger("chrnode.edge")
 
@@ -62,17 +70,45 @@ RECENT_REFS = 16  # closed refs whose late data is dropped silently
 HARD_WRITE_LIMIT = 32 * 1024 * 1024  # a device that lets this much pile up is not reading: cut it
 
 
-class Session(FrameReader):
-    """The server side of one device connection (a TlsProtocol)."""
+class SessionHost(Protocol):
+    """What a session needs of the server that hosts it (implemented by EdgeServer)."""
+
+    config: Config
+    ports: PortTable
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def count_error(self, code: str) -> None: ...
+
+    def session_started(self, session: Session) -> None: ...
+
+    def session_closing(self, session: Session) -> None:
+        """No longer the device's session; its ports end."""
+        ...
+
+    def session_ended(self, session: Session) -> None: ...
+
+    def before_hello(self, session: Session, msg: Message) -> None: ...
+
+    def dispatch(self, session: Session, msg: Message) -> None:
+        """A request of an authenticated device."""
+        ...
+
+    def check_usage(self, session: Session) -> None:
+        """Count the session's new bytes against its tickets (SPEC 5)."""
+        ...
+
+
+class Session(PortFlow):
+    """The server side of one device connection (a TlsProtocol) and a port end."""
 
     __slots__ = (
-        "_blocked",
         "_check_at",
         "_counted",
         "_faults",
         "_frame_bucket",
         "_next_id",
-        "_pauses",
         "_pending",
         "_relay",
         "_seen",
@@ -85,8 +121,6 @@ class Session(FrameReader):
         "device",
         "hello_deadline",
         "peer",
-        "ports",
-        "recent_refs",
         "refusal",
         "request_deadline",
         "server",
@@ -94,8 +128,8 @@ class Session(FrameReader):
         "write_paused",
     )
 
-    def __init__(self, server: EdgeServer, peer: str, refusal: tuple[str, str] | None = None) -> None:
-        super().__init__(server.config.max_frame_size)
+    def __init__(self, server: SessionHost, peer: str, refusal: tuple[str, str] | None = None) -> None:
+        super().__init__(server.config.max_frame_size, RECENT_REFS)
         self.server = server
         self._relay = server.ports.relay
         self.peer = peer
@@ -105,15 +139,11 @@ class Session(FrameReader):
         self.account: DeviceAccount | None = None
         self.compress = False
         self.closed = False
-        self.ports: dict[int, Port] = {}
-        self.recent_refs: collections.deque[int] = collections.deque(maxlen=RECENT_REFS)
         self._pending: dict[int, tuple[Callable[[Message | None], None], asyncio.TimerHandle]] = {}
         self._next_id = 0
         self._faults: TokenBucket | None = None
         self._frame_bucket: TokenBucket | None = None
         self._throttled = False
-        self._pauses = 0
-        self._blocked: set[Session] | None = None
         self.write_paused = False
         self.hello_deadline = 0.0
         self.ticket_deadline: float | None = None
@@ -148,9 +178,7 @@ class Session(FrameReader):
             timer.cancel()
             self._safely(callback, None)
         self.server.session_ended(self)
-        blocked, self._blocked = self._blocked, None
-        for source in blocked or ():
-            source.resume()
+        self.release_blocked()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -169,21 +197,21 @@ class Session(FrameReader):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        blocked, self._blocked = self._blocked, None
-        for source in blocked or ():
-            source.resume()
+        self.release_blocked()
 
     # ---- frames in --------------------------------------------------------------------------
 
     def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
         conn = self.conn
         if conn is not None and conn.bytes_in + conn.bytes_out >= self._check_at:
-            self.server.handlers.check_usage(self)
+            self.server.check_usage(self)
         bucket = self._frame_bucket
         over = bucket is not None and not bucket.spend(time.monotonic)
         if msg_type == PORTSEND and flags == 0 and self.device is not None:
             parsed = parse_portsend(frame)
             if parsed is not None:
+                if self._held:
+                    self.sent_while_paused(parsed[0], len(frame))
                 self._relay(self, parsed[0], frame)
                 if over:
                     self._throttle()
@@ -222,9 +250,9 @@ class Session(FrameReader):
                 return
             self._throttle()
         if self.device is None:
-            self.server.handlers.before_hello(self, msg)
+            self.server.before_hello(self, msg)
         else:
-            self.server.handlers.dispatch(self, msg)
+            self.server.dispatch(self, msg)
 
     def _answer_received(self, msg: Message) -> None:
         request_id = getattr(msg, "id", None)
@@ -296,21 +324,16 @@ class Session(FrameReader):
         """Closed, or closing: it takes no new requests or ports."""
         return self.closed or self.conn is None or self.conn.is_closing
 
-    def forward(self, frame: bytes | bytearray | memoryview, source: Session) -> None:
-        """Relay a frame from ``source``; pause ``source`` while this device is not keeping up."""
+    def forward(self, frame: FrameBytes, port: Port, source: PortEnd) -> None:
+        """Relay a frame of ``port``; pause that port at ``source`` while this device is not keeping up."""
         conn = self.conn
         if conn is None or self.closed:
             return
         conn.write(frame)
         if conn.bytes_in + conn.bytes_out >= self._check_at:
-            self.server.handlers.check_usage(self)
+            self.server.check_usage(self)
         if self.write_paused and source is not self and not self._not_reading(conn):
-            blocked = self._blocked
-            if blocked is None:
-                blocked = self._blocked = set()
-            if source not in blocked:
-                blocked.add(source)
-                source.pause()
+            self.block(port, source)
 
     def request(
         self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
@@ -337,18 +360,6 @@ class Session(FrameReader):
             _log.exception("%s: answer handler failed", self.label())
 
     # ---- flow control, faults, limits --------------------------------------------------------
-
-    def pause(self) -> None:
-        self._pauses += 1
-        if self._pauses == 1 and self.conn is not None:
-            self.conn.pause_reading()
-
-    def resume(self) -> None:
-        if self._pauses == 0:
-            return
-        self._pauses -= 1
-        if self._pauses == 0 and self.conn is not None and not self.closed:
-            self.conn.resume_reading()
 
     def _throttle(self) -> None:
         """Over the frame rate without an id to answer: stop reading until the bucket refills."""
