@@ -1,4 +1,5 @@
-"""The `chr-node` command: start, status, config, rpc, shell, device. Only `main()` reads os.environ."""
+"""The `chr-node` command: start, status, config, rpc, shell, device, fleet. Only `main()` reads
+os.environ."""
 
 from __future__ import annotations
 
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_device_commands(sub)
+    from chrnode.fleet_cli import add_fleet_commands
+
+    add_fleet_commands(sub)
     return parser
 
 
