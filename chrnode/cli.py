@@ -75,7 +75,7 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     client = RpcClient.for_config(loaded.config)
     info = client.call("chr_node_info", [])
     health = client.call("health", [])
-    print(format_status(info, health))
+    print(format_status(info, health, client.call("network_stats", [])))
     return 0 if health.get("status") != "down" else 1
 
 
