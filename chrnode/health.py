@@ -257,8 +257,9 @@ def compute_health(
         failed_jobs = {}
     for name, reasons in failed_jobs.items():
         layer = layers.get(name)
-        if layer is not None and layer["status"] == "ok" and name not in overrides:
-            layers[name] = _layer("degraded", layer["reason"] + "; " + "; ".join(reasons))
+        if layer is not None and name not in overrides:
+            status = "degraded" if layer["status"] == "ok" else layer["status"]
+            layers[name] = _layer(status, layer["reason"] + "; " + "; ".join(reasons))
     worst = max((layer["status"] for layer in layers.values()), key=_RANK.__getitem__)
     return {"status": worst, "checked_at": round(now, 3), "layers": layers}
 
