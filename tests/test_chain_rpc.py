@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -168,6 +169,24 @@ def test_every_endpoint_in_backoff_fails_at_once_and_says_when_it_retries(
         with pytest.raises(ChainUnavailable, match="HTTP 503"):
             rpc.block_number()  # backoff over: asked again
         assert len(down.methods) == 2 and rpc.retry_in(down.url) == pytest.approx(4.0)
+
+
+def test_an_endpoint_down_for_long_is_logged_at_the_pace_of_its_backoff(
+    stub: Callable[[Handler], StubServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    down = stub(lambda request: (503, b"busy"))
+    clock = FakeClock()
+    with caplog.at_level(logging.DEBUG, logger="chrnode.chain"):
+        with RemoteRpc([down.url], CHAIN_ID, timeout=5.0, clock=clock, backoff_max=30.0) as rpc:
+            for _ in range(300):  # 10 minutes of calls every 2 s, as a poller would make them
+                with pytest.raises(ChainUnavailable):
+                    rpc.block_number()
+                clock.now += 2.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Tried when each backoff ends (0.5, 1, 2, 4, 8, 16, then every 30 s), logged as often, and
+    # every line tells the real wait: never "30 s" every 2 s.
+    assert len(down.methods) == len(warnings) < 30
+    assert all(f"next attempt in {30.0:.1f} s" in w for w in warnings[-5:])
 
 
 @pytest.mark.chain
