@@ -8,6 +8,7 @@ keeps answering while endpoints time out.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,7 +100,11 @@ class PoolActor(ChrActor):
 
 
 def chain_rpc(config: Any) -> RemoteRpc:
-    return RemoteRpc(config.chain_rpc, config.chain_id, timeout=config.chain_timeout)
+    """The failover client of the RPC and Cache actors; its endpoint failures are logged at INFO,
+    since RemoteChain.Monitor warns about each endpoint (at the pace of its backoff) already."""
+    return RemoteRpc(
+        config.chain_rpc, config.chain_id, timeout=config.chain_timeout, failure_log_level=logging.INFO
+    )
 
 
 def open_reader(config: Any) -> tuple[NodeDatabase | None, Reader | None, str]:

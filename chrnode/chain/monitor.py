@@ -266,7 +266,7 @@ def endpoint_rows(chain: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "url": ep["url"],
                     "state": str(ep.get("state") or ("active" if ep.get("status") == "up" else "failing")),
                     "latency_ms": _number(ep.get("latency_ms")),
-                    "failures": _number(ep.get("failures")) or 0,
+                    "failures": int(_number(ep.get("failures")) or 0),
                     "retry_in_s": _number(ep.get("retry_in_s")),
                     "error": str(ep.get("error") or ""),
                 }
