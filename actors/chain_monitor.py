@@ -21,7 +21,7 @@ from chrnode.chain import hexcodec as hx
 from chrnode.chain.monitor import HeadMonitor
 from chrnode.chain.rpc import RemoteRpc
 from chrnode.chain.service import ChainContracts
-from chrnode.chain.watch import ChainWatch, Invalidation
+from chrnode.chain.watch import START_LOOKBACK, ChainWatch, Invalidation
 from chrnode.errors import ChainError, ChrError
 from chrnode.identity import load_or_create_node_key
 
@@ -48,7 +48,7 @@ class RemoteChainMonitor(PoolActor):
         self.clients = {url: RemoteRpc([url], cfg.chain_id, timeout=timeout) for url in cfg.chain_rpc}
         # A hung endpoint must not hold up the others' probes: one thread each.
         self.probes = ThreadPoolExecutor(max(1, len(self.clients)), thread_name_prefix="chain-probe")
-        self.watch = ChainWatch(bns=contracts.bns) if contracts.configured else None
+        self.watch = ChainWatch(bns=contracts.bns, lookback=START_LOOKBACK) if contracts.configured else None
         try:
             self.node_address: bytes | None = load_or_create_node_key(Path(cfg.node_key_path)).address
         except (ChrError, OSError) as exc:

@@ -50,7 +50,13 @@ class RemoteChainCache(PoolActor):
             self.log.warning("L2 cache off: %s", self.l2_problem)
         self.follower = rpc = chain_rpc(cfg)
         wait = len(cfg.chain_rpc) * cfg.chain_timeout + 10.0
-        self.cache = TieredCache(cfg.cache_size, store, executor=self.pool, wait_timeout=wait)
+        self.cache = TieredCache(
+            cfg.cache_size,
+            store,
+            executor=self.pool,
+            wait_timeout=wait,
+            l2_trusted_from={"contracts": time.time()},
+        )
         self.contracts = ChainContracts.from_config(cfg)
         self.service = ChainService(rpc, self.contracts, self.cache)
         self.fleet_check = ChainFleetCheck(self.service)
