@@ -51,9 +51,9 @@ class Cron(ChrActor):
         for name in self.schedule.due(now):
             self.started[name] = time.perf_counter()
             if not self.send_to(self.targets[name], m.RunJob(name)):
-                self.schedule.mark_done(
-                    name, now, ok=False, error=f"{self.targets[name]} is not running", duration=0.0
-                )
+                # Not a failed run (the process layer shows an actor that is down): try again soon.
+                self.started.pop(name, None)
+                self.schedule.mark_skipped(name, now, f"{self.targets[name]} is not running")
         self._publish()
         self._arm(now)
 

@@ -17,383 +17,46 @@ Messages are in actors/chain_messages.py.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from actors import chain_messages as cm
 from actors import messages as m
-from actors.base import ChrActor
-from chrnode.chain import hexcodec as hx
-from chrnode.chain.cache import Hit, ReaderStore, TieredCache
-from chrnode.chain.contracts import TicketRegistry
-from chrnode.chain.monitor import HeadMonitor
+from actors.chain_monitor import RemoteChainMonitor
+from actors.chain_pool import PoolActor, chain_rpc, open_reader
+from actors.chain_submit import RemoteChainRpc
+from chrnode.chain.cache import ReaderStore, TieredCache
 from chrnode.chain.payments import ChainPaymentCheck, PaymentLedger
-from chrnode.chain.rpc import RemoteRpc
-from chrnode.chain.service import PROXIED_METHODS, ChainContracts, ChainFleetCheck, ChainService
-from chrnode.chain.submitter import TicketSubmitter, mark_ops, ticket_of_row
-from chrnode.chain.tx import KeySigner
-from chrnode.chain.watch import ChainWatch, Invalidation
-from chrnode.errors import ChainError, ChrError, StorageError
+from chrnode.chain.service import ChainContracts, ChainFleetCheck, ChainService
+from chrnode.errors import ChrError
 from chrnode.identity import load_or_create_node_key
-from chrnode.storage.db import NodeDatabase, database_path, open_database
 from chrnode.storage.ops import CacheDelete, CachePut
-from chrnode.storage.reader import Reader
-from chrnode.ticket import epoch_of
 
-POLL_SECONDS = 2.0
-ENDPOINTS_TOPIC = "chain_endpoints"  # Monitor -> RPC and Cache: {url: (answers, error)}
-BALANCE_SECONDS = 15.0  # how often the Monitor reads the node account's balance
+__all__ = ["RemoteChainCache", "RemoteChainMonitor", "RemoteChainRpc"]  # actors.tree names all three here
+
 PUBLISH_SECONDS = 2.0
 FLUSH_SECONDS = 0.2
 FLEET_SECONDS = 30.0  # the "stats" TTL: fleet standing is read through the cache anyway
-MAX_QUEUED_PER_THREAD = 64  # beyond pool size x this, requests are refused `busy`, not queued
-SUBMIT_JOB = "ticket_submit"
-SUBMIT_INTERVAL = 3600.0
-SUBMIT_LIMIT = 4 * TicketRegistry.MAX_BATCH
-RAW_METHODS = (
-    *PROXIED_METHODS,
-    "eth_getBlockByNumber",
-    "eth_getTransactionByHash",
-    "eth_gasPrice",
-    "net_version",
-)
 
 
-class _PoolActor(ChrActor):
-    """Blocking work in a thread pool; answers posted back through the bridge and sent from here.
-
-    Subclasses with a failover client (`self.rpc`) follow the Monitor's probes (topic
-    ENDPOINTS_TOPIC), so an endpoint the Monitor saw fail is not asked first, and one it saw
-    answer again is used at once (chrnode.chain.rpc)."""
-
-    SUBSCRIBE: tuple[str, ...] = (ENDPOINTS_TOPIC,)
-    follower: RemoteRpc | None = None  # the failover client that follows the Monitor's probes
-
-    def on_published(self, topic: str, key: str, payload: Any) -> None:
-        client = self.follower
-        if topic != ENDPOINTS_TOPIC or client is None or not isinstance(payload, dict):
-            return
-        for url, (up, error) in payload.items():
-            if url not in client.endpoints:
-                continue
-            if up:
-                client.mark_answering(url)
-            else:
-                client.mark_failing(url, f"the chain monitor's probe failed: {error}")
-
-    def _start_pool(self, threads: int) -> None:
-        self.start_bridge()
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix=f"chain-{self.name}")
-        self.max_queued = threads * MAX_QUEUED_PER_THREAD
-        self.queued = 0
-        self._post_lock = threading.Lock()
-        self._stopped = False
-
-    def post(self, target: str, message: Any, **extra: Any) -> None:
-        """From a pool thread: hand `message` to this actor's thread (dropped once stopping)."""
-        with self._post_lock:
-            if not self._stopped and self.bridge is not None:
-                self.bridge.post(target, message, **extra)
-
-    def run(self, sender: Any, tag: Any, work: Callable[[], Any]) -> None:
-        if self.queued >= self.max_queued:
-            busy = f"{self.name} has {self.queued} chain requests queued; retry later"
-            self.send(sender, cm.ChainAnswer(tag, False, None, cm.BUSY, busy))
-            return
-        self.queued += 1
-
-        def job() -> None:
-            try:
-                result = work()
-            except ChrError as exc:
-                answer = cm.error_answer(tag, exc)
-            except Exception as exc:  # a bug: answer anyway, so the caller is not left waiting
-                self.log.exception("%s: request failed", self.name)
-                answer = cm.error_answer(tag, exc)
-            else:
-                if isinstance(result, Hit):
-                    answer = cm.ChainAnswer(tag, True, result.value, stale=result.stale)
-                else:
-                    answer = cm.ChainAnswer(tag, True, result, stale=bool(getattr(result, "stale", False)))
-            self.post("__self__", answer, reply_to=sender)
-
-        self.pool.submit(job)
-
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, cm.ChainAnswer):
-            self.queued -= 1
-            self.send(extra["reply_to"], message)
-
-    def on_stop(self) -> None:
-        with self._post_lock:
-            self._stopped = True
-        # Running calls end within their RemoteRpc timeout; nothing waits for them here.
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _rpc(config: Any) -> RemoteRpc:
-    return RemoteRpc(config.chain_rpc, config.chain_id, timeout=config.chain_timeout)
-
-
-def _open_reader(config: Any) -> tuple[NodeDatabase | None, Reader | None, str]:
-    try:
-        db = open_database(database_path(Path(config.data_dir)), readonly=True)
-    except StorageError as exc:
-        return None, None, str(exc)
-    return db, Reader(db), ""
-
-
-class RemoteChainRpc(_PoolActor):
+class RemoteChainCache(PoolActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         self._start_pool(cfg.worker_pool_size)
-        self.rpc = self.follower = _rpc(cfg)
-        self.contracts = ChainContracts.from_config(cfg)
-        self.db: NodeDatabase | None = None
-        self.reader: Reader | None = None
-        self.reader_lock = threading.Lock()
-        self.cron_registered = False
-        self.jobs: dict[str, tuple[Any, float]] = {}  # tag -> (cron address, started)
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        if self.db is not None:
-            self.db.shutdown()
-
-    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
-        super().receiveMsg_RegistryUpdate(msg, sender)
-        if not self.cron_registered and self.contracts.ticket_registry is not None:
-            job = m.CronRegister(SUBMIT_JOB, self.name, SUBMIT_INTERVAL, 300.0)
-            self.cron_registered = self.send_to("Cron", job)
-
-    def receiveMsg_EthRequest(self, msg: cm.EthRequest, sender: Any) -> None:
-        if msg.method not in RAW_METHODS:
-            known = ", ".join(RAW_METHODS)
-            error = f"{msg.method!r} is not a raw read this node forwards; expected one of {known}"
-            self.send(sender, cm.ChainAnswer(msg.tag, False, None, cm.METHOD_NOT_FOUND, error))
-            return
-        self.run(sender, msg.tag, lambda: self.rpc.call(msg.method, list(msg.params)))
-
-    def receiveMsg_SubmitTickets(self, msg: cm.SubmitTickets, sender: Any) -> None:
-        self.run(sender, msg.tag, lambda: self._submit(msg.epoch))
-
-    def receiveMsg_RunJob(self, msg: m.RunJob, sender: Any) -> None:
-        tag = f"job-{msg.name}-{time.monotonic()}"
-        self.jobs[tag] = (sender, time.perf_counter())
-        self.run(self.myAddress, tag, lambda: self._submit(None))
-
-    def receiveMsg_ChainAnswer(self, msg: cm.ChainAnswer, sender: Any) -> None:
-        job = self.jobs.pop(msg.tag, None)  # our own Cron job's answer
-        if job is not None:
-            cron, started = job
-            self.send(cron, m.JobDone(SUBMIT_JOB, msg.ok, msg.error, time.perf_counter() - started))
-
-    def _submit(self, epoch: int | None) -> dict[str, Any]:
-        registry = TicketRegistry(self.rpc, self.contracts.require("ticket_registry"))
-        if epoch is None:
-            timestamp = hx.parse_quantity(self.rpc.get_block("latest")["timestamp"], "block timestamp")
-            epoch = epoch_of(timestamp, self.config.epoch_length) - 1
-        with self.reader_lock:  # opened on first use, by whichever pool thread gets here first
-            if self.reader is None:
-                self.db, self.reader, problem = _open_reader(self.config)
-                if self.reader is None:
-                    raise StorageError(f"cannot read the tickets to submit: {problem}")
-            reader = self.reader
-        rows = reader.unsubmitted_tickets(epoch, SUBMIT_LIMIT)
-        key = load_or_create_node_key(Path(self.config.node_key_path))
-        submitter = TicketSubmitter(registry, KeySigner(key.to_bytes()))
-        outcomes = submitter.submit([ticket_of_row(row) for row in rows])
-        ops = mark_ops(rows, outcomes, time.time())
-        if ops:
-            self.post("Model.Sql.Worker", m.SqlWrite(tuple(ops), tag="ticket-submit"))
-        return {
-            "epoch": epoch,
-            "sent": sum(1 for o in outcomes if o.accepted is not None),
-            "accepted": sum(1 for o in outcomes if o.accepted),
-            "rejected": dict(Counter(o.reason for o in outcomes if o.accepted is False)),
-            "not_sent": sum(1 for o in outcomes if o.accepted is None),
-            "added_bytes": sum(o.added_bytes for o in outcomes),
-        }
-
-    def receiveMsg_SqlWritten(self, msg: m.SqlWritten, sender: Any) -> None:
-        if not msg.ok:
-            self.log.error("recording submitted tickets failed: %s", msg.error)
-
-
-class RemoteChainMonitor(_PoolActor):
-    """Probes every endpoint (in parallel, each with its own backoff), follows the Fleet and BNS
-    events of each new block (chrnode.chain.watch) and tells RemoteChain.Cache what they made
-    stale, and reads the node account's balance."""
-
-    SUBSCRIBE = ()
-
-    def on_start(self, init: m.Init) -> None:
-        cfg = self.config
-        self._start_pool(1)
-        self.monitor = HeadMonitor(cfg.chain_rpc, cfg.epoch_length)
-        contracts = ChainContracts.from_config(cfg)
-        if not contracts.configured:
-            self.monitor.not_configured(f"not configured: {contracts.problem}")
-        # One client per endpoint: the monitor reports each one's health, not just the first's.
-        timeout = min(cfg.chain_timeout, POLL_SECONDS * 2)
-        self.clients = {url: RemoteRpc([url], cfg.chain_id, timeout=timeout) for url in cfg.chain_rpc}
-        # A hung endpoint must not hold up the others' probes: one thread each.
-        self.probes = ThreadPoolExecutor(max(1, len(self.clients)), thread_name_prefix="chain-probe")
-        self.watch = ChainWatch(bns=contracts.bns) if contracts.configured else None
-        try:
-            self.node_address: bytes | None = load_or_create_node_key(Path(cfg.node_key_path)).address
-        except (ChrError, OSError) as exc:
-            self.node_address = None
-            self.log.warning("no node key, so no balance to report: %s", exc)
-        self.balance_due = 0.0
-        self.polling = False
-        self.poll_seconds = float(getattr(cfg, "chain_poll_interval", POLL_SECONDS))
-        self._poll()
-
-    def on_stop(self) -> None:
-        super().on_stop()
-        self.probes.shutdown(wait=False, cancel_futures=True)
-
-    def on_pubsub_ready(self) -> None:
-        self.publish("snapshot", "chain", self.monitor.snapshot())
-
-    def on_timer(self, payload: Any) -> None:
-        if payload == "poll":
-            self._poll()
-
-    def _poll(self) -> None:
-        self.wakeupAfter(self.poll_seconds, payload="poll")
-        if self.polling:  # the previous poll still waits on a slow endpoint
-            return
-        self.polling = True
-        read_balance = self.node_address is not None and time.monotonic() >= self.balance_due
-        if read_balance:
-            self.balance_due = time.monotonic() + BALANCE_SECONDS
-
-        def work() -> None:
-            results = list(self.probes.map(lambda url: (url, self._probe(url)), self.clients))
-            up = [url for url, outcome in results if isinstance(outcome, tuple)]
-            client = self.clients[up[0]] if up else None
-            events = self._events(client, _head_of(results, up))
-            balance = self._balance(client) if read_balance else None
-            self.post("__self__", ("polled", results, events, balance))
-
-        self.pool.submit(work)
-
-    def _probe(self, url: str) -> Any:
-        """(head, timestamp, latency), an error string, or the seconds of backoff left (not due)."""
-        client = self.clients[url]
-        wait = client.retry_in(url)
-        if wait > 0:
-            return wait
-        started = time.perf_counter()
-        try:
-            block = client.get_block("latest")
-            number = hx.parse_quantity(block["number"], "number")
-            stamp = hx.parse_quantity(block["timestamp"], "timestamp")
-        except ChrError as exc:
-            return str(exc)
-        return number, stamp, time.perf_counter() - started
-
-    def _events(self, client: RemoteRpc | None, head: int | None) -> tuple[Invalidation, str] | None:
-        """Read the watched events of the blocks since the last poll (pool thread)."""
-        if self.watch is None or client is None or head is None:
-            return None
-        span = self.watch.next_span(head)
-        if span is None:
-            return None
-        if self.watch.too_long(*span):
-            return self.watch.skip(*span), ""
-        try:
-            logs = client.call("eth_getLogs", [self.watch.logs_filter(*span)])
-            if not isinstance(logs, list):
-                raise ChainError(f"eth_getLogs returned {str(logs)[:80]!r}; expected a list of logs")
-            return self.watch.observe(*span, logs), ""
-        except ChrError as exc:  # the cursor stays: the same blocks are read at the next poll
-            return Invalidation(reason="not read"), f"eth_getLogs {span[0]}..{span[1]}: {exc}"
-
-    def _balance(self, client: RemoteRpc | None) -> tuple[int | None, int | None, str]:
-        if client is None or self.node_address is None:
-            return None, None, "no chain endpoint answers"
-        try:
-            return client.get_balance(self.node_address), client.gas_price(), ""
-        except ChrError as exc:
-            return None, None, str(exc)
-
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, tuple) and message[0] == "polled":
-            self.polling = False
-            _, results, events, balance = message
-            for url, outcome in results:
-                if isinstance(outcome, tuple):
-                    self.monitor.observe(url, *outcome)
-                    self.monitor.chain_id = self.config.chain_id
-                elif isinstance(outcome, float):
-                    self.monitor.backing_off(url, outcome)
-                else:
-                    self.monitor.failed(url, outcome, retry_in=self.clients[url].retry_in(url))
-            if events is not None:
-                self._invalidate(*events)
-            if balance is not None:
-                self.monitor.balance(*balance)
-            snapshot = self.monitor.snapshot()
-            self.stats.set_gauge("chain_head_block", float(snapshot["head"] or 0))
-            self.publish("snapshot", "chain", snapshot)
-            probed = {url: (isinstance(o, tuple), o) for url, o in results if not isinstance(o, float)}
-            if probed:
-                self.publish(
-                    ENDPOINTS_TOPIC, "probes", {u: (up, "" if up else o) for u, (up, o) in probed.items()}
-                )
-            return
-        super().on_bridge(message, extra)
-
-    def _invalidate(self, drop: Invalidation, error: str) -> None:
-        assert self.watch is not None
-        if error:
-            self.log.warning("chain events not read (tried again at the next poll): %s", error)
-            self.monitor.watched(self.watch.events_seen, 0, None, error)
-            return
-        dropped = len(drop.keys)
-        self.monitor.watched(self.watch.events_seen, dropped, (self.watch.next_block or 1) - 1)
-        if not drop:
-            return
-        self.log.info(
-            "chain changed %s cached read(s) (%s): dropping them",
-            "every" if drop.everything else dropped,
-            drop.reason,
-        )
-        message = cm.CacheInvalidate(drop.keys, drop.everything, drop.reason, drop.category)
-        if not self.send_to("RemoteChain.Cache", message):
-            self.log.warning("RemoteChain.Cache is not running: %s not invalidated", drop.reason)
-
-    def receiveMsg_ChainStatusRequest(self, msg: cm.ChainStatusRequest, sender: Any) -> None:
-        self.send(sender, cm.ChainAnswer(msg.tag, True, self.monitor.snapshot()))
-
-
-def _head_of(results: list[tuple[str, Any]], up: list[str]) -> int | None:
-    """The head of the first endpoint that answered this poll (the one the node uses)."""
-    for url, outcome in results:
-        if up and url == up[0]:
-            return int(outcome[0])
-    return None
-
-
-class RemoteChainCache(_PoolActor):
-    def on_start(self, init: m.Init) -> None:
-        cfg = self.config
-        self._start_pool(cfg.worker_pool_size)
-        self.db, reader, self.l2_problem = _open_reader(cfg)
+        self.db, reader, self.l2_problem = open_reader(cfg)
         store = None if reader is None else ReaderStore(reader, self._queue_write)
         if reader is None:
             self.log.warning("L2 cache off: %s", self.l2_problem)
-        self.follower = rpc = _rpc(cfg)
+        self.follower = rpc = chain_rpc(cfg)
         wait = len(cfg.chain_rpc) * cfg.chain_timeout + 10.0
-        self.cache = TieredCache(cfg.cache_size, store, executor=self.pool, wait_timeout=wait)
+        self.cache = TieredCache(
+            cfg.cache_size,
+            store,
+            executor=self.pool,
+            wait_timeout=wait,
+            l2_trusted_from={"contracts": time.time()},
+        )
         self.contracts = ChainContracts.from_config(cfg)
         self.service = ChainService(rpc, self.contracts, self.cache)
         self.fleet_check = ChainFleetCheck(self.service)

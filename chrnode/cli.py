@@ -1,4 +1,5 @@
-"""The `chr-node` command: start, status, config, rpc, shell, device. Only `main()` reads os.environ."""
+"""The `chr-node` command: start, status, config, rpc, shell, device, fleet. Only `main()` reads
+os.environ."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     client = RpcClient.for_config(loaded.config)
     info = client.call("chr_node_info", [])
     health = client.call("health", [])
-    print(format_status(info, health))
+    print(format_status(info, health, client.call("network_stats", [])))
     return 0 if health.get("status") != "down" else 1
 
 
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_device_commands(sub)
+    from chrnode.fleet_cli import add_fleet_commands
+
+    add_fleet_commands(sub)
     return parser
 
 

@@ -66,6 +66,7 @@ class Config:
     chain_id: int = 31337
     epoch_length: int = 2592000
     chain_timeout: float = 5.0
+    ticket_submit_interval: float = 3600.0
     bns_contract: str = ""
     fleet_contract: str = ""
     chai_contract: str = ""
@@ -242,6 +243,12 @@ SPECS: dict[str, FieldSpec] = {
         _FLOAT,
         cf.float_range(600.0, "a number of seconds > 0 and at most 600"),
         "seconds to wait for one chain endpoint before failing over",
+    ),
+    "ticket_submit_interval": _spec(
+        "chain",
+        _FLOAT,
+        _SECONDS,
+        "seconds between submissions of the previous epoch's best tickets to the ticket registry",
     ),
     "bns_contract": _spec("chain", _STR, cf.address(), "BNS registry contract address"),
     "fleet_contract": _spec("chain", _STR, cf.address(), "fleet contract address (the node's default fleet)"),

@@ -28,6 +28,8 @@ class Job:
     last_error: str | None = None
     last_duration: float | None = None
     running_since: float | None = None
+    skipped: int = 0  # hand-outs that could not be delivered (the target was not running)
+    last_skip: str | None = None
 
 
 def _positive(what: str, value: float) -> float:
@@ -142,6 +144,16 @@ class Schedule:
             return
         missed = math.floor((now - job.next_run) / job.interval_s) + 1
         job.next_run += missed * job.interval_s
+
+    def mark_skipped(self, name: str, now: float, reason: str, retry_in: float = 1.0) -> None:
+        """The run of `name` handed out by due() could not start (its target is not running, as
+        while the node starts): not a run and not a failure of the job, which stays as it was;
+        it is handed out again after `retry_in` seconds (at most its interval)."""
+        job = self._job(name)
+        job.running_since = None
+        job.skipped += 1
+        job.last_skip = reason
+        job.next_run = now + min(retry_in, job.interval_s)
 
     def next_wakeup(self, now: float) -> float | None:
         """Seconds until something needs attention (0.0 if now), None when no job is scheduled."""

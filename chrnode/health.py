@@ -9,7 +9,12 @@ reason}}}`` out. Each layer is ``ok``, ``degraded`` or ``down``; the node's stat
     network      listeners up (down if one is not) and, where peers are known, one connected
     storage      the database was writable at the last report, and that report is recent
     performance  request latency p90 under the threshold (degraded above it)
-    integration  chain and fleet reachable where configured; "not configured" is ok
+    integration  chain and fleet reachable where configured; "not configured" is ok; degraded
+                 when a chain endpoint fails (the node fails over) or the node's account cannot
+                 pay the gas of ticket submission
+
+A periodic job whose last run failed (`cron` snapshot: `last_error`) degrades the layer it
+belongs to (`job_layer`: chain jobs integration, storage jobs storage, others process).
 
 What each layer reads from the snapshot is listed in docs/rpc.md ("Snapshot contract"). An actor
 may override a layer by publishing ``health: {layer: {status, reason}}``; an override wins.
@@ -169,10 +174,49 @@ def integration_layer(snapshot: Mapping[str, Any]) -> Layer:
     reason = "; ".join(f"{what}: {detail}" for what, _, detail in parts)
     reachable = sum(1 for _, ok, _ in parts if ok)
     if reachable == len(parts):
+        warnings = chain_warnings(chain) if isinstance(chain, Mapping) else []
+        if warnings:
+            return _layer("degraded", reason + "; " + "; ".join(warnings))
         return _layer("ok", reason)
     # The node still relays with one integration out; with every one out it cannot check tickets
     # or find its fleet, so it is down.
     return _layer("down" if reachable == 0 else "degraded", reason)
+
+
+def chain_warnings(chain: Mapping[str, Any]) -> list[str]:
+    """What an operator should fix while the chain still answers (issue 7): failing endpoints
+    (the node fails over past them) and a node account that cannot pay for ticket submission."""
+    out: list[str] = []
+    endpoints = chain.get("endpoints")
+    for ep in endpoints if isinstance(endpoints, list) else []:
+        if isinstance(ep, Mapping) and ep.get("state") in ("failing", "backing_off"):
+            out.append(f"endpoint {ep.get('url')} {ep.get('state')}: {ep.get('error') or 'no answer'}")
+    balance = chain.get("node_balance")
+    if isinstance(balance, Mapping) and balance.get("known") and balance.get("can_pay") is False:
+        out.append(
+            f"node balance {balance.get('eth')} ETH cannot pay ticket submission gas "
+            f"(needs {balance.get('needed_wei')} wei)"
+        )
+    return out
+
+
+def job_layer(target: str) -> str:
+    """The health layer a periodic job belongs to, by the actor that runs it."""
+    if target.startswith("RemoteChain."):
+        return "integration"
+    if target.startswith("Model.Sql"):
+        return "storage"
+    return "process"
+
+
+def _failed_jobs(snapshot: Mapping[str, Any]) -> dict[str, list[str]]:
+    jobs = snapshot.get("cron")
+    failed: dict[str, list[str]] = {}
+    for job in jobs if isinstance(jobs, list) else []:
+        if isinstance(job, Mapping) and job.get("last_error"):
+            layer = job_layer(str(job.get("target") or ""))
+            failed.setdefault(layer, []).append(f"job {job.get('name')} failed: {job.get('last_error')}")
+    return failed
 
 
 def compute_health(
@@ -206,6 +250,16 @@ def compute_health(
         except Exception:  # a malformed report must not take /health down with it
             log.exception("health layer %s could not be computed", name)
             layers[name] = _layer("degraded", "could not be computed from the last report")
+    try:
+        failed_jobs = _failed_jobs(snapshot)
+    except Exception:  # as above: never take /health down
+        log.exception("failed jobs could not be read from the cron report")
+        failed_jobs = {}
+    for name, reasons in failed_jobs.items():
+        layer = layers.get(name)
+        if layer is not None and name not in overrides:
+            status = "degraded" if layer["status"] == "ok" else layer["status"]
+            layers[name] = _layer(status, layer["reason"] + "; " + "; ".join(reasons))
     worst = max((layer["status"] for layer in layers.values()), key=_RANK.__getitem__)
     return {"status": worst, "checked_at": round(now, 3), "layers": layers}
 

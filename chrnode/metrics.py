@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from chrnode.chain.monitor import balance_summary, endpoint_rows
+
 log = logging.getLogger("chrnode.rpc")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -154,6 +156,9 @@ def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
             "synced": bool(chain.get("synced")),
             "head_block": _num(chain.get("head_block")),
             "lag_s": _num(chain.get("lag_s")),
+            # issue 7: failover and the node's ability to pay for ticket submission, visible
+            "endpoints": endpoint_rows(chain),
+            "node_balance": balance_summary(chain),
         },
         "reward": {
             "rate_per_hour": _num(reward.get("rate_per_hour")) or 0,
@@ -293,6 +298,30 @@ class _SnapshotCollector(Collector):
         if chain["lag_s"] is not None:
             yield GaugeMetricFamily(
                 "chr_chain_lag_seconds", "Age of the last head block", value=chain["lag_s"]
+            )
+        up = GaugeMetricFamily("chr_chain_endpoint_up", "1 when the chain endpoint answers", labels=["url"])
+        state = GaugeMetricFamily(
+            "chr_chain_endpoint_state", "1 for the endpoint's current state", labels=["url", "state"]
+        )
+        latency = GaugeMetricFamily(
+            "chr_chain_endpoint_latency_seconds", "Latency of the last probe", labels=["url"]
+        )
+        for ep in chain["endpoints"]:
+            url = _label(ep["url"])
+            up.add_metric([url], float(ep["state"] in ("active", "standby")))
+            state.add_metric([url, _label(ep["state"])], 1.0)
+            if ep["latency_ms"] is not None:
+                latency.add_metric([url], ep["latency_ms"] / 1000)
+        yield up
+        yield state
+        yield latency
+        balance = chain["node_balance"]
+        if balance["known"] and balance["eth"] is not None:
+            yield GaugeMetricFamily("chr_node_balance_eth", "Node account balance", value=balance["eth"])
+            yield GaugeMetricFamily(
+                "chr_node_can_pay_submission",
+                "1 when the node's balance pays the gas of a ticket batch",
+                value=float(balance["can_pay"]),
             )
         yield GaugeMetricFamily(
             "chr_reward_rate_per_hour",

@@ -201,9 +201,15 @@ def build_methods(
             "connected_nodes": 0,
         }
         out.update(jsonable(_section(view.snapshot, "fleet")))
+        # Top-level `configured` covers both parts (issue 7): the seed nodes (`seeds_configured`)
+        # and the fleet contract (`contract.configured`, from RemoteChain).
+        out["seeds_configured"] = bool(out["configured"])
         chain = _section(view.snapshot, "fleet_chain")  # the fleet contract's view (RemoteChain)
         if chain:
             out["contract"] = jsonable(chain)
+            out["configured"] = out["seeds_configured"] or bool(chain.get("configured"))
+            if out["fleet"] is None and chain.get("fleet"):
+                out["fleet"] = chain["fleet"]
         return out
 
     def reward_status() -> dict[str, Any]:

@@ -69,14 +69,36 @@ def _age(seconds: float) -> str:
     return " ".join([*parts, f"{hours:02d}:{minutes:02d}:{secs:02d}"])
 
 
-def format_status(info: dict[str, Any], health: dict[str, Any]) -> str:
-    """What `chr-node status` prints: identity, ports, health by layer, then the actor tree."""
+def _chain_lines(chain: Any) -> list[str]:
+    """The chain as an operator needs it (issue 7): head, the node's balance and whether it pays
+    for ticket submission, and each endpoint's state."""
+    if not isinstance(chain, dict) or not chain.get("configured"):
+        return []
+    balance = chain.get("node_balance") or {}
+    if balance.get("known"):
+        pays = "can pay ticket submission" if balance.get("can_pay") else "CANNOT pay ticket submission gas"
+        money = f"balance {balance.get('eth')} ETH ({pays})"
+    else:
+        money = "balance unknown"
+    head = chain.get("head_block")
+    lines = [f"chain    head {head if head is not None else '?'}   {money}"]
+    for ep in chain.get("endpoints") or []:
+        latency = f" {ep['latency_ms']} ms" if ep.get("latency_ms") is not None else ""
+        error = f"  ({ep['error']})" if ep.get("error") else ""
+        lines.append(f"  {ep.get('url')}  {ep.get('state')}{latency}{error}")
+    return lines
+
+
+def format_status(info: dict[str, Any], health: dict[str, Any], stats: dict[str, Any] | None = None) -> str:
+    """What `chr-node status` prints: identity, ports, the chain (from `network_stats`), health by
+    layer, then the actor tree."""
     lines = [
         f"node     {info.get('address')}   chr-node {info.get('version')}",
         f"uptime   {_age(float(info.get('uptime', 0)))}   host {info.get('host')}",
         "ports    " + "  ".join(f"{k}={v}" for k, v in sorted((info.get("ports") or {}).items())),
-        f"health   {health.get('status', '?')}",
     ]
+    lines.extend(_chain_lines((stats or {}).get("chain")))
+    lines.append(f"health   {health.get('status', '?')}")
     for name, layer in (health.get("layers") or {}).items():
         lines.append(f"  {name:<12} {layer.get('status', '?'):<9} {layer.get('reason', '')}")
     lines.append("actors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -161,13 +162,31 @@ def test_every_endpoint_in_backoff_fails_at_once_and_says_when_it_retries(
         with pytest.raises(ChainUnavailable, match="HTTP 503"):
             rpc.block_number()
         clock.now += 0.5
-        with pytest.raises(ChainUnavailable, match=r"failed 1 time\(s\) in a row .*next attempt in 1\.5 s"):
+        with pytest.raises(ChainUnavailable, match=r"failed 1 time\(s\) in a row .*not tried for 1\.5 s"):
             rpc.block_number()  # nothing sent: the error and the log say what really happens
         assert len(down.methods) == 1
         clock.now += 1.6
         with pytest.raises(ChainUnavailable, match="HTTP 503"):
             rpc.block_number()  # backoff over: asked again
         assert len(down.methods) == 2 and rpc.retry_in(down.url) == pytest.approx(4.0)
+
+
+def test_an_endpoint_down_for_long_is_logged_at_the_pace_of_its_backoff(
+    stub: Callable[[Handler], StubServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    down = stub(lambda request: (503, b"busy"))
+    clock = FakeClock()
+    with caplog.at_level(logging.DEBUG, logger="chrnode.chain"):
+        with RemoteRpc([down.url], CHAIN_ID, timeout=5.0, clock=clock, backoff_max=30.0) as rpc:
+            for _ in range(300):  # 10 minutes of calls every 2 s, as a poller would make them
+                with pytest.raises(ChainUnavailable):
+                    rpc.block_number()
+                clock.now += 2.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # Tried when each backoff ends (0.5, 1, 2, 4, 8, 16, then every 30 s), logged as often, and
+    # every line tells the real wait: never "30 s" every 2 s.
+    assert len(down.methods) == len(warnings) < 30
+    assert all(f"not tried for {30.0:.1f} s" in w for w in warnings[-5:])
 
 
 @pytest.mark.chain

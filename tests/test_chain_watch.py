@@ -19,7 +19,7 @@ from chrnode.chain.watch import (
     fleet_open_key,
     fleet_terms_key,
 )
-from chrnode.errors import ChainError
+from chrnode.errors import ChainError, ChainUnavailable
 
 FLEET, OTHER_FLEET, BNS = b"\xf1" * 20, b"\xf2" * 20, b"\xb1" * 20
 FLEET_ABI = ContractAbi.from_artifact("Fleet")
@@ -107,9 +107,9 @@ def test_a_malformed_log_is_an_error_and_the_cursor_stays() -> None:
     assert watch.next_span(11) == (11, 11)
 
 
-@given(heads=st.lists(st.integers(0, 3000), min_size=1, max_size=30))
-def test_spans_cover_every_block_once_in_order(heads: list[int]) -> None:
-    watch = ChainWatch(bns=BNS, max_span=100)
+@given(heads=st.lists(st.integers(0, 3000), min_size=1, max_size=30), lookback=st.integers(0, 20))
+def test_spans_cover_every_block_once_in_order(heads: list[int], lookback: int) -> None:
+    watch = ChainWatch(bns=BNS, max_span=100, lookback=lookback)
     covered: list[int] = []
     for head in heads:
         span = watch.next_span(head)
@@ -122,7 +122,20 @@ def test_spans_cover_every_block_once_in_order(heads: list[int]) -> None:
         covered.extend(range(span[0], span[1] + 1))
     assert covered == sorted(set(covered))
     if covered:
-        assert covered[0] == heads[0] + 1 and covered[-1] == max(heads)
+        assert covered[0] == max(0, heads[0] - lookback + 1) if lookback else covered[0] == heads[0] + 1
+        assert covered[-1] == max(heads)
+    elif lookback:
+        raise AssertionError("the first head always starts a span when looking back")
+
+
+def test_the_first_head_reads_a_few_blocks_back() -> None:
+    watch = ChainWatch(bns=BNS, lookback=16)
+    assert watch.next_span(100) == (85, 100)
+    assert watch.observe(85, 100, []).keys == ()
+    assert watch.next_span(100) is None and watch.next_span(101) == (101, 101)
+    assert ChainWatch(bns=BNS, lookback=16).next_span(3) == (0, 3)
+    with pytest.raises(ValueError, match="lookback"):
+        ChainWatch(bns=BNS, max_span=10, lookback=11)
 
 
 def test_invalidated_key_is_reloaded_and_a_load_under_way_is_not_kept() -> None:
@@ -144,3 +157,39 @@ def test_invalidated_key_is_reloaded_and_a_load_under_way_is_not_kept() -> None:
     assert cache.get("contracts", "j", slow_load) is True  # answered ...
     assert cache.get("contracts", "j", lambda: False) is False  # ... but not kept
     assert cache.stats()["invalidations"] == 2
+
+
+class MemoryL2:
+    """An L2Store that keeps the bytes in a dict (the real one is SQLite: test_chain_cache)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], tuple[bytes, float]] = {}
+
+    def get(self, namespace: str, key: str, now: float) -> bytes | None:
+        row = self.rows.get((namespace, key))
+        return row[0] if row is not None and now < row[1] else None
+
+    def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None:
+        self.rows[(namespace, key)] = (value, expires_at)
+
+    def delete(self, namespace: str, key: str) -> None:
+        self.rows.pop((namespace, key), None)
+
+
+def test_after_a_restart_l2_contract_entries_from_before_are_only_a_fallback() -> None:
+    now = [1000.0]
+    l2 = MemoryL2()
+    before = TieredCache(10, l2, clock=lambda: now[0])
+    assert before.get("contracts", "fleet:x:device:y", lambda: True) is True
+    assert before.get("tickets", "proof", lambda: 1) == 1
+    now[0] += 60  # the node restarts: events of the last minute were never watched
+    after = TieredCache(10, l2, clock=lambda: now[0], l2_trusted_from={"contracts": now[0]})
+    assert after.get("contracts", "fleet:x:device:y", lambda: False) is False  # read anew
+    assert after.get("tickets", "proof", lambda: 2) == 1  # other categories: L2 as before
+
+    def down() -> bool:
+        raise ChainUnavailable("no endpoint")
+
+    again = TieredCache(10, l2, clock=lambda: now[0], l2_trusted_from={"contracts": now[0] + 1})
+    hit = again.fetch("contracts", "fleet:x:device:y", down)
+    assert hit.value is False and hit.stale  # with the chain down, the old entry still serves

@@ -65,6 +65,19 @@ def test_failures_are_counted_and_cleared_message_on_success() -> None:
     assert (job["runs"], job["failures"], job["last_error"]) == (3, 2, None)
 
 
+def test_a_run_whose_target_is_not_running_is_skipped_not_failed_and_retried_soon() -> None:
+    schedule = Schedule()
+    schedule.add("check", 30.0, 2.0, now=0.0)
+    assert schedule.due(2.0) == ["check"]
+    schedule.mark_skipped("check", 2.0, "Connectivity is not running")  # the node is still starting
+    (job,) = schedule.snapshot()
+    assert (job["runs"], job["failures"], job["last_error"], job["skipped"]) == (0, 0, None, 1)
+    assert job["last_skip"] == "Connectivity is not running" and not job["running"]
+    assert schedule.due(2.5) == [] and schedule.due(3.0) == ["check"]
+    schedule.mark_done("check", 3.1, ok=False, error="boom")  # a real failure still counts
+    assert schedule.snapshot()[0]["failures"] == 1
+
+
 def test_a_run_that_never_reports_back_times_out_and_is_retried() -> None:
     s = Schedule()
     s.add("j", 10.0, first_delay=0.0, now=0.0, timeout_s=30.0)

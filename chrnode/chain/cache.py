@@ -169,6 +169,7 @@ class TieredCache:
         clock: Callable[[], float] = time.time,
         executor: Executor | None = None,
         wait_timeout: float = 60.0,
+        l2_trusted_from: Mapping[str, float] | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
@@ -177,6 +178,10 @@ class TieredCache:
         self.policies = dict(policies)
         self.clock = clock
         self.wait_timeout = wait_timeout
+        # category -> time: an L2 entry of it stored earlier answers only as a stale fallback. The
+        # node sets this for "contracts" to its start: chain events are watched from then on only,
+        # so an entry from before a restart may predate a change nobody saw (chrnode.chain.watch).
+        self.l2_trusted_from = dict(l2_trusted_from or {})
         self._executor = executor
         self._own_executor = executor is None
         self._lock = threading.Lock()
@@ -285,7 +290,7 @@ class TieredCache:
             found = self._l2_read(k, now)
             if found is not None:
                 fresh_until, value = found
-                if now < fresh_until:
+                if now < fresh_until and fresh_until - policy.ttl >= self.l2_trusted_from.get(category, 0.0):
                     self._remember(k, value, fresh_until, policy)
                     self._tally(category, "l2_hits")
                     return Hit(value, "l2")

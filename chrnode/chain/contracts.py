@@ -136,6 +136,9 @@ class Fleet(_Bound):
     def operator(self) -> bytes:
         return bytes(self._call("operator")[0])
 
+    def set_operator(self, sender: Sender, operator: Address) -> dict[str, Any]:
+        return self._transact(sender, "setOperator", hx.address_bytes(operator))
+
     def set_node_allowed(self, sender: Sender, node: Address, allowed: bool = True) -> dict[str, Any]:
         return self._transact(sender, "setNodeAllowed", hx.address_bytes(node), allowed)
 

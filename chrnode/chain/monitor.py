@@ -29,7 +29,7 @@ demand, so an old head is normal there: `max_head_age` is off by default.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,3 +253,36 @@ class HeadMonitor:
         if ep is None:
             raise ValueError(f"unknown endpoint {url!r}; the monitor follows {', '.join(self.endpoints)}")
         return ep
+
+
+def endpoint_rows(chain: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each endpoint of a "chain" snapshot as network_stats and /metrics show it (any input)."""
+    rows = chain.get("endpoints")
+    out = []
+    for ep in rows if isinstance(rows, list) else []:
+        if isinstance(ep, Mapping) and isinstance(ep.get("url"), str):
+            out.append(
+                {
+                    "url": ep["url"],
+                    "state": str(ep.get("state") or ("active" if ep.get("status") == "up" else "failing")),
+                    "latency_ms": _number(ep.get("latency_ms")),
+                    "failures": int(_number(ep.get("failures")) or 0),
+                    "retry_in_s": _number(ep.get("retry_in_s")),
+                    "error": str(ep.get("error") or ""),
+                }
+            )
+    return out
+
+
+def balance_summary(chain: Mapping[str, Any]) -> dict[str, Any]:
+    """The node account's balance of a "chain" snapshot: {known, eth, can_pay}."""
+    balance = chain.get("node_balance")
+    if not isinstance(balance, Mapping) or not balance.get("known"):
+        return {"known": False}
+    return {"known": True, "eth": _number(balance.get("eth")), "can_pay": bool(balance.get("can_pay"))}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

@@ -82,6 +82,7 @@ class RemoteRpc:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        failure_log_level: int = logging.WARNING,
     ) -> None:
         if not endpoints:
             raise ValueError("RemoteRpc needs at least one endpoint URL")
@@ -93,6 +94,8 @@ class RemoteRpc:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._clock = clock
+        # The node's chain actors log at INFO: RemoteChain.Monitor already warns about each endpoint.
+        self._failure_log_level = failure_log_level
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -121,9 +124,7 @@ class RemoteRpc:
                 continue
             wait = self.retry_in(ep.url)
             if wait > 0:
-                error = (
-                    f"failed {ep.failures} time(s) in a row ({ep.last_error}); next attempt in {wait:.1f} s"
-                )
+                error = f"failed {ep.failures} time(s) in a row ({ep.last_error}); not tried for {wait:.1f} s"
                 failures.append((ep.url, _TransportError(error)))
                 continue
             try:
@@ -175,8 +176,9 @@ class RemoteRpc:
                 ep.log_at = now + delay
         if loud:
             others = ", after the endpoints that answer" if len(self._endpoints) > 1 else ""
-            log.warning(
-                "chain endpoint %s failed %d time(s) in a row (%s); next attempt in %.1f s%s",
+            log.log(
+                self._failure_log_level,
+                "chain endpoint %s failed %d time(s) in a row (%s); not tried for %.1f s%s",
                 ep.url, ep.failures, exc, delay, others,
             )  # fmt: skip
         else:

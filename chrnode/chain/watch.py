@@ -31,6 +31,7 @@ from chrnode.errors import ChainError
 
 CATEGORY = "contracts"
 MAX_SPAN = 1000  # blocks per eth_getLogs: public endpoints refuse much larger ranges
+START_LOOKBACK = 16  # blocks before the first head the node sees: events while it was starting
 
 
 def fleet_member_key(fleet: bytes, kind: str, who: bytes) -> str:
@@ -78,6 +79,7 @@ class ChainWatch:
 
     bns: bytes | None = None
     max_span: int = MAX_SPAN
+    lookback: int = 0  # blocks before the first head to read too (RemoteChain.Monitor: START_LOOKBACK)
     next_block: int | None = None  # the first block whose logs are not read yet
     events_seen: int = 0
     _fleet: ContractAbi = field(default_factory=lambda: ContractAbi.from_artifact("Fleet"), repr=False)
@@ -88,6 +90,8 @@ class ChainWatch:
     def __post_init__(self) -> None:
         if self.max_span < 1:
             raise ValueError(f"max_span must be at least 1 block, got {self.max_span}")
+        if not 0 <= self.lookback <= self.max_span:
+            raise ValueError(f"lookback must be 0..max_span ({self.max_span}) blocks, got {self.lookback}")
         names = (*_FLEET_MEMBER_EVENTS, *_FLEET_TERMS_EVENTS, _FLEET_OPEN_EVENT)
         self._topics: dict[bytes, tuple[ContractAbi, str]] = {
             self._fleet.event_topic(name): (self._fleet, name) for name in names
@@ -99,13 +103,15 @@ class ChainWatch:
     def next_span(self, head: int) -> tuple[int, int] | None:
         """The blocks to read the logs of, now that the chain is at `head`; None when none are new.
 
-        The first head seen starts the watch after it: what the cache loads from now on is read
-        at that head or later."""
+        The first head seen starts the watch `lookback` blocks before it (0: after it), so that
+        an event mined while the node started (between a cache load and the Monitor's first
+        poll) is not missed; dropping a few keys more at start costs a chain read each."""
         if head < 0:
             raise ValueError(f"head must not be negative, got {head}")
         if self.next_block is None:
-            self.next_block = head + 1
-            return None
+            self.next_block = max(0, head - self.lookback + 1)
+            if self.next_block > head:
+                return None
         if head < self.next_block:
             return None
         return self.next_block, head
