@@ -1,6 +1,7 @@
 """`chr-node device ...`: a device on the command line (SPEC 3-5), on top of chrnode.client.
 
     chr-node device keygen --key dev.key
+    chr-node device address --key dev.key                       # its 0x address, for scripts
     chr-node device ping --key dev.key [--node 127.0.0.1:41046] [--expect 0xNODE]
     chr-node device publish --key a.key --port web --local 127.0.0.1:8080
     chr-node device bind --key b.key --device 0xA... --port web --local-port 9000
@@ -87,6 +88,13 @@ def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
 
     key = DeviceKey.create(args.key)
     print(f"device {key.hex_address} (key written to {args.key}, mode 0600)")
+    return 0
+
+
+def cmd_address(args: argparse.Namespace, loaded: Any) -> int:
+    from chrnode.client_key import DeviceKey
+
+    print(DeviceKey.load(args.key).hex_address)
     return 0
 
 
@@ -179,7 +187,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def add_device_commands(sub: Any) -> None:
-    device = sub.add_parser("device", help="act as a device: keygen, ping, publish, bind")
+    device = sub.add_parser("device", help="act as a device: keygen, address, ping, publish, bind")
     actions = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +200,9 @@ def add_device_commands(sub: Any) -> None:
     keygen = actions.add_parser("keygen", help="create a device key file (mode 0600)")
     keygen.add_argument("--key", required=True)
     keygen.set_defaults(handler=cmd_keygen)
+    address = actions.add_parser("address", help="print the address of a device key file")
+    address.add_argument("--key", required=True)
+    address.set_defaults(handler=cmd_address)
     ping = actions.add_parser("ping", help="connect, prove the key, pay a ticket, ping the node")
     common(ping)
     ping.set_defaults(handler=cmd_ping)

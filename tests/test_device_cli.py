@@ -97,7 +97,7 @@ def address(world: dict[str, Any], name: str) -> str:
 
 
 def publish(world: dict[str, Any], name: str, local_port: int, port: str = "web") -> DeviceCli:
-    cli = DeviceCli(world["node"], "publish", "--key", key(world, name), "--port", port,
+    cli = DeviceCli.device(world["node"], "publish", "--key", key(world, name), "--port", port,
                     "--local", f"127.0.0.1:{local_port}")  # fmt: skip
     cli.wait_for("^publishing ")
     return cli
@@ -177,7 +177,7 @@ def test_bind_resets_local_connections_the_node_refuses_and_keeps_listening(
     world: dict[str, Any], web: int
 ) -> None:
     server = publish(world, "a", web)
-    bind = DeviceCli(world["node"], "bind", "--key", key(world, "b"), "--device", address(world, "a"),
+    bind = DeviceCli.device(world["node"], "bind", "--key", key(world, "b"), "--device", address(world, "a"),
                      "--port", "web")  # fmt: skip
     try:
         local = int(bind.wait_for(r"^127\.0\.0\.1:(\d+) reaches port 'web'").group(1))
@@ -226,7 +226,7 @@ def test_busy_and_shutting_down_reach_the_device(world: dict[str, Any], web: int
     node = chain_node(world["chain"], tmp_path / "data", CHR_MAX_CONNECTIONS="1")
     node.start()
     try:
-        server = DeviceCli(node, "publish", "--key", key(world, "a"), "--port", "web",
+        server = DeviceCli.device(node, "publish", "--key", key(world, "a"), "--port", "web",
                            "--local", f"127.0.0.1:{web}")  # fmt: skip
         server.wait_for("^publishing ")
         done = run_device(node, "ping", "--key", key(world, "b"))
