@@ -58,6 +58,7 @@ __all__ = ["DeviceClient", "DeviceKey", "Port", "PortOffer", "connect"]
 _log = logging.getLogger("chrnode.client")
 
 REQUEST_TIMEOUT = 30.0
+KEEPALIVE_INTERVAL = 60.0  # well under the node's default idle_timeout (300 s)
 _NOTIFY_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -220,6 +221,22 @@ class DeviceClient:
         reply = await self.request(Ping())
         assert isinstance(reply, PingReply)
         return reply.time
+
+    def keep_alive(self, interval: float = KEEPALIVE_INTERVAL) -> None:
+        """Ping the node every ``interval`` s while the connection is open: a device that only
+        waits for ports (publish, bind) sends nothing, and the node closes sessions without
+        traffic for its idle_timeout (300 s by default) with a ``timeout`` notify."""
+
+        async def run() -> None:
+            while self.is_open:
+                await asyncio.sleep(interval)
+                try:
+                    await self.ping()
+                except ChrError as exc:
+                    _log.debug("keep-alive ping failed: %s", exc)
+                    return
+
+        self.spawn(run())
 
     async def send_ticket(self, ticket: Any) -> TicketReply:
         """Send a ticket made by the caller (tests); the answer, or RequestRefused."""

@@ -14,7 +14,8 @@ Everything the node refuses or says is printed to stderr as ``chr-node device: .
 the connection. Exit status: 0 done (or Ctrl-C), 1 refused or closed by the node (the last line
 says why), 2 bad arguments or key file. `bind` first opens the port once: a target that is not
 connected or does not publish the port ends it at once (exit 1); later refusals reset the local
-connection and print a line each, and `bind` keeps listening.
+connection and print a line each, and `bind` keeps listening. Both ping the node every
+--keepalive seconds (60), so that the node does not close them as idle while they wait.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def cmd_publish(args: argparse.Namespace, loaded: Any) -> int:
 
     async def run() -> int:
         client = await connector.connect()
+        _keep_alive(client, args)
         await client.publish(host, int(port), _port_name(args.port))
         print(
             f"publishing {args.local} as port {args.port!r} of device {connector.key.hex_address};"
@@ -162,12 +164,18 @@ def cmd_bind(args: argparse.Namespace, loaded: Any) -> int:
             await client.close()
             _say(f"cannot bind port {args.port!r} of {args.device}: {describe(exc)}")
             return 1
+        _keep_alive(client, args)
         print(f"127.0.0.1:{bound} reaches port {args.port!r} of {args.device}; Ctrl-C stops", flush=True)
         await client.wait_closed()
         _say(_closed_line(client))
         return 1
 
     return _run(run())
+
+
+def _keep_alive(client: Any, args: argparse.Namespace) -> None:
+    if args.keepalive > 0:
+        client.keep_alive(args.keepalive)
 
 
 def _port_name(text: str) -> int | str:
@@ -211,9 +219,12 @@ def add_device_commands(sub: Any) -> None:
     publish.add_argument("--port", required=True, help="the port name or number others open")
     publish.add_argument("--local", required=True, help="HOST:PORT of the local service")
     publish.set_defaults(handler=cmd_publish)
+    keepalive_help = "seconds between pings that keep the session from idling out (0: none)"
+    publish.add_argument("--keepalive", type=float, default=60.0, metavar="SECONDS", help=keepalive_help)
     bind = actions.add_parser("bind", help="a local TCP port that reaches another device's port")
     common(bind)
     bind.add_argument("--device", required=True, help="the other device: 0x address or BNS name")
     bind.add_argument("--port", required=True, help="the port name or number it published")
     bind.add_argument("--local-port", type=int, default=0, help="local port to listen on (0: any)")
+    bind.add_argument("--keepalive", type=float, default=60.0, metavar="SECONDS", help=keepalive_help)
     bind.set_defaults(handler=cmd_bind)

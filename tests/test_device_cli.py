@@ -222,24 +222,43 @@ def test_another_node_than_expected_is_refused(world: dict[str, Any]) -> None:
     assert f"expected {other}".lower() in done.stderr.lower()
 
 
-def test_busy_and_shutting_down_reach_the_device(world: dict[str, Any], web: int, tmp_path: Path) -> None:
-    node = chain_node(world["chain"], tmp_path / "data", CHR_MAX_CONNECTIONS="1")
+def test_idle_timeout_busy_and_shutting_down_reach_the_device(
+    world: dict[str, Any], web: int, tmp_path: Path
+) -> None:
+    node = chain_node(world["chain"], tmp_path / "data", CHR_MAX_CONNECTIONS="2", CHR_IDLE_TIMEOUT="2")
     node.start()
-    try:
-        server = DeviceCli.device(node, "publish", "--key", key(world, "a"), "--port", "web",
-                           "--local", f"127.0.0.1:{web}")  # fmt: skip
+    servers: list[DeviceCli] = []
+
+    def serve(name: str, keepalive: str) -> DeviceCli:
+        server = DeviceCli.device(node, "publish", "--key", key(world, name), "--port", "web",
+                                  "--local", f"127.0.0.1:{web}", "--keepalive", keepalive)  # fmt: skip
+        servers.append(server)
         server.wait_for("^publishing ")
-        done = run_device(node, "ping", "--key", key(world, "b"))
+        return server
+
+    try:
+        # Publishing is waiting: without keep-alive pings the node closes the session as idle.
+        kept, idle = serve("a", "0.5"), serve("b", "0")
+        assert idle.wait_exit(30) == 1
+        assert idle.stderr.splitlines()[-1] == (
+            "chr-node device: the node closed the connection: timeout: no traffic for 2 s; closing"
+        ), idle.stderr
+        assert kept.proc.poll() is None  # connected before the idle one, and still up
+        serve("c", "0.5")
+        done = run_device(node, "ping", "--key", key(world, "b"))  # a third connection
         assert done.returncode == 1, done
         assert done.stderr.splitlines()[-1] == (
-            "chr-node device: busy: this node is at its limit of 1 connections"
+            "chr-node device: busy: this node is at its limit of 2 connections"
         ), done.stderr
     finally:
         node.stop()
-    assert server.wait_exit(30) == 1
-    assert server.stderr.splitlines()[-1].startswith(
-        "chr-node device: the node closed the connection: shutting_down: the node is stopping"
-    )
+        for server in servers:
+            server.wait_exit(30)
+    for server in servers[0], servers[2]:
+        assert server.proc.returncode == 1
+        assert server.stderr.splitlines()[-1].startswith(
+            "chr-node device: the node closed the connection: shutting_down: the node is stopping"
+        ), server.stderr
 
 
 class DeadPort:
