@@ -281,3 +281,11 @@ def test_allowed_devices_are_allowed(world: dict[str, Any]) -> None:
     keys = world["keys"]
     assert all(fleet.device_allowed(keys[name].address) for name in ("a", "b", "c"))
     assert not fleet.device_allowed(keys["outsider"].address)
+
+
+def test_a_node_that_does_not_answer_is_reported_unavailable(world: dict[str, Any]) -> None:
+    with DeadPort() as dead:
+        done = run_device(world["node"], "ping", "--key", key(world, "a"), "--node", f"127.0.0.1:{dead}")
+    assert done.returncode == 1, done
+    line = f"chr-node device: unavailable: cannot connect to node at 127.0.0.1:{dead}: "
+    assert done.stderr.startswith(line), done.stderr
