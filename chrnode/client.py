@@ -11,6 +11,11 @@
 It uses the node's own TLS transport (chrnode.edge.tlsconn) and zero-copy frame reader, checks
 the node's address from its certificate, proves its key in hello, and pays with tickets
 automatically (chrnode.client_tickets).
+
+What the node refuses or says is logged on ``chrnode.client`` with its code (refused tickets,
+notices, refused ports); why the connection ended is ``client.closed_reason`` (the notify that
+was the last frame, docs/protocol.md), None when this side closed it. ``keep_alive()`` pings so
+that a client that only waits for ports is not closed as idle. Guide: docs/devices.md.
 """
 
 from __future__ import annotations
