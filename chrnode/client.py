@@ -11,6 +11,11 @@
 It uses the node's own TLS transport (chrnode.edge.tlsconn) and zero-copy frame reader, checks
 the node's address from its certificate, proves its key in hello, and pays with tickets
 automatically (chrnode.client_tickets).
+
+What the node refuses or says is logged on ``chrnode.client`` with its code (refused tickets,
+notices, refused ports); why the connection ended is ``client.closed_reason`` (the notify that
+was the last frame, docs/protocol.md), None when this side closed it. ``keep_alive()`` pings so
+that a client that only waits for ports is not closed as idle. Guide: docs/devices.md.
 """
 
 from __future__ import annotations
@@ -20,19 +25,18 @@ import dataclasses
 import functools
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from chrnode.client_key import DeviceKey
 from chrnode.client_link import Link
-from chrnode.client_ports import Port, pump, tunnel
+from chrnode.client_ports import Acceptor, Port, PortOffer, answer_portopen, tunnel
 from chrnode.client_tickets import MIN_ADVANCE, TicketAgent
 from chrnode.crypto import PrivateKey, to_hex_address
 from chrnode.edge import codes
 from chrnode.edge.frame import DEFAULT_MAX_FRAME_SIZE, VERSION
 from chrnode.edge.hello import sign_hello
 from chrnode.edge.messages import (
-    PORTOPEN,
     ErrorReply,
     Hello,
     HelloReply,
@@ -60,20 +64,8 @@ __all__ = ["DeviceClient", "DeviceKey", "Port", "PortOffer", "connect"]
 _log = logging.getLogger("chrnode.client")
 
 REQUEST_TIMEOUT = 30.0
+KEEPALIVE_INTERVAL = 60.0  # well under the node's default idle_timeout (300 s)
 _NOTIFY_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-
-@dataclasses.dataclass(frozen=True)
-class PortOffer:
-    """An incoming portopen: ``device`` (the opener) wants ``port`` with ``flags``."""
-
-    ref: int
-    device: bytes
-    port: int | str
-    flags: str
-
-
-Acceptor = Callable[[PortOffer], Awaitable[bool]]
 
 
 async def connect(
@@ -222,6 +214,22 @@ class DeviceClient:
         reply = await self.request(Ping())
         assert isinstance(reply, PingReply)
         return reply.time
+
+    def keep_alive(self, interval: float = KEEPALIVE_INTERVAL) -> None:
+        """Ping the node every ``interval`` s while the connection is open: a device that only
+        waits for ports (publish, bind) sends nothing, and the node closes sessions without
+        traffic for its idle_timeout (300 s by default) with a ``timeout`` notify."""
+
+        async def run() -> None:
+            while self.is_open:
+                await asyncio.sleep(interval)
+                try:
+                    await self.ping()
+                except ChrError as exc:
+                    _log.debug("keep-alive ping failed: %s", exc)
+                    return
+
+        self.spawn(run())
 
     async def send_ticket(self, ticket: Any) -> TicketReply:
         """Send a ticket made by the caller (tests); the answer, or RequestRefused."""
@@ -375,39 +383,14 @@ class DeviceClient:
                 self.conn.resume_reading()
 
     async def _offer(self, msg: PortOpen) -> None:
-        assert msg.ref is not None and msg.device is not None and msg.id is not None
-        offer = PortOffer(msg.ref, msg.device, msg.port, msg.flags)
-        local = self._published.get(msg.port)
-        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        try:
-            if local is not None:
-                streams = await asyncio.open_connection(*local)
-                accepted = True
-            elif self.on_portopen is not None:
-                accepted = bool(await self.on_portopen(offer))
-            else:
-                accepted = False
-        except (OSError, ChrError) as exc:
-            reason = f"local service for {msg.port!r} failed: {exc}"
-            _log.warning("refused port %r to %s: %s", msg.port, to_hex_address(msg.device), reason)
-            self.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
-            return
-        if not self.is_open:
-            return
-        if not accepted:
-            why = "the device declined it" if self.on_portopen else "this device does not publish it"
-            reason = f"port {msg.port!r} is not offered here: {why}"
-            _log.warning("refused port %r to %s: %s", msg.port, to_hex_address(msg.device), reason)
-            self.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
-            return
-        _log.info("port %r opened by %s (ref %d)", msg.port, to_hex_address(msg.device), msg.ref)
-        port = Port(self, msg.ref, msg.device, msg.port, msg.flags, opener=False)
-        self._ports[msg.ref] = port  # before the answer: the opener's data may follow it at once
-        self.send(PortOpenReply(id=msg.id))
-        if streams is not None:
-            await pump(port, *streams)
-        else:
+        port = await answer_portopen(self, msg, self._published.get(msg.port), self.on_portopen)
+        if port is not None:
             self._accepted.put_nowait(port)
+
+    def adopt_port(self, port: Port) -> None:
+        """An accepted incoming port: registered before the answer is sent, because the opener's
+        data may follow the answer at once."""
+        self._ports[port.ref] = port
 
     async def accept(self) -> Port:
         """The next port accepted by ``on_portopen`` (published ports are pumped, not queued)."""

@@ -3,7 +3,8 @@
 :class:`Port` is what ``DeviceClient.open_port`` returns and what an accepted incoming portopen
 becomes: ``await read()``, ``await write(data)``, ``await close()``. ``pump`` joins a port to a
 local TCP connection in both directions (``publish`` and ``bind`` use it); ``tunnel`` is what
-``bind`` does with each local connection: open a port for it, or log why not and reset it.
+``bind`` does with each local connection: open a port for it, or log why not and reset it;
+``answer_portopen`` is the other side: accept a portopen the node forwards, or refuse it saying why.
 
 Flow control: data received for a port waits in the port until read; past ``READ_HIGH`` bytes the
 client stops reading its TLS connection (so the node, then the sender, slow down) until the
@@ -14,19 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from chrnode.crypto import to_hex_address
-from chrnode.edge.messages import PortClose, encode_portsend_parts
+from chrnode.edge import codes
+from chrnode.edge.messages import (
+    PORTOPEN,
+    ErrorReply,
+    PortClose,
+    PortOpen,
+    PortOpenReply,
+    encode_portsend_parts,
+)
 from chrnode.errors import ChrError, ConnectionClosed, describe
 
 if TYPE_CHECKING:
     from chrnode.client import DeviceClient
 
-__all__ = ["Port", "pump", "tunnel"]
+__all__ = ["Acceptor", "Port", "PortOffer", "answer_portopen", "pump", "tunnel"]
 
 _log = logging.getLogger("chrnode.client")
 
@@ -245,3 +256,57 @@ def reset(writer: asyncio.StreamWriter) -> None:
         except OSError:
             pass  # already gone: closing it is all that is left
     writer.transport.abort()
+
+
+@dataclasses.dataclass(frozen=True)
+class PortOffer:
+    """An incoming portopen: ``device`` (the opener) wants ``port`` with ``flags``."""
+
+    ref: int
+    device: bytes
+    port: int | str
+    flags: str
+
+
+Acceptor = Callable[[PortOffer], Awaitable[bool]]
+
+
+async def answer_portopen(
+    client: DeviceClient, msg: PortOpen, local: tuple[str, int] | None, acceptor: Acceptor | None
+) -> Port | None:
+    """Answer a portopen the node forwarded (SPEC 4): a published port (``local``, host and port
+    of its service) is accepted once its TCP connection is made and pumped until either side
+    ends; otherwise ``acceptor`` decides and an accepted port is returned to the caller. A refusal
+    is answered with ``refused`` and the reason, which the opener gets in its error."""
+    assert msg.ref is not None and msg.device is not None and msg.id is not None
+    opener = to_hex_address(msg.device)
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        if local is not None:
+            streams = await asyncio.open_connection(*local)
+            accepted = True
+        elif acceptor is not None:
+            accepted = bool(await acceptor(PortOffer(msg.ref, msg.device, msg.port, msg.flags)))
+        else:
+            accepted = False
+    except (OSError, ChrError) as exc:
+        reason = f"local service for {msg.port!r} failed: {exc}"
+        _log.warning("refused port %r to %s: %s", msg.port, opener, reason)
+        client.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
+        return None
+    if not client.is_open:
+        return None
+    if not accepted:
+        why = "the device declined it" if acceptor is not None else "this device does not publish it"
+        reason = f"port {msg.port!r} is not offered here: {why}"
+        _log.warning("refused port %r to %s: %s", msg.port, opener, reason)
+        client.send(ErrorReply(PORTOPEN, codes.REFUSED, reason, msg.id))
+        return None
+    _log.info("port %r opened by %s (ref %d)", msg.port, opener, msg.ref)
+    port = Port(client, msg.ref, msg.device, msg.port, msg.flags, opener=False)
+    client.adopt_port(port)
+    client.send(PortOpenReply(id=msg.id))
+    if streams is None:
+        return port
+    await pump(port, *streams)
+    return None

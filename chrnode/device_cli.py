@@ -1,6 +1,7 @@
 """`chr-node device ...`: a device on the command line (SPEC 3-5), on top of chrnode.client.
 
     chr-node device keygen --key dev.key
+    chr-node device address --key dev.key                       # its 0x address, for scripts
     chr-node device ping --key dev.key [--node 127.0.0.1:41046] [--expect 0xNODE]
     chr-node device publish --key a.key --port web --local 127.0.0.1:8080
     chr-node device bind --key b.key --device 0xA... --port web --local-port 9000
@@ -13,7 +14,8 @@ Everything the node refuses or says is printed to stderr as ``chr-node device: .
 the connection. Exit status: 0 done (or Ctrl-C), 1 refused or closed by the node (the last line
 says why), 2 bad arguments or key file. `bind` first opens the port once: a target that is not
 connected or does not publish the port ends it at once (exit 1); later refusals reset the local
-connection and print a line each, and `bind` keeps listening.
+connection and print a line each, and `bind` keeps listening. Both ping the node every
+--keepalive seconds (60), so that the node does not close them as idle while they wait.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
     return 0
 
 
+def cmd_address(args: argparse.Namespace, loaded: Any) -> int:
+    from chrnode.client_key import DeviceKey
+
+    print(DeviceKey.load(args.key).hex_address)
+    return 0
+
+
 def cmd_ping(args: argparse.Namespace, loaded: Any) -> int:
     from chrnode.crypto import to_hex_address
 
@@ -125,6 +134,7 @@ def cmd_publish(args: argparse.Namespace, loaded: Any) -> int:
 
     async def run() -> int:
         client = await connector.connect()
+        _keep_alive(client, args)
         await client.publish(host, int(port), _port_name(args.port))
         print(
             f"publishing {args.local} as port {args.port!r} of device {connector.key.hex_address};"
@@ -154,12 +164,18 @@ def cmd_bind(args: argparse.Namespace, loaded: Any) -> int:
             await client.close()
             _say(f"cannot bind port {args.port!r} of {args.device}: {describe(exc)}")
             return 1
+        _keep_alive(client, args)
         print(f"127.0.0.1:{bound} reaches port {args.port!r} of {args.device}; Ctrl-C stops", flush=True)
         await client.wait_closed()
         _say(_closed_line(client))
         return 1
 
     return _run(run())
+
+
+def _keep_alive(client: Any, args: argparse.Namespace) -> None:
+    if args.keepalive > 0:
+        client.keep_alive(args.keepalive)
 
 
 def _port_name(text: str) -> int | str:
@@ -179,7 +195,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def add_device_commands(sub: Any) -> None:
-    device = sub.add_parser("device", help="act as a device: keygen, ping, publish, bind")
+    device = sub.add_parser("device", help="act as a device: keygen, address, ping, publish, bind")
     actions = device.add_subparsers(dest="device_command", required=True, metavar="ACTION")
 
     def common(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +208,9 @@ def add_device_commands(sub: Any) -> None:
     keygen = actions.add_parser("keygen", help="create a device key file (mode 0600)")
     keygen.add_argument("--key", required=True)
     keygen.set_defaults(handler=cmd_keygen)
+    address = actions.add_parser("address", help="print the address of a device key file")
+    address.add_argument("--key", required=True)
+    address.set_defaults(handler=cmd_address)
     ping = actions.add_parser("ping", help="connect, prove the key, pay a ticket, ping the node")
     common(ping)
     ping.set_defaults(handler=cmd_ping)
@@ -200,9 +219,12 @@ def add_device_commands(sub: Any) -> None:
     publish.add_argument("--port", required=True, help="the port name or number others open")
     publish.add_argument("--local", required=True, help="HOST:PORT of the local service")
     publish.set_defaults(handler=cmd_publish)
+    keepalive_help = "seconds between pings that keep the session from idling out (0: none)"
+    publish.add_argument("--keepalive", type=float, default=60.0, metavar="SECONDS", help=keepalive_help)
     bind = actions.add_parser("bind", help="a local TCP port that reaches another device's port")
     common(bind)
     bind.add_argument("--device", required=True, help="the other device: 0x address or BNS name")
     bind.add_argument("--port", required=True, help="the port name or number it published")
     bind.add_argument("--local-port", type=int, default=0, help="local port to listen on (0: any)")
+    bind.add_argument("--keepalive", type=float, default=60.0, metavar="SECONDS", help=keepalive_help)
     bind.set_defaults(handler=cmd_bind)

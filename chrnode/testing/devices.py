@@ -3,7 +3,7 @@ node, and the tools/run set-up of that node (a dev chain with contracts deployed
 
     node = devchain_node(tmp / "data", anvil, CHR_TICKET_TIMEOUT="3")   # as tools/run, on free ports
     node.start()
-    web = DeviceCli(node, "publish", "--key", "a.key", "--port", "web", "--local", "127.0.0.1:8000")
+    web = DeviceCli.device(node, "publish", "--key", "a.key", "--port", "web", "--local", "127.0.0.1:8000")
     web.wait_for("publishing")
     print(run_device(node, "ping", "--key", "b.key").stdout)
 
@@ -48,15 +48,12 @@ def run_device(
 
 
 class DeviceCli:
-    """A long-running `chr-node device publish|bind ...` process and what it printed so far."""
+    """A long-running process (`chr-node device publish|bind ...`, a web server) and what it
+    printed so far."""
 
-    def __init__(self, node: NodeProcess, action: str, *args: str) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
-            device_command(node, action, *args),
-            env=node.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self._lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self._changed = threading.Condition()  # an RLock inside: the properties re-enter it
@@ -67,6 +64,11 @@ class DeviceCli:
         ]
         for reader in self._readers:
             reader.start()
+
+    @classmethod
+    def device(cls, node: NodeProcess, action: str, *args: str) -> DeviceCli:
+        """`chr-node device ACTION --node <node's device port> ARGS...`."""
+        return cls(device_command(node, action, *args), node.env)
 
     def _read(self, stream: IO[str], name: str) -> None:
         for line in stream:
