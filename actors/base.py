@@ -32,7 +32,7 @@ from thespian.actors import (
 )
 
 from actors import messages as m
-from chrnode.errors import ActorError
+from chrnode.errors import ActorError, ActorRestarting
 from chrnode.stats import LocalStats
 
 STATS_FLUSH_SECONDS = 1.0
@@ -92,8 +92,11 @@ class LoopAsks:
         self.bridge = bridge
         self._ids = itertools.count(1)
         self.pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
+        # tag -> (target name, the address it was sent to): written by the actor's thread only
+        self.sent: dict[str, tuple[str, Any]] = {}
 
     async def ask(self, target: str, message: Any, timeout: float = 10.0) -> Any:
+        """Ask `target`; ActorRestarting at once if it is gone or goes before it answers."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         tag = f"ask-{next(self._ids)}"
@@ -108,6 +111,33 @@ class LoopAsks:
         finally:
             self.pending.pop(tag, None)
 
+    def posted(self, target: str, message: Any, address: Any) -> None:
+        """From the actor's thread: `message` went to `target` at `address` (None: not registered,
+        so it was not sent). An ask to a name that is not there fails at once."""
+        tag = getattr(message, "tag", None)
+        if not isinstance(tag, str) or tag not in self.pending:
+            return
+        if address is None:
+            self._fail(tag, ActorRestarting(target, type(message).__name__))
+        else:
+            self.sent[tag] = (target, address)
+
+    def registry_changed(self, registry: dict[str, Any]) -> None:
+        """From the actor's thread: asks sent to an address the registry no longer holds will never
+        be answered (that process is gone): fail them now (OTP fails a call when its callee dies)."""
+        for tag, (target, address) in list(self.sent.items()):
+            if tag not in self.pending:
+                del self.sent[tag]
+            elif registry.get(target) != address:
+                del self.sent[tag]
+                self._fail(tag, ActorRestarting(target, "the request"))
+
+    def _fail(self, tag: str, error: Exception) -> None:
+        waiting = self.pending.get(tag)
+        if waiting is not None:
+            loop, future = waiting
+            loop.call_soon_threadsafe(_set_exception, future, error)
+
     def resolve(self, message: Any) -> bool:
         """From the actor's thread: hand an answer to its waiter; False if nobody waits for it."""
         tag = getattr(message, "tag", None)
@@ -116,6 +146,7 @@ class LoopAsks:
         waiting = self.pending.get(tag)
         if waiting is None:
             return False
+        self.sent.pop(tag, None)
         loop, future = waiting
         loop.call_soon_threadsafe(_set_result, future, message)
         return True
@@ -184,6 +215,11 @@ def _set_result(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
+def _set_exception(future: asyncio.Future[Any], error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     """Base class: subclasses override `on_start`, `on_stop`, `on_timer`, `on_published`."""
 
@@ -200,16 +236,40 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.stats = LocalStats("unnamed")
         self.bridge: ThreadBridge | None = None
         self.asks: LoopAsks | None = None
+        self.crashed = False
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
 
     # -- Thespian entry point ---------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
-        if self.asks is None or not self.asks.resolve(message):
-            super().receiveMessage(message, sender)
+        if self.crashed:
+            if isinstance(message, ActorExitRequest):
+                self._exit_after_crash(message, sender)
+            return None  # a crashed actor handles nothing more: its replacement starts fresh
+        try:
+            if self.asks is None or not self.asks.resolve(message):
+                super().receiveMessage(message, sender)
+        except Exception:
+            # OTP's "let it crash": an unexpected exception ends the actor, and its supervisor
+            # starts a fresh one (it sent no Stopping, so the exit is abnormal). Thespian would
+            # instead retry the message, then answer PoisonMessage and keep the broken actor.
+            self.log.exception(
+                "%s crashed handling %s; exiting so that its supervisor restarts it",
+                self.name,
+                type(message).__name__,
+            )
+            self.crashed = True
+            self.send(self.myAddress, ActorExitRequest())
+            return None
         if self.bridge is not None:
             return ThespianWatch([self.bridge.fileno])
         return None
+
+    def _exit_after_crash(self, message: ActorExitRequest, sender: Any) -> None:
+        try:
+            self.receiveMsg_ActorExitRequest(message, sender)  # release sockets and threads
+        except Exception:  # exiting anyway
+            self.log.exception("%s: cleanup after its crash failed", self.name)
 
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         self.log.warning("%s: ignoring unexpected message %r", self.name, type(message).__name__)
@@ -246,6 +306,8 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         pubsub_before = self.registry.get("PubSub")
         self.registry = dict(msg.entries)
+        if self.asks is not None:
+            self.asks.registry_changed(self.registry)
         if self.registry.get("PubSub") != pubsub_before and self.registry.get("PubSub") is not None:
             self._subscribe_all()
             self.on_pubsub_ready()
@@ -269,8 +331,11 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         for env in self.bridge.drain():
             if env.target == "__self__":
                 self.on_bridge(env.message, env.extra)
-            else:
-                self.send_to(env.target, env.message)
+                continue
+            address = self.registry.get(env.target)
+            self.send_to(env.target, env.message)
+            if self.asks is not None:
+                self.asks.posted(env.target, env.message, address)
 
     def receiveMsg_Published(self, msg: m.Published, sender: Any) -> None:
         self.on_published(msg.topic, msg.key, msg.payload)
