@@ -107,6 +107,7 @@ class Supervisor(ChrActor):
     def _do(self, event: s.Event) -> None:
         """Feed `event`; actions may produce further events (a failed spawn), handled in turn."""
         self._events.append(event)
+        self.log.debug("%s: event %s", self.name, event)
         if self._handling or self.machine is None:
             return
         self._handling = True
@@ -119,6 +120,7 @@ class Supervisor(ChrActor):
         self._flush_registry()
 
     def _carry_out(self, action: s.Action) -> None:
+        self.log.debug("%s: %s", self.name, action)
         if isinstance(action, s.Spawn):
             self._spawn(action)
         elif isinstance(action, s.StopChild):
@@ -201,6 +203,7 @@ class Supervisor(ChrActor):
         proc = self.procs.get(action.name)
         if proc is None:
             return
+        self.log.warning("%s: killing %s (pid %d): %s", self.name, action.name, proc.pid, action.reason)
         if proc.pid > 0:
             try:
                 os.kill(proc.pid, signal.SIGKILL)

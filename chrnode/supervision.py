@@ -188,6 +188,7 @@ class Kill:
 
     name: str
     generation: int
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,8 @@ class Supervision:
                     self._kill(slot, "did not start in time", out)
                 elif event.kind == "stop" and slot.status == "stopping":
                     slot.status = "killing"
-                    out.append(Kill(slot.rule.name, slot.generation))
+                    reason = f"did not stop within {slot.rule.shutdown:g} s"
+                    out.append(Kill(slot.rule.name, slot.generation, reason))
             elif isinstance(event, HeartbeatMissed):
                 if slot.status == "running":
                     slot.reason = event.reason
@@ -334,7 +336,7 @@ class Supervision:
         slot.reason = reason
         slot.crash_pending = True
         slot.status = "killing"
-        out.append(Kill(slot.rule.name, slot.generation))
+        out.append(Kill(slot.rule.name, slot.generation, reason))
 
     def _exited(self, slot: ChildSlot, event: Exited, now: float, out: list[Action]) -> None:
         index = self._index[slot.rule.name]

@@ -388,12 +388,12 @@ def test_a_hung_child_is_reported_killed_after_its_shutdown_and_does_not_block_t
     world.procs["b"].hung = True
     actions = world.feed(s.HeartbeatMissed("b", world.procs["b"].generation))
     assert s.Report("b", "hung", 0, 0, "did not answer a heartbeat", "crash") in actions
-    assert s.Kill("b", 1) in actions
+    assert s.Kill("b", 1, "did not answer a heartbeat") in actions
     world.procs["c"].hung = True  # and a sibling hangs too: its stop times out, then it is killed
     world.exit("b", abnormal=True)
     assert world.stops == ["c"]
     actions = world.feed(s.Timeout("c", 1, "stop"))
-    assert actions == [s.Kill("c", 1)]
+    assert actions == [s.Kill("c", 1, "did not stop within 0.5 s")]
     world.settle()
     assert [world.procs[n].generation for n in "abc"] == [1, 2, 2]
 
@@ -406,7 +406,7 @@ def test_stop_is_last_first_each_with_its_shutdown_then_a_kill() -> None:
     assert [a for a in actions if isinstance(a, s.StopChild)] == [s.StopChild("c", 1, 3.0)]
     world.exit("c", abnormal=False)
     assert world.stops == ["c", "b"]
-    assert world.feed(s.Timeout("b", 1, "stop")) == [s.Kill("b", 1)]
+    assert world.feed(s.Timeout("b", 1, "stop")) == [s.Kill("b", 1, "did not stop within 2 s")]
     world.exit("b", abnormal=True)
     world.settle()
     assert world.stops == ["c", "b", "a"] and world.stopped == 1 and world.spawns == list("abc")
