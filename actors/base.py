@@ -312,6 +312,11 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             self._subscribe_all()
             self.on_pubsub_ready()
 
+    def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
+        # Created ahead of its turn by its supervisor: work that needs no Init may be done now.
+        if self.config is None:
+            self.on_preload()
+
     def receiveMsg_Ping(self, msg: m.Ping, sender: Any) -> None:
         self.send(sender, m.Pong(self.name, os.getpid(), self.started_at))
 
@@ -350,6 +355,10 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def on_start(self, init: m.Init) -> None:
         """Set up; raise to refuse to start (the supervisor sees InitFailed)."""
+
+    def on_preload(self) -> None:
+        """Before Init, in a process created ahead of its turn: e.g. import heavy modules, so that
+        `on_start` (which runs in order, one actor at a time) is short."""
 
     def on_stop(self) -> None:
         """Release what the actor holds (sockets, threads, files)."""

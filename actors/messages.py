@@ -58,6 +58,14 @@ class Init:
 
 
 @dataclass(frozen=True)
+class Preload:
+    """To a process created ahead of its turn (before its Init): a supervisor imports its
+    children's modules and creates their processes too; a leaf runs `on_preload`."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True)
 class Started:
     """An actor finished `Init` and is ready; sent to its supervisor."""
 

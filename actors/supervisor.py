@@ -65,13 +65,22 @@ class Supervisor(ChrActor):
         self.tree: dict[str, dict[str, Any]] = {}  # root only: every actor of the node
         self.counts: dict[str, tuple[int, int]] = {}  # (restarts, requested) of every descendant
         self.pending_admin: dict[str, list[tuple[Any, Any]]] = {}
+        self.spares: dict[str, tuple[Any, int]] = {}  # name -> (address, pid) created ahead, no Init yet
         self.heartbeat_timeout = 10.0
         self.registry_dirty = False
         self.registry_removed = False
+        self.tree_dirty = False
         self.exiting = False
         self._events: list[s.Event] = []
         self._handling = False
         self._last_heartbeat = 0.0
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        answer = super().receiveMessage(message, sender)
+        if self.tree_dirty:  # one tree publish per message, however many rows it changed
+            self.tree_dirty = False
+            self.publish("snapshot", "tree", list(self.tree.values()))
+        return answer
 
     # -- start -------------------------------------------------------------------------------
 
@@ -117,6 +126,7 @@ class Supervisor(ChrActor):
                     self._carry_out(action)
         finally:
             self._handling = False
+        self._prepare()
         self._flush_registry()
 
     def _carry_out(self, action: s.Action) -> None:
@@ -144,16 +154,24 @@ class Supervisor(ChrActor):
         elif isinstance(action, s.Escalate):
             self._escalate(action.reason)
 
+    def _create(self, name: str) -> tuple[Any, int]:
+        address = self.createActor(import_actor(self.specs[name].actor))
+        return address, self._last_child_pid()
+
     def _spawn(self, action: s.Spawn) -> None:
         spec = self.specs[action.name]
-        try:
-            address = self.createActor(import_actor(spec.actor))
-        except Exception as exc:  # an import error or a fork failure: a crash like any other
-            self.procs.pop(action.name, None)
-            self._do(s.InitFailed(action.name, action.generation, f"could not create: {exc}"))
-            self._do(s.Exited(action.name, action.generation, True, f"could not create: {exc}"))
-            return
-        proc = self.procs[action.name] = ChildProc(action.generation, address, self._last_child_pid())
+        spare = self.spares.pop(action.name, None)
+        if spare is not None and _alive(spare[1]):
+            address, pid = spare
+        else:
+            try:
+                address, pid = self._create(action.name)
+            except Exception as exc:  # an import error or a fork failure: a crash like any other
+                self.procs.pop(action.name, None)
+                self._do(s.InitFailed(action.name, action.generation, f"could not create: {exc}"))
+                self._do(s.Exited(action.name, action.generation, True, f"could not create: {exc}"))
+                return
+        proc = self.procs[action.name] = ChildProc(action.generation, address, pid)
         if self.machine is not None:  # the tree shows the pid of a child that is still starting
             slot = self.machine.slot(action.name)
             self._report(
@@ -181,6 +199,42 @@ class Supervisor(ChrActor):
             ),
         )
         self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", action.name, action.generation))
+
+    def _prepare(self) -> None:
+        """Create, ahead of their turn, the processes of the children the plan starts next.
+
+        Forking a process and bringing up its Thespian endpoint is most of a start; doing it for
+        all of them at once, while each still gets its Init (and so starts) only after the one
+        before it said Started, keeps OTP's order and takes a rest_for_one restart from one fork
+        per child in a row to about one (docs/architecture.md, "Restart time")."""
+        machine = self.machine
+        if machine is None or self.exiting:
+            return
+        wanted = machine.pending_starts()
+        for name in [n for n in self.spares if n not in wanted]:
+            self.send(self.spares.pop(name)[0], ActorExitRequest())
+        for name in wanted:
+            if name not in self.spares and name not in self.procs:
+                try:
+                    self.spares[name] = self._create(name)
+                except Exception:  # its Spawn will try again, and report what fails
+                    return
+                self.send(self.spares[name][0], m.Preload(self.specs[name]))
+
+    def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
+        # Created ahead of its turn: import what the children need and fork them now, in
+        # parallel with the siblings before it; they get their Init only when their turn comes.
+        if self.machine is not None or self.exiting:
+            return
+        self.specs = {c.name: c for c in msg.spec.children}
+        for name, spec in self.specs.items():
+            if name in self.spares:
+                continue
+            try:
+                self.spares[name] = self._create(name)
+            except Exception:  # its Spawn will try again, and report what fails
+                return
+            self.send(self.spares[name][0], m.Preload(spec))
 
     def _last_child_pid(self) -> int:
         """The pid of the process `createActor` just forked (Thespian keeps it in the manager)."""
@@ -314,6 +368,9 @@ class Supervisor(ChrActor):
         for name, proc in list(self.procs.items()):
             if proc.pid > 0 and not _alive(proc.pid):
                 self._exited(name)
+        for name, (_, pid) in list(self.spares.items()):
+            if not _alive(pid):
+                del self.spares[name]
 
     def _heartbeat(self, now: float) -> None:
         for name, proc in list(self.procs.items()):
@@ -454,7 +511,7 @@ class Supervisor(ChrActor):
             "pid": state.pid,
             "reason": state.reason,
         }
-        self.publish("snapshot", "tree", list(self.tree.values()))
+        self.tree_dirty = True  # published once at the end of the message (receiveMessage)
 
     def _by_address(self, address: Any) -> str | None:
         for name, proc in self.procs.items():

@@ -272,6 +272,17 @@ class Supervision:
     def slot(self, name: str) -> ChildSlot:
         return self.children[self._index[name]]
 
+    def pending_starts(self) -> list[str]:
+        """Children the plan will start, in order (none while stopping or giving up): an adapter
+        may create their processes ahead, as long as each gets its Init only at its `Spawn`."""
+        if self.phase in ("stopping", "escalating", "done"):
+            return []
+        return [
+            self.children[i].rule.name
+            for i in self.to_start
+            if self.children[i].status == "stopped" and not self.children[i].finished
+        ]
+
     @property
     def busy(self) -> bool:
         """A restart (or start, or stop) is under way."""

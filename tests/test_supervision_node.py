@@ -156,4 +156,5 @@ def test_a_call_to_a_restarting_actor_fails_fast(devchain: DevChain, tmp_path: P
             reply, _ = eth_block_number(node)
             assert "result" in reply, reply
     finally:
-        assert node.stop() == 0
+        code = node.stop()
+    assert code == 0, node.log()
