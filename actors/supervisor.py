@@ -31,7 +31,8 @@ import psutil
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors import messages as m
-from actors.base import ChrActor, apply_log_level, import_actor
+from actors.base import apply_log_level, import_actor
+from actors.registry import RegistryKeeper
 from chrnode import supervision as s
 
 START_TIMEOUT = 15.0
@@ -51,7 +52,7 @@ class ChildProc:
     running: bool = False
 
 
-class Supervisor(ChrActor):
+class Supervisor(RegistryKeeper):
     """A supervisor; the root one is the same class, told `StartTree` by the daemon."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,28 +60,14 @@ class Supervisor(ChrActor):
         self.machine: s.Supervision | None = None
         self.specs: dict[str, m.ChildSpec] = {}
         self.procs: dict[str, ChildProc] = {}
-        self.is_root = False
-        self.owner: Any = None  # root: the daemon's address; others: the parent supervisor
         self.stop_requester: Any = None
-        self.tree: dict[str, dict[str, Any]] = {}  # root only: every actor of the node
-        self.counts: dict[str, tuple[int, int]] = {}  # (restarts, requested) of every descendant
         self.pending_admin: dict[str, list[tuple[Any, Any]]] = {}
         self.spares: dict[str, tuple[Any, int]] = {}  # name -> (address, pid) created ahead, no Init yet
         self.heartbeat_timeout = 10.0
-        self.registry_dirty = False
-        self.registry_removed = False
-        self.tree_dirty = False
         self.exiting = False
         self._events: list[s.Event] = []
         self._handling = False
         self._last_heartbeat = 0.0
-
-    def receiveMessage(self, message: Any, sender: Any) -> Any:
-        answer = super().receiveMessage(message, sender)
-        if self.tree_dirty:  # one tree publish per message, however many rows it changed
-            self.tree_dirty = False
-            self.publish("snapshot", "tree", list(self.tree.values()))
-        return answer
 
     # -- start -------------------------------------------------------------------------------
 
@@ -278,6 +265,8 @@ class Supervisor(ChrActor):
             self.send(self.myAddress, ActorExitRequest())  # no Stopping: the parent sees a crash
 
     def _on_report(self, report: s.Report) -> None:
+        if report.state == "starting":
+            return  # `_spawn` reports it, with the new process's pid
         name = report.name
         spec = self.specs[name]
         proc = self.procs.get(name)
@@ -442,76 +431,12 @@ class Supervisor(ChrActor):
         if self.is_root:
             self.send(self.owner, msg)
 
-    def receiveMsg_GetTree(self, msg: m.GetTree, sender: Any) -> None:
-        self.send(sender, m.TreeSnapshot(tuple(self.tree.values()), dict(self.registry)))
-
-    def receiveMsg_WhereIs(self, msg: m.WhereIs, sender: Any) -> None:
-        self.send(sender, m.WhereIsReply(msg.name, self.registry.get(msg.name)))
-
     def receiveMsg_SetLogLevel(self, msg: m.SetLogLevel, sender: Any) -> None:
         super().receiveMsg_SetLogLevel(msg, sender)
         if self.is_root:
             for name, address in self.registry.items():
                 if name != self.name and address is not None:
                     self.send(address, msg)
-
-    # -- registry and tree ----------------------------------------------------------------------
-
-    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
-        # The root owns the registry; an update can only come back to it as an undeliverable
-        # message returned by Thespian, carrying an older map.
-        if not self.is_root:
-            super().receiveMsg_RegistryUpdate(msg, sender)
-
-    def receiveMsg_Registered(self, msg: m.Registered, sender: Any) -> None:
-        self._register(msg.name, msg.address, msg.pid)
-        self._flush_registry()
-
-    def receiveMsg_ChildState(self, msg: m.ChildState, sender: Any) -> None:
-        self._report(msg)
-
-    def _register(self, name: str, address: Any, pid: int) -> None:
-        if address is None and name not in self.registry:
-            return
-        if address is None:
-            self.registry.pop(name, None)
-        else:
-            self.registry[name] = address
-        if not self.is_root:
-            self.send(self.owner, m.Registered(name, address, pid, self.name))
-            return
-        self.registry_dirty = True
-        self.registry_removed = self.registry_removed or address is None
-
-    def _flush_registry(self) -> None:
-        """Push the registry once after each event that changed it (a rest_for_one restart
-        removes many names in one event: one broadcast). Additions are pushed at once too: PubSub
-        and others deliver by name, so an actor not in their registry gets nothing."""
-        if not self.is_root or not self.registry_dirty:
-            return
-        self.registry_dirty = self.registry_removed = False
-        update = m.RegistryUpdate(dict(self.registry))
-        for other, other_address in self.registry.items():
-            if other != self.name:
-                self.send(other_address, update)
-
-    def _report(self, state: m.ChildState) -> None:
-        # Counts are remembered on the way up, so a restarted sub-supervisor gets them back.
-        self.counts[state.name] = (state.restarts, state.requested)
-        if not self.is_root:
-            self.send(self.owner, state)
-            return
-        self.tree[state.name] = {
-            "name": state.name,
-            "parent": state.parent,
-            "state": state.state,
-            "restarts": state.restarts,
-            "requested_restarts": state.requested,
-            "restart_type": state.restart_type,
-            "pid": state.pid,
-            "reason": state.reason,
-        }
-        self.tree_dirty = True  # published once at the end of the message (receiveMessage)
 
     def _by_address(self, address: Any) -> str | None:
         for name, proc in self.procs.items():

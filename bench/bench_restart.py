@@ -59,15 +59,17 @@ def where_is(asys, root, name: str):  # type: ignore[no-untyped-def]
     return reply.address if isinstance(reply, m.WhereIsReply) else None
 
 
-def answering(asys, root, name: str, old_pid: int) -> int:  # type: ignore[no-untyped-def]
-    """The new pid once `name` is registered again and answers Ping from another process."""
+def answering(asys, root, name: str, old: tuple[int, object] = (0, None)) -> tuple[int, object]:  # type: ignore[no-untyped-def]
+    """(pid, address) once `name` is registered at an address other than `old`'s and answers
+    Ping from another process (a Ping to the old, dead address would wait for its timeout)."""
+    old_pid, old_address = old
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         address = where_is(asys, root, name)
-        if address is not None:
+        if address is not None and address != old_address:
             pong = ask(asys, address, m.Ping(), m.Pong)
             if isinstance(pong, m.Pong) and pong.pid != old_pid:
-                return int(pong.pid)
+                return int(pong.pid), address
     raise SystemExit(f"{name} did not come back within 30 s; see the node's log")
 
 
@@ -83,7 +85,7 @@ def whole_again(asys, root, before: dict[str, int]) -> None:  # type: ignore[no-
         rows = tree_rows(asys, root)
         if rows and all(r["state"] == "running" for r in rows.values()):
             if all(rows[name]["pid"] != pid for name, pid in before.items()):
-                answering(asys, root, LAST, before[LAST])
+                answering(asys, root, LAST, (before[LAST], None))
                 return
     raise SystemExit("the tree did not come back within 30 s; see the node's log")
 
@@ -120,9 +122,9 @@ def main() -> int:
             leaf_ms: list[float] = []
             for i in range(args.kills):
                 name = TARGETS[i % len(TARGETS)]
-                old = answering(asys, root, name, 0)
+                old = answering(asys, root, name)
                 started = time.perf_counter()
-                os.kill(old, signal.SIGKILL)
+                os.kill(old[0], signal.SIGKILL)
                 answering(asys, root, name, old)
                 leaf_ms.append((time.perf_counter() - started) * 1000)
                 print(f"  leaf kill {i + 1:2d} {name:<18} {leaf_ms[-1]:7.1f} ms", flush=True)
@@ -131,7 +133,7 @@ def main() -> int:
             for i in range(args.kills):
                 rows = tree_rows(asys, root)
                 before = {n: int(r["pid"]) for n, r in rows.items() if r["parent"] == ROOT}
-                answering(asys, root, LAST, 0)
+                answering(asys, root, LAST)
                 started = time.perf_counter()
                 os.kill(before[FIRST], signal.SIGKILL)
                 whole_again(asys, root, before)
