@@ -3,22 +3,17 @@
 An actor is created by its supervisor and gets `Init` first; until then it only knows its class.
 Peers are found by name in `self.registry`, which the root supervisor pushes on every change
 (SPEC 9: never by a cached address). Actors that run an event loop in a thread (Tornado, asyncio)
-hand outgoing messages to a `ThreadBridge`; the actor's own thread sends them, woken through a
-pipe that Thespian watches (`ThespianWatch`).
+hand outgoing messages to a `ThreadBridge` (actors/bridge.py); the actor's own thread sends them,
+woken through a pipe that Thespian watches (`ThespianWatch`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import itertools
 import logging
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from thespian.actors import (
@@ -32,156 +27,12 @@ from thespian.actors import (
 )
 
 from actors import messages as m
-from chrnode.errors import ActorError
+from actors.bridge import LoopAsks, LoopThread, ThreadBridge
 from chrnode.stats import LocalStats
 
+__all__ = ["ChrActor", "LoopAsks", "LoopThread", "ThreadBridge", "apply_log_level", "import_actor"]
+
 STATS_FLUSH_SECONDS = 1.0
-
-
-class ThreadBridge:
-    """Lets a thread ask the actor's thread to send a message (Thespian's send is not thread-safe)."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[m.Envelope] = queue.SimpleQueue()
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
-
-    @property
-    def fileno(self) -> int:
-        return self._read_fd
-
-    def post(self, target: str, message: Any, **extra: Any) -> None:
-        """From any thread: have `message` sent to the actor named `target`."""
-        self._queue.put(m.Envelope(target, message, extra))
-        try:
-            os.write(self._write_fd, b"\0")
-        except BlockingIOError:  # the pipe is full: the actor is already due to wake up
-            pass
-
-    def drain(self) -> list[m.Envelope]:
-        try:
-            while os.read(self._read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        out: list[m.Envelope] = []
-        while True:
-            try:
-                out.append(self._queue.get_nowait())
-            except queue.Empty:
-                return out
-
-    def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-class LoopAsks:
-    """Lets coroutines on a thread's event loop ask actors and await their answers.
-
-    `await asks.ask("Model.Sql.Cache", SqlRead(...))` posts the message (its `tag` replaced by a
-    fresh one) through the bridge; the actor's thread sends it, and when an answer with that tag
-    comes back, `ChrActor.receiveMessage` resolves the future on the loop.
-    """
-
-    def __init__(self, bridge: ThreadBridge) -> None:
-        self.bridge = bridge
-        self._ids = itertools.count(1)
-        self.pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
-
-    async def ask(self, target: str, message: Any, timeout: float = 10.0) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        tag = f"ask-{next(self._ids)}"
-        self.pending[tag] = (loop, future)
-        self.bridge.post(target, dataclasses.replace(message, tag=tag))
-        try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError as exc:
-            raise ActorError(
-                f"{target} did not answer {type(message).__name__} within {timeout:g} s"
-            ) from exc
-        finally:
-            self.pending.pop(tag, None)
-
-    def resolve(self, message: Any) -> bool:
-        """From the actor's thread: hand an answer to its waiter; False if nobody waits for it."""
-        tag = getattr(message, "tag", None)
-        if not isinstance(tag, str):
-            return False
-        waiting = self.pending.get(tag)
-        if waiting is None:
-            return False
-        loop, future = waiting
-        loop.call_soon_threadsafe(_set_result, future, message)
-        return True
-
-
-class LoopThread:
-    """An asyncio loop in a thread of the actor's process, for actors that serve sockets.
-
-    `start(setup)` runs the coroutine `setup()` on the new loop and returns its result, or raises
-    its exception in the actor's thread (so a port in use fails the actor's start, with reason);
-    after it the loop runs until `stop()`.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
-
-    def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-        ready = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self.loop = loop
-            try:
-                outcome["value"] = loop.run_until_complete(setup())
-            except Exception as exc:  # handed to start(), which raises it in the actor's thread
-                outcome["error"] = exc
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.close()
-
-        self.thread = threading.Thread(target=run, name=self.name, daemon=True)
-        self.thread.start()
-        if not ready.wait(timeout):
-            raise ActorError(f"{self.name} did not start within {timeout:g} s")
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    def stop(
-        self, cleanup: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 5.0
-    ) -> None:
-        loop = self.loop
-        if loop is None or not loop.is_running():
-            return
-        if cleanup is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(cleanup(), loop).result(timeout)
-            except Exception as exc:  # stopping anyway: the process ends right after
-                logging.getLogger("chrnode.actor").warning("%s did not stop cleanly: %s", self.name, exc)
-        loop.call_soon_threadsafe(loop.stop)
-        if self.thread is not None:
-            self.thread.join(timeout)
-
-
-def _set_result(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
@@ -200,16 +51,40 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.stats = LocalStats("unnamed")
         self.bridge: ThreadBridge | None = None
         self.asks: LoopAsks | None = None
+        self.crashed = False
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
 
     # -- Thespian entry point ---------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
-        if self.asks is None or not self.asks.resolve(message):
-            super().receiveMessage(message, sender)
+        if self.crashed:
+            if isinstance(message, ActorExitRequest):
+                self._exit_after_crash(message, sender)
+            return None  # a crashed actor handles nothing more: its replacement starts fresh
+        try:
+            if self.asks is None or not self.asks.resolve(message):
+                super().receiveMessage(message, sender)
+        except Exception:
+            # OTP's "let it crash": an unexpected exception ends the actor, and its supervisor
+            # starts a fresh one (it sent no Stopping, so the exit is abnormal). Thespian would
+            # instead retry the message, then answer PoisonMessage and keep the broken actor.
+            self.log.exception(
+                "%s crashed handling %s; exiting so that its supervisor restarts it",
+                self.name,
+                type(message).__name__,
+            )
+            self.crashed = True
+            self.send(self.myAddress, ActorExitRequest())
+            return None
         if self.bridge is not None:
             return ThespianWatch([self.bridge.fileno])
         return None
+
+    def _exit_after_crash(self, message: ActorExitRequest, sender: Any) -> None:
+        try:
+            self.receiveMsg_ActorExitRequest(message, sender)  # release sockets and threads
+        except Exception:  # exiting anyway
+            self.log.exception("%s: cleanup after its crash failed", self.name)
 
     def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:
         self.log.warning("%s: ignoring unexpected message %r", self.name, type(message).__name__)
@@ -246,9 +121,16 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         pubsub_before = self.registry.get("PubSub")
         self.registry = dict(msg.entries)
+        if self.asks is not None:
+            self.asks.registry_changed(self.registry)
         if self.registry.get("PubSub") != pubsub_before and self.registry.get("PubSub") is not None:
             self._subscribe_all()
             self.on_pubsub_ready()
+
+    def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
+        # Created ahead of its turn by its supervisor: work that needs no Init may be done now.
+        if self.config is None:
+            self.on_preload()
 
     def receiveMsg_Ping(self, msg: m.Ping, sender: Any) -> None:
         self.send(sender, m.Pong(self.name, os.getpid(), self.started_at))
@@ -269,8 +151,11 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         for env in self.bridge.drain():
             if env.target == "__self__":
                 self.on_bridge(env.message, env.extra)
-            else:
-                self.send_to(env.target, env.message)
+                continue
+            address = self.registry.get(env.target)
+            self.send_to(env.target, env.message)
+            if self.asks is not None:
+                self.asks.posted(env.target, env.message, address)
 
     def receiveMsg_Published(self, msg: m.Published, sender: Any) -> None:
         self.on_published(msg.topic, msg.key, msg.payload)
@@ -285,6 +170,10 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def on_start(self, init: m.Init) -> None:
         """Set up; raise to refuse to start (the supervisor sees InitFailed)."""
+
+    def on_preload(self) -> None:
+        """Before Init, in a process created ahead of its turn: e.g. import heavy modules, so that
+        `on_start` (which runs in order, one actor at a time) is short."""
 
     def on_stop(self) -> None:
         """Release what the actor holds (sockets, threads, files)."""

@@ -49,7 +49,7 @@ class RemoteChainRpc(PoolActor):
         self.db: NodeDatabase | None = None
         self.reader: Reader | None = None
         self.reader_lock = threading.Lock()
-        self.cron_registered = False
+        self.cron_registered: Any = None  # the Cron address the submit job was registered with
         self.jobs: dict[str, tuple[Any, float]] = {}  # tag -> (cron address, started)
         self.reward: dict[str, Any] = {}
 
@@ -60,10 +60,14 @@ class RemoteChainRpc(PoolActor):
 
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
-        if not self.cron_registered and self.contracts.ticket_registry is not None:
+        # Again whenever Cron's address changes: Cron restarts on its own (independent, actors/tree.py)
+        # and a new Cron knows only its built-in jobs.
+        cron = self.registry.get("Cron")
+        if cron is not None and cron != self.cron_registered and self.contracts.ticket_registry is not None:
             interval = float(self.config.ticket_submit_interval)
             job = m.CronRegister(SUBMIT_JOB, self.name, interval, min(SUBMIT_FIRST_DELAY, interval))
-            self.cron_registered = self.send_to("Cron", job)
+            self.send(cron, job)
+            self.cron_registered = cron
 
     def receiveMsg_EthRequest(self, msg: cm.EthRequest, sender: Any) -> None:
         if msg.method not in RAW_METHODS:

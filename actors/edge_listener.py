@@ -113,6 +113,11 @@ class EdgeListener(ChrActor):
             epoch = payload.get("epoch")
             self.chain_epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
+    def on_preload(self) -> None:
+        # Before its turn (actors/supervisor.py): the chain modules `_with_fleet` needs take about
+        # a second to import (eth_abi), the longest part of a rest_for_one restart otherwise.
+        import chrnode.chain.service  # noqa: F401
+
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         identity = load_node_identity(Path(cfg.data_dir), cfg.node_key_path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RestartType = Literal["permanent", "transient", "temporary"]
-Strategy = Literal["rest_for_one", "one_for_one"]
+Strategy = Literal["rest_for_one", "one_for_one", "one_for_all"]
 
 
 # --- supervision -------------------------------------------------------------------------------
@@ -19,13 +19,24 @@ Strategy = Literal["rest_for_one", "one_for_one"]
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """One child of a supervisor: `actor` is a dotted path `module:Class` (picklable, importable)."""
+    """One child of a supervisor: `actor` is a dotted path `module:Class` (picklable, importable).
+
+    `shutdown`: seconds it gets to exit when asked before it is killed (a supervisor gets longer:
+    it stops its own children first). `independent`: no later sibling needs it, so under
+    rest_for_one its crash restarts only itself (chrnode/supervision.py, docs/architecture.md).
+    `intensity`/`period` (supervisors only): restarts allowed within period seconds; None takes
+    the config's max_restarts / restart_window.
+    """
 
     name: str
     actor: str
     restart: RestartType = "permanent"
     children: tuple[ChildSpec, ...] = ()
     strategy: Strategy = "one_for_one"
+    shutdown: float = 5.0
+    independent: bool = False
+    intensity: int | None = None
+    period: float | None = None
 
     @property
     def is_supervisor(self) -> bool:
@@ -42,6 +53,16 @@ class Init:
     parent: str
     spec: ChildSpec | None = None
     daemon_pid: int = 0
+    restarts: dict[str, tuple[int, int]] = field(default_factory=dict)  # a supervisor's children's
+    # (restarts, requested) so far, so counts survive the supervisor's own restart
+
+
+@dataclass(frozen=True)
+class Preload:
+    """To a process created ahead of its turn (before its Init): a supervisor imports its
+    children's modules and creates their processes too; a leaf runs `on_preload`."""
+
+    spec: ChildSpec
 
 
 @dataclass(frozen=True)
@@ -90,11 +111,12 @@ class ChildState:
 
     name: str
     parent: str
-    state: str  # starting | running | restarting | stopped | failed
+    state: str  # starting | running | hung | stopping | restarting | stopped
     restarts: int
     restart_type: RestartType
     pid: int = 0
     reason: str = ""
+    requested: int = 0  # admin restarts (not counted in `restarts`, not crashes)
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,28 @@
-"""The supervisor actor (SPEC 9): OTP restart types, strategies and intensity on Thespian.
+"""The supervisor actor (SPEC 9): a thin Thespian adapter over `chrnode.supervision.Supervision`.
 
-Thespian restarts nothing by itself; it tells a parent `ChildActorExited` when a child process
-ends. A `Supervisor` turns that into OTP behaviour:
+Every decision (what to start, stop, kill, restart, when to give up) is the pure state machine's.
+This actor turns what it sees into the machine's events and carries out its actions:
 
-* children start one at a time, in list order, each after the previous one said `Started`;
-* a child that exits without having said `Stopping` first exited abnormally (a crash, a SIGKILL);
-* permanent children are always restarted, transient ones after an abnormal exit, temporary never;
-* `rest_for_one`: the later siblings are stopped (waiting until they have really exited, so their
-  ports are free) and all are started again in order; `one_for_one`: only the child;
-* more than `max_restarts` restarts within `restart_window` seconds: the supervisor stops its
-  children and exits, so its own parent sees a crash (escalation). The root tells the daemon.
+* `Spawn`: `createActor`, then `Init`; the child's pid is known at once (Thespian forks it here),
+  so a child that dies before it says `Started` is seen too;
+* liveness: every `LIVENESS_SECONDS` each child's pid is checked (Thespian's `ChildActorExited`
+  is a hint, checked against the pid: a late notice can carry a reused address), and every
+  `HEARTBEAT_SECONDS` each running child gets a `Ping`; one that has not answered for
+  `heartbeat_timeout` seconds (hung, SIGSTOP) is reported `hung`, killed and restarted;
+* `StopChild`: `ActorExitRequest` (a supervisor child gets `StopTree` first, so it stops its own
+  children last-first), with a timer for the child's shutdown timeout; `Kill`: SIGKILL.
 
 The root supervisor also keeps the registry (name -> address) and the tree table that
-`chr_node_info` shows, and pushes both on every change.
+`chr_node_info` shows. A name leaves the registry, pushed to every actor at once, as soon as its
+actor is known to be going (so asks to it fail fast, `actors/base.py`), and again when its
+replacement runs; one broadcast per event, however many names it changed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,43 +31,43 @@ import psutil
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors import messages as m
-from actors.base import ChrActor, apply_log_level, import_actor
-from chrnode.supervision import Intensity, should_restart
+from actors.base import apply_log_level, import_actor
+from actors.registry import RegistryKeeper
+from chrnode import supervision as s
 
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
+LIVENESS_SECONDS = 0.2  # a dead child is seen within this (issue: within 1 s)
+HEARTBEAT_SECONDS = 1.0
 
 
 @dataclass
-class Child:
-    spec: m.ChildSpec
-    address: Any = None
-    pid: int = 0
-    state: str = "stopped"  # starting | running | stopping | stopped | failed
-    restarts: int = 0
-    generation: int = 0
+class ChildProc:
+    """The process behind one generation of a child."""
+
+    generation: int
+    address: Any
+    pid: int
     normal_exit: bool = False  # it said Stopping before exiting
-    expect_exit: bool = False  # we asked it to exit
-    reason: str = ""
+    last_pong: float = 0.0
+    running: bool = False
 
 
-class Supervisor(ChrActor):
+class Supervisor(RegistryKeeper):
     """A supervisor; the root one is the same class, told `StartTree` by the daemon."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.children: list[Child] = []
-        self.strategy: m.Strategy = "one_for_one"
-        self.intensity = Intensity(5, 5.0)
-        self.is_root = False
-        self.owner: Any = None  # root: the daemon's address; others: the parent supervisor
-        self.chain: list[int] = []  # indexes still to (re)start, in order
-        self.initial = True
-        self.giving_up = ""
+        self.machine: s.Supervision | None = None
+        self.specs: dict[str, m.ChildSpec] = {}
+        self.procs: dict[str, ChildProc] = {}
         self.stop_requester: Any = None
-        self.tree: dict[str, dict[str, Any]] = {}  # root only: every actor of the node
-        self.pending_admin: dict[str, list[tuple[Any, int]]] = {}
-        self.exiting = False  # told to exit (by its parent or the system's shutdown): restart nothing
+        self.pending_admin: dict[str, list[tuple[Any, Any]]] = {}
+        self.spares: dict[str, tuple[Any, int]] = {}  # name -> (address, pid) created ahead, no Init yet
+        self.heartbeat_timeout = 10.0
+        self.exiting = False
+        self._events: list[s.Event] = []
+        self._handling = False
+        self._last_heartbeat = 0.0
 
     # -- start -------------------------------------------------------------------------------
 
@@ -73,212 +77,349 @@ class Supervisor(ChrActor):
         self.name = msg.spec.name
         self.config = msg.config
         self.registry = {self.name: self.myAddress}
-        self._configure(msg.spec, msg.config)
-        self._start_chain(list(range(len(self.children))))
+        self._configure(msg.spec, msg.config, {})
 
     def receiveMsg_Init(self, msg: m.Init, sender: Any) -> None:
         # A supervisor reports Started only once all its children are up (as OTP's start_link).
         self.name = msg.name
         self.config = msg.config
         self.registry = dict(msg.registry)
-        self.owner = sender
+        self.owner = self.parent_address = sender
         assert msg.spec is not None, "a supervisor needs its ChildSpec"
-        self._configure(msg.spec, msg.config)
-        self._start_chain(list(range(len(self.children))))
+        self._configure(msg.spec, msg.config, dict(msg.restarts))
 
-    def _configure(self, spec: m.ChildSpec, config: Any) -> None:
+    def _configure(self, spec: m.ChildSpec, config: Any, counts: dict[str, tuple[int, int]]) -> None:
         apply_log_level(getattr(config, "log_level", "info"))
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
-        self.strategy = spec.strategy
-        self.children = [Child(c) for c in spec.children]
-        self.intensity = Intensity(getattr(config, "max_restarts", 5), getattr(config, "restart_window", 5.0))
+        self.heartbeat_timeout = float(getattr(config, "heartbeat_timeout", 10.0))
+        self.specs = {c.name: c for c in spec.children}
+        self.counts = counts
+        self.machine = s.Supervision(rules_of(spec, config), restarts=counts)
+        self.wakeupAfter(LIVENESS_SECONDS, payload="__liveness__")
+        self._do(s.Start())
 
-    def _start_chain(self, indexes: list[int]) -> None:
-        self.chain = indexes
-        self._advance()
+    # -- events into the machine, actions out --------------------------------------------------
 
-    def _advance(self) -> None:
-        while self.chain and not self.giving_up:
-            child = self.children[self.chain[0]]
-            if child.state in ("stopping", "starting"):
-                return  # wait for its exit / its Started
-            if child.state == "running":
-                self.chain.pop(0)
-                continue
-            self._spawn(child)
+    def _do(self, event: s.Event) -> None:
+        """Feed `event`; actions may produce further events (a failed spawn), handled in turn."""
+        self._events.append(event)
+        self.log.debug("%s: event %s", self.name, event)
+        if self._handling or self.machine is None:
             return
-        if not self.chain and self.initial and not self.giving_up:
-            self.initial = False
+        self._handling = True
+        try:
+            while self._events:
+                for action in self.machine.handle(self._events.pop(0), time.monotonic()):
+                    self._carry_out(action)
+        finally:
+            self._handling = False
+        self._prepare()
+        self._flush_registry()
+
+    def _carry_out(self, action: s.Action) -> None:
+        self.log.debug("%s: %s", self.name, action)
+        if isinstance(action, s.Spawn):
+            self._spawn(action)
+        elif isinstance(action, s.StopChild):
+            self._stop(action)
+        elif isinstance(action, s.Kill):
+            self._kill(action)
+        elif isinstance(action, s.Report):
+            self._on_report(action)
+        elif isinstance(action, s.Refuse):
+            for requester, tag in self.pending_admin.pop(action.name, []):
+                self.send(requester, m.AdminReply(tag, False, action.reason))
+        elif isinstance(action, s.Ready):
             if self.is_root:
                 self.send(self.owner, m.TreeReady(tuple(self.tree)))
             else:
                 self.send(self.owner, m.Started(self.name, os.getpid()))
+        elif isinstance(action, s.Stopped):
+            if self.stop_requester is not None:
+                requester, self.stop_requester = self.stop_requester, None
+                self.send(requester, m.TreeStopped())
+        elif isinstance(action, s.Escalate):
+            self._escalate(action.reason)
 
-    def _spawn(self, child: Child) -> None:
-        child.generation += 1
-        child.state = "starting"
-        child.normal_exit = child.expect_exit = False
-        try:
-            child.address = self.createActor(import_actor(child.spec.actor))
-        except Exception as exc:  # an import error or a fork failure: a crash like any other
-            child.address = None
-            self._crashed(child, f"could not create: {exc}")
-            return
+    def _create(self, name: str) -> tuple[Any, int]:
+        address = self.createActor(import_actor(self.specs[name].actor))
+        return address, self._last_child_pid()
+
+    def _spawn(self, action: s.Spawn) -> None:
+        spec = self.specs[action.name]
+        spare = self.spares.pop(action.name, None)
+        if spare is not None and _alive(spare[1]):
+            address, pid = spare
+        else:
+            try:
+                address, pid = self._create(action.name)
+            except Exception as exc:  # an import error or a fork failure: a crash like any other
+                self.procs.pop(action.name, None)
+                self._do(s.InitFailed(action.name, action.generation, f"could not create: {exc}"))
+                self._do(s.Exited(action.name, action.generation, True, f"could not create: {exc}"))
+                return
+        proc = self.procs[action.name] = ChildProc(action.generation, address, pid)
+        if self.machine is not None:  # the tree shows the pid of a child that is still starting
+            slot = self.machine.slot(action.name)
+            self._report(
+                m.ChildState(
+                    spec.name,
+                    self.name,
+                    "starting",
+                    slot.restarts,
+                    spec.restart,
+                    proc.pid,
+                    "",
+                    slot.requested,
+                )
+            )
+        nested = {k: v for k, v in self.counts.items() if k in descendants(spec)}
         self.send(
-            child.address,
+            address,
             m.Init(
-                name=child.spec.name,
+                name=spec.name,
                 config=self.config,
                 registry=self.registry,
                 parent=self.name,
-                spec=child.spec if child.spec.is_supervisor else None,
+                spec=spec if spec.is_supervisor else None,
+                restarts=nested,
             ),
         )
-        self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", child.spec.name, child.generation))
-        self._report(child)
+        self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", action.name, action.generation))
 
-    def receiveMsg_Started(self, msg: m.Started, sender: Any) -> None:
-        child = self._by_address(sender)
-        if child is None or child.state != "starting":
-            return
-        child.state = "running"
-        child.pid = msg.pid
-        child.reason = ""
-        self._register(child.spec.name, child.address, msg.pid)
-        self._report(child)
-        for requester, tag in self.pending_admin.pop(child.spec.name, []):
-            self.send(requester, m.AdminReply(tag, True, f"{child.spec.name} restarted", msg.pid))
-        self._advance()
+    def _prepare(self) -> None:
+        """Create, ahead of their turn, the processes of the children the plan starts next.
 
-    def receiveMsg_InitFailed(self, msg: m.InitFailed, sender: Any) -> None:
-        child = self._by_address(sender)
-        if child is None:
+        Forking a process and bringing up its Thespian endpoint is most of a start; doing it for
+        all of them at once, while each still gets its Init (and so starts) only after the one
+        before it said Started, keeps OTP's order and takes a rest_for_one restart from one fork
+        per child in a row to about one (docs/architecture.md, "Restart time")."""
+        machine = self.machine
+        if machine is None or self.exiting:
             return
-        self.log.error("%s could not start: %s", msg.name, msg.reason)
-        child.reason = msg.reason
-        child.expect_exit = False
-        self.send(child.address, ActorExitRequest())  # its ChildActorExited drives the restart
+        wanted = machine.pending_starts()
+        for name in [n for n in self.spares if n not in wanted]:
+            self.send(self.spares.pop(name)[0], ActorExitRequest())
+        for name in wanted:
+            if name not in self.spares and name not in self.procs:
+                try:
+                    self.spares[name] = self._create(name)
+                except Exception:  # its Spawn will try again, and report what fails
+                    return
+                self.send(self.spares[name][0], m.Preload(self.specs[name]))
 
-    def receiveMsg_Stopping(self, msg: m.Stopping, sender: Any) -> None:
-        child = self._by_address(sender)
-        if child is not None:
-            child.normal_exit = True
+    def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
+        # Created ahead of its turn: import what the children need and fork them now, in
+        # parallel with the siblings before it; they get their Init only when their turn comes.
+        if self.machine is not None or self.exiting:
+            return
+        self.specs = {c.name: c for c in msg.spec.children}
+        for name, spec in self.specs.items():
+            if name in self.spares:
+                continue
+            try:
+                self.spares[name] = self._create(name)
+            except Exception:  # its Spawn will try again, and report what fails
+                return
+            self.send(self.spares[name][0], m.Preload(spec))
 
-    # -- exits -------------------------------------------------------------------------------
+    def _last_child_pid(self) -> int:
+        """The pid of the process `createActor` just forked (Thespian keeps it in the manager)."""
+        procs = getattr(getattr(self, "_myRef", None), "_child_procs", None)
+        if procs:
+            return int(getattr(procs[-1].childProc, "pid", 0) or 0)
+        return 0
 
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
-        child = self._by_address(msg.childAddress)
-        if child is None:
+    def _stop(self, action: s.StopChild) -> None:
+        proc = self.procs.get(action.name)
+        if proc is None:
             return
-        asked = child.normal_exit or child.spec.name in self.pending_admin
-        if child.state == "running" and not asked and _alive(child.pid):
-            # Thespian can report an exit late or twice; if the old process's port was reused,
-            # the address matches the new child, which is alive and well: not its exit.
+        if self.specs[action.name].is_supervisor:
+            self.send(proc.address, m.StopTree())  # its children go last-first; then it exits
+        else:
+            self.send(proc.address, ActorExitRequest())
+        self.wakeupAfter(action.timeout, payload=("stop-timeout", action.name, action.generation))
+
+    def _kill(self, action: s.Kill) -> None:
+        proc = self.procs.get(action.name)
+        if proc is None:
             return
-        if child.state == "starting" and not child.reason:
-            # Same for a child that has not said Started yet (its pid is unknown). A real crash
-            # during start-up is caught by InitFailed (which sets `reason`) or the start timeout.
-            self.log.debug("ignoring an exit notice that matches %s while it starts", child.spec.name)
-            return
-        self._register(child.spec.name, None, 0)
-        child.address = None
-        if child.expect_exit or self.giving_up or self.stop_requester is not None or self.exiting:
-            child.state = "stopped"
-            self._report(child)
-            self._maybe_finished_stopping()
-            self._advance()
-            return
-        abnormal = not child.normal_exit
-        self._crashed(
-            child, child.reason or ("exited abnormally" if abnormal else "exited normally"), abnormal
+        self.log.warning("%s: killing %s (pid %d): %s", self.name, action.name, proc.pid, action.reason)
+        if proc.pid > 0:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            self.send(proc.address, ActorExitRequest())
+        self._check_liveness()
+
+    def _escalate(self, reason: str) -> None:
+        self.log.error("%s gives up: %s", self.name, reason)
+        for name in list(self.pending_admin):
+            for requester, tag in self.pending_admin.pop(name):
+                self.send(requester, m.AdminReply(tag, False, f"{self.name} gave up: {reason}"))
+        if self.is_root:
+            self.send(self.owner, m.TreeFailed(reason))
+        else:
+            self.send(self.myAddress, ActorExitRequest())  # no Stopping: the parent sees a crash
+
+    def _on_report(self, report: s.Report) -> None:
+        if report.state == "starting":
+            return  # `_spawn` reports it, with the new process's pid
+        name = report.name
+        spec = self.specs[name]
+        proc = self.procs.get(name)
+        if report.state == "running" and proc is not None:
+            proc.running = True
+            proc.last_pong = time.monotonic()
+            self._register(name, proc.address, proc.pid)
+            for requester, tag in self.pending_admin.pop(name, []):
+                self.send(requester, m.AdminReply(tag, True, f"{name} restarted", proc.pid))
+        elif report.state != "starting":
+            if proc is not None:
+                proc.running = False
+            self._register(name, None, 0)
+        if report.state == "restarting":
+            if report.why == "requested":
+                self.log.info("%s restarting as requested (admin restart %d)", name, report.requested)
+            elif report.why == "strategy":
+                self.log.info("%s restarting: %s (%s)", name, report.reason, self.machine_strategy)
+            else:
+                self.log.warning(
+                    "%s exited (%s); restarting (restart %d)", name, report.reason, report.restarts
+                )
+        elif report.state == "hung":
+            self.log.error(
+                "%s is hung: %s within %g s; killing it", name, report.reason, self.heartbeat_timeout
+            )
+        elif report.state == "stopped" and report.why == "crash":
+            self.log.warning("%s exited (%s); %s, not restarted", name, report.reason, spec.restart)
+        self._report(
+            m.ChildState(
+                name,
+                self.name,
+                report.state,
+                report.restarts,
+                spec.restart,
+                proc.pid if proc is not None and report.state not in ("stopped", "restarting") else 0,
+                report.reason,
+                report.requested,
+            )
         )
 
-    def _crashed(self, child: Child, reason: str, abnormal: bool = True) -> None:
-        name = child.spec.name
-        child.state = "stopped"
-        child.pid = 0
-        child.reason = reason
-        if not should_restart(child.spec.restart, abnormal):
-            self.log.warning("%s exited (%s); %s, not restarted", name, reason, child.spec.restart)
-            self._report(child)
-            self._advance()
-            return
-        admin = name in self.pending_admin
-        if not admin and not self.intensity.record(time.monotonic()):
-            self._give_up(
-                f"{name} needed more than {self.intensity.max_restarts} restarts in "
-                f"{self.intensity.window:g} s; last reason: {reason}"
-            )
-            return
-        child.restarts += 1
-        self.log.warning("%s exited (%s); restarting (restart %d)", name, reason, child.restarts)
-        index = self.children.index(child)
-        later: list[int] = []
-        if self.strategy == "rest_for_one" and not admin:  # an admin restart is OTP's restart_child
-            for j in range(index + 1, len(self.children)):
-                sibling = self.children[j]
-                if sibling.spec.restart == "temporary" and sibling.state != "running":
-                    continue
-                later.append(j)
-                if sibling.state in ("running", "starting"):
-                    sibling.restarts += 1  # restarted along with the crashed one (rest_for_one)
-                self._stop_child(sibling)
-        self._start_chain(sorted(set([index, *later, *self.chain])))
+    @property
+    def machine_strategy(self) -> str:
+        return self.machine.rules.strategy if self.machine is not None else "?"
 
-    def _stop_child(self, child: Child) -> None:
-        if child.address is not None and child.state in ("running", "starting"):
-            child.expect_exit = True
-            child.state = "stopping"
-            self.send(child.address, ActorExitRequest())
-            self._report(child)
+    # -- what the children say ------------------------------------------------------------------
 
-    def _give_up(self, reason: str) -> None:
-        self.log.error("%s gives up: %s", self.name, reason)
-        self.giving_up = reason
-        self.chain = []
-        for child in reversed(self.children):
-            self._stop_child(child)
-        self.wakeupAfter(STOP_TIMEOUT, payload=("stop-timeout",))
-        self._maybe_finished_stopping()
+    def receiveMsg_Started(self, msg: m.Started, sender: Any) -> None:
+        name = self._by_address(sender)
+        if name is not None:
+            proc = self.procs[name]
+            proc.pid = msg.pid or proc.pid
+            self._do(s.Started(name, proc.generation))
 
-    def _maybe_finished_stopping(self) -> None:
-        if any(c.state in ("stopping", "starting", "running") for c in self.children):
-            return
-        if self.stop_requester is not None:
-            requester, self.stop_requester = self.stop_requester, None
-            self.send(requester, m.TreeStopped())
-        elif self.giving_up:
-            if self.is_root:
-                self.send(self.owner, m.TreeFailed(self.giving_up))
+    def receiveMsg_InitFailed(self, msg: m.InitFailed, sender: Any) -> None:
+        name = self._by_address(sender)
+        if name is not None:
+            self.log.error("%s could not start: %s", msg.name, msg.reason)
+            self._do(s.InitFailed(name, self.procs[name].generation, msg.reason))
+
+    def receiveMsg_Stopping(self, msg: m.Stopping, sender: Any) -> None:
+        name = self._by_address(sender)
+        if name is not None:
+            self.procs[name].normal_exit = True
+
+    def receiveMsg_Pong(self, msg: m.Pong, sender: Any) -> None:
+        proc = self.procs.get(msg.name)
+        if proc is not None and proc.pid == msg.pid:
+            proc.last_pong = time.monotonic()
+
+    def receiveMsg_TreeStopped(self, msg: m.TreeStopped, sender: Any) -> None:
+        # A supervisor child stopped its children (StopChild); now it exits itself.
+        if self._by_address(sender) is not None:
+            self.send(sender, ActorExitRequest())
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:
+        # A hint only: Thespian can report an exit late, and a reused port can make the address
+        # match the replacement. The pid decides.
+        name = self._by_address(msg.childAddress)
+        if name is not None and not _alive(self.procs[name].pid):
+            self._exited(name)
+
+    def _exited(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        self._do(s.Exited(name, proc.generation, abnormal=not proc.normal_exit))
+
+    def _check_liveness(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.pid > 0 and not _alive(proc.pid):
+                self._exited(name)
+        for name, (_, pid) in list(self.spares.items()):
+            if not _alive(pid):
+                del self.spares[name]
+
+    def _heartbeat(self, now: float) -> None:
+        for name, proc in list(self.procs.items()):
+            if not proc.running:
+                continue
+            if now - proc.last_pong > self.heartbeat_timeout:
+                proc.running = False
+                self._do(
+                    s.HeartbeatMissed(
+                        name,
+                        proc.generation,
+                        f"did not answer a heartbeat within {self.heartbeat_timeout:g} s",
+                    )
+                )
             else:
-                self.send(self.myAddress, ActorExitRequest())
+                self.send(proc.address, m.Ping())
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
+        payload = msg.payload
+        if payload == "__liveness__":
+            if not self.exiting:
+                self._check_liveness()
+                now = time.monotonic()
+                if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                    self._last_heartbeat = now
+                    self._heartbeat(now)
+                self.wakeupAfter(LIVENESS_SECONDS, payload="__liveness__")
+            return
+        if (
+            isinstance(payload, tuple)
+            and len(payload) == 3
+            and payload[0] in ("start-timeout", "stop-timeout")
+        ):
+            kind, name, generation = payload
+            self._do(s.Timeout(name, generation, "start" if kind == "start-timeout" else "stop"))
+            return
+        super().receiveMsg_WakeupMessage(msg, sender)
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
-        # Thespian sends ActorExitRequest to each child after this returns.
+        # Thespian sends ActorExitRequest to each child after this returns; a hung one is killed
+        # when this process exits (PR_SET_PDEATHSIG, chrnode/actorsys.py).
         self.exiting = True
-        self.chain = []
+        self.machine = None
         super().receiveMsg_ActorExitRequest(msg, sender)
 
     # -- requests -----------------------------------------------------------------------------
 
     def receiveMsg_StopTree(self, msg: m.StopTree, sender: Any) -> None:
         self.stop_requester = sender
-        self.chain = []
-        for child in reversed(self.children):
-            self._stop_child(child)
-        self.wakeupAfter(STOP_TIMEOUT, payload=("stop-timeout",))
-        self._maybe_finished_stopping()
+        if self.machine is None:
+            self.send(sender, m.TreeStopped())
+            return
+        self._do(s.Stop())
 
     def receiveMsg_RestartActor(self, msg: m.RestartActor, sender: Any) -> None:
         reply_to = msg.reply_to or sender
-        for child in self.children:
-            if child.spec.name == msg.name:
-                if child.address is None or child.state != "running":
-                    self.send(reply_to, m.AdminReply(msg.tag, False, f"{msg.name} is {child.state}"))
-                    return
-                self.pending_admin.setdefault(msg.name, []).append((reply_to, msg.tag))
-                self.send(child.address, ActorExitRequest())
-                return
+        if msg.name in self.specs:
+            self.pending_admin.setdefault(msg.name, []).append((reply_to, msg.tag))
+            self._do(s.RestartRequest(msg.name))
+            return
         if self.is_root:
             owner = self.tree.get(msg.name, {}).get("parent")
             if owner and owner != self.name and self.registry.get(owner) is not None:
@@ -290,12 +431,6 @@ class Supervisor(ChrActor):
         if self.is_root:
             self.send(self.owner, msg)
 
-    def receiveMsg_GetTree(self, msg: m.GetTree, sender: Any) -> None:
-        self.send(sender, m.TreeSnapshot(tuple(self.tree.values()), dict(self.registry)))
-
-    def receiveMsg_WhereIs(self, msg: m.WhereIs, sender: Any) -> None:
-        self.send(sender, m.WhereIsReply(msg.name, self.registry.get(msg.name)))
-
     def receiveMsg_SetLogLevel(self, msg: m.SetLogLevel, sender: Any) -> None:
         super().receiveMsg_SetLogLevel(msg, sender)
         if self.is_root:
@@ -303,91 +438,32 @@ class Supervisor(ChrActor):
                 if name != self.name and address is not None:
                     self.send(address, msg)
 
-    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
-        payload = msg.payload
-        if isinstance(payload, tuple) and payload and payload[0] == "start-timeout":
-            _, name, generation = payload
-            for child in self.children:
-                if child.spec.name == name and child.generation == generation and child.state == "starting":
-                    child.reason = f"did not start within {START_TIMEOUT:g} s"
-                    if child.address is not None:
-                        self.send(child.address, ActorExitRequest())
-            return
-        if isinstance(payload, tuple) and payload and payload[0] == "stop-timeout":
-            for child in self.children:
-                if child.state == "stopping":
-                    child.state = "stopped"  # it did not answer; Thespian's shutdown will reap it
-            self._maybe_finished_stopping()
-            return
-        super().receiveMsg_WakeupMessage(msg, sender)
-
-    # -- registry and tree ----------------------------------------------------------------------
-
-    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
-        # The root owns the registry; an update can only come back to it as an undeliverable
-        # message returned by Thespian, carrying an older map.
-        if not self.is_root:
-            super().receiveMsg_RegistryUpdate(msg, sender)
-
-    def receiveMsg_Registered(self, msg: m.Registered, sender: Any) -> None:
-        self._register(msg.name, msg.address, msg.pid)
-
-    def receiveMsg_ChildState(self, msg: m.ChildState, sender: Any) -> None:
-        if self.is_root:
-            self._tree_update(msg)
-        else:
-            self.send(self.owner, msg)
-
-    def _register(self, name: str, address: Any, pid: int) -> None:
-        if address is None:
-            self.registry.pop(name, None)
-        else:
-            self.registry[name] = address
-        if not self.is_root:
-            self.send(self.owner, m.Registered(name, address, pid, self.name))
-            return
-        if address is None:
-            # A removal is not pushed: a message to the dead address is lost either way, and the
-            # replacement's Started pushes the whole map. One broadcast per restart, not two,
-            # keeps the restart path short (each push is a send to every actor).
-            return
-        update = m.RegistryUpdate(dict(self.registry))
-        for other, other_address in self.registry.items():
-            if other != self.name:
-                self.send(other_address, update)
-
-    def _report(self, child: Child) -> None:
-        state = m.ChildState(
-            child.spec.name,
-            self.name,
-            child.state,
-            child.restarts,
-            child.spec.restart,
-            child.pid,
-            child.reason,
-        )
-        if self.is_root:
-            self._tree_update(state)
-        else:
-            self.send(self.owner, state)
-
-    def _tree_update(self, state: m.ChildState) -> None:
-        self.tree[state.name] = {
-            "name": state.name,
-            "parent": state.parent,
-            "state": state.state,
-            "restarts": state.restarts,
-            "restart_type": state.restart_type,
-            "pid": state.pid,
-            "reason": state.reason,
-        }
-        self.publish("snapshot", "tree", list(self.tree.values()))
-
-    def _by_address(self, address: Any) -> Child | None:
-        for child in self.children:
-            if child.address is not None and child.address == address:
-                return child
+    def _by_address(self, address: Any) -> str | None:
+        for name, proc in self.procs.items():
+            if proc.address == address:
+                return name
         return None
+
+
+def rules_of(spec: m.ChildSpec, config: Any) -> s.Rules:
+    """The state machine's rules from a supervisor's ChildSpec (intensity from config unless set)."""
+    return s.Rules(
+        tuple(
+            s.ChildRule(c.name, c.restart, shutdown=c.shutdown, independent=c.independent)
+            for c in spec.children
+        ),
+        strategy=spec.strategy,
+        intensity=spec.intensity if spec.intensity is not None else int(getattr(config, "max_restarts", 5)),
+        period=spec.period if spec.period is not None else float(getattr(config, "restart_window", 5.0)),
+    )
+
+
+def descendants(spec: m.ChildSpec) -> set[str]:
+    out: set[str] = set()
+    for child in spec.children:
+        out.add(child.name)
+        out |= descendants(child)
+    return out
 
 
 def _alive(pid: int) -> bool:

@@ -1,5 +1,10 @@
 """The node's supervision tree, in the seed's order (SPEC 9). Adding an actor is one line here.
 
+`independent=True` marks the actors that no later sibling needs (device traffic goes on without
+them: Stats, Network.Stats, Cron, PubSub, Connectivity): under the root's rest_for_one, their
+crash restarts only themselves, so device sessions on the listeners stay up (docs/architecture.md,
+"Blast radius"). Everything else keeps rest_for_one: a crash restarts the later siblings.
+
 Actors of the seed that later issues implement (Channels, MerkleTree, Connection.Cache,
 RemoteChain, Object.Manager/Server, Network.PeerHandler) join this list when they do real work.
 """
@@ -9,6 +14,7 @@ from __future__ import annotations
 from actors.messages import ChildSpec
 
 ROOT = "ChronaraNode.Supervisor"
+SUPERVISOR_SHUTDOWN = 12.0  # a sub-supervisor stops its children (5 s each at most) first
 
 
 def node_tree() -> ChildSpec:
@@ -18,31 +24,33 @@ def node_tree() -> ChildSpec:
         strategy="rest_for_one",
         children=(
             ChildSpec("Globals", "actors.globals:Globals"),
-            ChildSpec("Stats", "actors.stats:Stats"),
-            ChildSpec("Network.Stats", "actors.network_stats:NetworkStats"),
+            ChildSpec("Stats", "actors.stats:Stats", independent=True),
+            ChildSpec("Network.Stats", "actors.network_stats:NetworkStats", independent=True),
             ChildSpec(
                 "Model.Sql",
                 "actors.supervisor:Supervisor",
                 strategy="one_for_one",
+                shutdown=SUPERVISOR_SHUTDOWN,
                 children=(
                     ChildSpec("Model.Sql.Worker", "actors.model_sql:SqlWorker"),
                     ChildSpec("Model.Sql.Cache", "actors.model_sql:SqlCache"),
                 ),
             ),
             ChildSpec("TicketStore", "actors.ticket_store:TicketStore"),
-            ChildSpec("Cron", "actors.cron:Cron"),
-            ChildSpec("PubSub", "actors.pubsub:PubSub"),
+            ChildSpec("Cron", "actors.cron:Cron", independent=True),
+            ChildSpec("PubSub", "actors.pubsub:PubSub", independent=True),
             ChildSpec(
                 "RemoteChain",
                 "actors.supervisor:Supervisor",
                 strategy="one_for_one",
+                shutdown=SUPERVISOR_SHUTDOWN,
                 children=(
                     ChildSpec("RemoteChain.RPC", "actors.remote_chain:RemoteChainRpc"),
                     ChildSpec("RemoteChain.Monitor", "actors.remote_chain:RemoteChainMonitor"),
                     ChildSpec("RemoteChain.Cache", "actors.remote_chain:RemoteChainCache"),
                 ),
             ),
-            ChildSpec("Connectivity", "actors.connectivity:Connectivity"),
+            ChildSpec("Connectivity", "actors.connectivity:Connectivity", independent=True),
             ChildSpec("Network.EdgeV2.Listener", "actors.edge_listener:EdgeListener", restart="transient"),
             ChildSpec("Network.RpcHttp", "actors.rpc_http:RpcHttp", restart="transient"),
             ChildSpec("Network.RpcHttps", "actors.rpc_http:RpcHttps", restart="transient"),

@@ -79,6 +79,7 @@ class Config:
     # [supervision]
     max_restarts: int = 5
     restart_window: float = 5.0
+    heartbeat_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         # A Config built in code (tests, tools) gets the same checks as a loaded one. Checks may
@@ -275,6 +276,13 @@ SPECS: dict[str, FieldSpec] = {
         _FLOAT,
         cf.float_range(86400.0, "a number of seconds > 0 and at most 86400"),
         "seconds over which max_restarts is counted (SPEC 9)",
+    ),
+    "heartbeat_timeout": _spec(
+        "supervision",
+        _FLOAT,
+        cf.float_range(3600.0, "a number of seconds > 0 and at most 3600"),
+        "seconds a child actor may leave its supervisor's heartbeat unanswered before it is "
+        "reported hung, killed and restarted",
     ),
 }
 

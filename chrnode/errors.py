@@ -15,6 +15,7 @@
     │   └── ContractError            a call reverted or returned data of the wrong shape
     ├── NameError_                   a BNS name is malformed or its TLD unknown (no chain call made)
     └── ActorError                   the actor system could not start, answer or stop
+        └── ActorRestarting          the asked actor is gone or restarting (fails at once)
 
 Foreign exceptions (ssl, socket, requests, peewee, msgpack) are converted at the boundary with
 ``raise ... from exc`` so callers only need to know this tree.
@@ -102,6 +103,14 @@ class NameError_(ChrError):  # noqa: N801 - the builtin NameError must not be sh
 
 class ActorError(ChrError):
     """The actor system could not start, answer or stop."""
+
+
+class ActorRestarting(ActorError):
+    """An ask went to an actor that is gone or being restarted: failed at once, not after a timeout."""
+
+    def __init__(self, name: str, asked: str) -> None:
+        super().__init__(f"{name} is restarting; {asked} was not answered, try again in a moment")
+        self.name = name
 
 
 class ConfigFileError(ConfigError):

@@ -80,8 +80,10 @@ def process_layer(snapshot: Mapping[str, Any]) -> Layer:
             # A transient or temporary actor that exited normally is not a fault (SPEC 9).
             if row.get("restart_type", "permanent") == "permanent":
                 stopped.append(name)
-        elif state in ("starting", "restarting"):
+        elif state in ("starting", "restarting", "stopping"):
             busy.append(name)
+        elif state == "hung":  # it missed its heartbeat; its supervisor kills and restarts it
+            failed.append(f"{name} (hung)")
         else:
             odd.append(f"{name} ({state})")
     if failed or stopped:

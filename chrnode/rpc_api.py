@@ -7,9 +7,9 @@ are async because the answer comes back from another actor.
 
 Snapshot keys (all optional; a missing part gives an empty but well-formed answer):
 ``node`` {address, version, started_at, host, ports{rpc, rpcs, edge2, peer2}}, ``tree`` [{name,
-parent, state, restarts, restart_type, pid, reason}], ``stats`` {counters, gauges, timers}, ``cron``
-[jobs], ``connectivity``, ``peers`` [...], ``fleet``, ``chain``, ``reward``, ``storage``,
-``health`` (layer overrides). The full contract is in docs/rpc.md.
+parent, state, restarts, restart_type, pid, reason, requested_restarts}], ``stats`` {counters,
+gauges, timers}, ``cron`` [jobs], ``connectivity``, ``peers`` [...], ``fleet``, ``chain``,
+``reward``, ``storage``, ``health`` (layer overrides). The full contract is in docs/rpc.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from chrnode.openrpc import openrpc_document
 log = logging.getLogger("chrnode.rpc")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason")
+_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason", "requested_restarts")
 
 
 class NodeView:
@@ -267,7 +267,7 @@ def build_methods(
             _NodeInfo(view),
             summary="Node identity, ports, uptime and actor tree",
             result="{address (0x-hex), version, uptime (s), started_at, host, ports{rpc, rpcs, edge2, "
-            "peer2}, tree[{name, parent, state, restarts, restart_type, pid, reason}]}",
+            "peer2}, tree[{name, parent, state, restarts, restart_type, pid, reason, requested_restarts}]}",
             result_schema=obj,
         ),
         Method(

@@ -1,43 +1,349 @@
-"""Pure parts of OTP-style supervision (SPEC 9): restart decisions and restart intensity."""
+"""The supervisor's decisions (SPEC 9) as a pure state machine: events in, actions out (h11 style).
+
+`Supervision` knows nothing of processes, Thespian or clocks. Its adapter (actors/supervisor.py)
+turns what it sees into events (a child said Started, its process is gone, a timer fired, a
+heartbeat went unanswered, an admin asked for a restart) and carries out the actions it gets back
+(spawn a child, ask it to stop, kill it, report a state change, escalate to the parent).
+
+OTP's rules, as implemented here:
+
+* children start one at a time, in list order: the next `Spawn` only after the previous child's
+  `Started` (OTP's start_link);
+* permanent children are always restarted, transient ones only after an abnormal exit, temporary
+  ones never; a child that is not restarted leaves its siblings alone;
+* strategies: `one_for_one` restarts the child; `rest_for_one` also stops the children after it
+  (last first) and starts them again in order; `one_for_all` does that with every child. A
+  temporary sibling that such a restart stops is not started again. A child marked `independent`
+  (no later sibling needs it) is restarted under rest_for_one as if it sat under a one_for_one
+  supervisor of its own (docs/architecture.md, "Blast radius");
+* stopping is sequential, last child first: each child is asked to stop (`StopChild`, with its own
+  shutdown timeout), and a child still there when that timeout fires (`Timeout(kind="stop")`) is
+  killed; the next child is stopped only once the previous one is gone;
+* intensity: more than `intensity` restarts within `period` seconds and the supervisor stops every
+  child and escalates (once) to its parent;
+* a child that fails its start, misses its start timeout or its heartbeat is killed, and its exit
+  is then a crash like any other;
+* an admin restart (`RestartRequest`) is OTP's restart_child: only that child, asked to stop
+  gracefully, counted as requested (not a crash, not against the intensity);
+* every event names the child's `generation` (one per spawn): an event about an earlier process
+  of the child (a late exit notice, a Pong from a dead process) is ignored.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
-RestartType = Literal["permanent", "transient", "temporary"]
+from chrnode.supervision_events import (
+    Action,
+    ChildRule,
+    ChildStatus,
+    Escalate,
+    Event,
+    Exited,
+    HeartbeatMissed,
+    InitFailed,
+    Intensity,
+    Kill,
+    Ready,
+    Refuse,
+    Report,
+    RestartRequest,
+    RestartType,
+    Rules,
+    Spawn,
+    Start,
+    Started,
+    Stop,
+    StopChild,
+    Stopped,
+    Strategy,
+    Timeout,
+    should_restart,
+)
+
+__all__ = [
+    "Action",
+    "ChildRule",
+    "ChildSlot",
+    "ChildStatus",
+    "Escalate",
+    "Event",
+    "Exited",
+    "HeartbeatMissed",
+    "InitFailed",
+    "Intensity",
+    "Kill",
+    "Ready",
+    "Refuse",
+    "Report",
+    "RestartRequest",
+    "RestartType",
+    "Rules",
+    "Spawn",
+    "Start",
+    "Started",
+    "Stop",
+    "StopChild",
+    "Stopped",
+    "Strategy",
+    "Supervision",
+    "Timeout",
+    "should_restart",
+]
 
 
-def should_restart(restart: RestartType, abnormal: bool) -> bool:
-    """permanent: always; transient: only after an abnormal exit; temporary: never."""
-    if restart == "permanent":
-        return True
-    if restart == "transient":
-        return abnormal
-    return False
+@dataclass
+class ChildSlot:
+    rule: ChildRule
+    status: ChildStatus = "stopped"
+    generation: int = 0
+    restarts: int = 0  # crash restarts (and restarts along with a crashed sibling)
+    requested: int = 0  # admin restarts
+    reason: str = ""
+    crash_pending: bool = False  # killed or failed: its exit is a crash
+    restart_after_stop: bool = False  # an admin restart: start it again once it is gone
+    finished: bool = False  # not to be started again (temporary gone, transient done)
 
 
-class Intensity:
-    """At most `max_restarts` restarts within `window` seconds; one more means give up (escalate).
+@dataclass
+class Supervision:
+    """One supervisor's state. `handle(event, now)` returns the actions to carry out, in order."""
 
-    Same rule as OTP's `intensity`/`period`: with max_restarts=5 and window=5, a sixth restart
-    inside any 5-second window makes the supervisor stop its children and exit.
-    """
+    rules: Rules
+    restarts: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # carried over a restart
+    phase: Literal["idle", "starting", "running", "stopping", "escalating", "done"] = "idle"
+    escalation: str = ""
 
-    def __init__(self, max_restarts: int, window: float) -> None:
-        if max_restarts < 0 or window <= 0:
-            raise ValueError("max_restarts must be >= 0 and window > 0")
-        self.max_restarts = max_restarts
-        self.window = window
-        self._times: deque[float] = deque()
+    def __post_init__(self) -> None:
+        self.children = [ChildSlot(rule) for rule in self.rules.children]
+        for slot in self.children:
+            slot.restarts, slot.requested = self.restarts.get(slot.rule.name, (0, 0))
+        self.intensity = Intensity(self.rules.intensity, self.rules.period)
+        self.to_stop: list[int] = []  # in stop order (last child first)
+        self.to_start: list[int] = []  # ascending
+        self._index = {c.rule.name: i for i, c in enumerate(self.children)}
 
-    def record(self, now: float) -> bool:
-        """Count a restart at `now`; False when the limit is exceeded (the caller escalates)."""
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
-        return len(self._times) <= self.max_restarts
+    # -- queries ---------------------------------------------------------------------------------
+
+    def slot(self, name: str) -> ChildSlot:
+        return self.children[self._index[name]]
+
+    def pending_starts(self) -> list[str]:
+        """Children the plan will start, in order (none while stopping or giving up): an adapter
+        may create their processes ahead, as long as each gets its Init only at its `Spawn`."""
+        if self.phase in ("stopping", "escalating", "done"):
+            return []
+        return [
+            self.children[i].rule.name
+            for i in self.to_start
+            if self.children[i].status == "stopped" and not self.children[i].finished
+        ]
 
     @property
-    def recent(self) -> int:
-        return len(self._times)
+    def busy(self) -> bool:
+        """A restart (or start, or stop) is under way."""
+        return bool(self.to_stop or self.to_start) or any(
+            c.status in ("starting", "stopping", "killing") for c in self.children
+        )
+
+    # -- the one entry point ---------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        out: list[Action] = []
+        if isinstance(event, Start):
+            if self.phase == "idle":
+                self.phase = "starting"
+                self.to_start = [i for i in range(len(self.children))]
+        elif isinstance(event, Stop):
+            if self.phase not in ("stopping", "done"):
+                self._stop_all("stopping")
+        elif isinstance(event, RestartRequest):
+            self._restart_request(event, out)
+        else:
+            slot = self._current(event.name, event.generation)
+            if slot is None:
+                return []  # about an earlier process of the child, or a name we do not have
+            if isinstance(event, Started):
+                if slot.status == "starting":
+                    slot.status = "running"
+                    slot.reason = ""
+                    out.append(self._report(slot, "running"))
+            elif isinstance(event, Exited):
+                self._exited(slot, event, now, out)
+            elif isinstance(event, InitFailed):
+                if slot.status == "starting":
+                    self._kill(slot, f"could not start: {event.reason}", out)
+            elif isinstance(event, Timeout):
+                if event.kind == "start" and slot.status == "starting":
+                    self._kill(slot, "did not start in time", out)
+                elif event.kind == "stop" and slot.status == "stopping":
+                    slot.status = "killing"
+                    reason = f"did not stop within {slot.rule.shutdown:g} s"
+                    out.append(Kill(slot.rule.name, slot.generation, reason))
+            elif isinstance(event, HeartbeatMissed):
+                if slot.status == "running":
+                    slot.reason = event.reason
+                    out.append(self._report(slot, "hung", event.reason, why="crash"))
+                    self._kill(slot, event.reason, out)
+        self._advance(out)
+        return out
+
+    # -- rules -----------------------------------------------------------------------------------
+
+    def _current(self, name: str, generation: int) -> ChildSlot | None:
+        index = self._index.get(name)
+        if index is None:
+            return None
+        slot = self.children[index]
+        if slot.generation != generation or slot.status == "stopped":
+            return None
+        return slot
+
+    def _kill(self, slot: ChildSlot, reason: str, out: list[Action]) -> None:
+        slot.reason = reason
+        slot.crash_pending = True
+        slot.status = "killing"
+        out.append(Kill(slot.rule.name, slot.generation, reason))
+
+    def _exited(self, slot: ChildSlot, event: Exited, now: float, out: list[Action]) -> None:
+        index = self._index[slot.rule.name]
+        crash = slot.crash_pending
+        abnormal = event.abnormal or crash
+        reason = slot.reason if crash else (event.reason or ("exited abnormally" if abnormal else "exited"))
+        asked = slot.status in ("stopping", "killing") and not crash
+        slot.status = "stopped"
+        slot.crash_pending = False
+        if asked or index in self.to_stop or self.phase in ("stopping", "escalating", "done"):
+            # We asked it to go (or were about to): a stop, not a crash.
+            if index in self.to_stop:
+                self.to_stop.remove(index)
+            if slot.restart_after_stop:
+                slot.restart_after_stop = False
+                slot.requested += 1
+                self._add_start([index])
+                out.append(self._report(slot, "restarting", "restart requested", why="requested"))
+                return
+            if slot.rule.restart == "temporary" and index not in self.to_start:
+                slot.finished = True
+            out.append(self._report(slot, "stopped", slot.reason, why="shutdown"))
+            return
+        slot.reason = reason
+        if not should_restart(slot.rule.restart, abnormal):
+            slot.finished = True
+            if index in self.to_start:
+                self.to_start.remove(index)
+            out.append(self._report(slot, "stopped", reason, why="crash" if abnormal else ""))
+            return
+        if not self.intensity.record(now):
+            self.escalation = (
+                f"{slot.rule.name} needed more than {self.intensity.max_restarts} restarts in "
+                f"{self.intensity.window:g} s; last reason: {reason}"
+            )
+            out.append(self._report(slot, "stopped", reason, why="crash"))
+            self._stop_all("escalating")
+            return
+        slot.restarts += 1
+        slot.restart_after_stop = False
+        out.append(self._report(slot, "restarting", reason, why="crash"))
+        group = self._group(index)
+        for j in reversed(group):
+            if j == index:
+                continue
+            sibling = self.children[j]
+            if sibling.status in ("starting", "running", "stopping", "killing") and j not in self.to_stop:
+                self.to_stop.append(j)
+        restart = [index]
+        for j in group:
+            if j == index:
+                continue
+            sibling = self.children[j]
+            if sibling.rule.restart == "temporary":
+                if sibling.status != "stopped":
+                    sibling.finished = True  # stopped by this restart, never started again
+                continue
+            if sibling.finished and sibling.rule.restart != "permanent":
+                sibling.finished = False  # OTP starts a terminated transient child again here
+            if sibling.status != "stopped" or j not in self.to_start:
+                sibling.restarts += 1
+                out.append(self._report(sibling, "restarting", f"{slot.rule.name} restarted", why="strategy"))
+            restart.append(j)
+        self._add_start(restart)
+
+    def _group(self, index: int) -> list[int]:
+        """The children a crash of `index` restarts, in start order."""
+        strategy = self.rules.strategy
+        if strategy == "one_for_all":
+            return list(range(len(self.children)))
+        if strategy == "rest_for_one" and not self.children[index].rule.independent:
+            return list(range(index, len(self.children)))
+        return [index]
+
+    def _add_start(self, indexes: list[int]) -> None:
+        self.to_start = sorted(set(self.to_start) | set(indexes))
+
+    def _restart_request(self, event: RestartRequest, out: list[Action]) -> None:
+        index = self._index.get(event.name)
+        if index is None:
+            out.append(Refuse(event.name, f"no actor named {event.name!r}"))
+            return
+        slot = self.children[index]
+        if self.phase != "running" or slot.status != "running" or self.busy:
+            out.append(
+                Refuse(event.name, f"{event.name} is {slot.status}" + (" (busy)" if self.busy else ""))
+            )
+            return
+        slot.restart_after_stop = True
+        slot.status = "stopping"
+        slot.reason = "restart requested"
+        out.append(self._report(slot, "stopping", "restart requested", why="requested"))
+        out.append(StopChild(slot.rule.name, slot.generation, slot.rule.shutdown))
+
+    def _stop_all(self, phase: Literal["stopping", "escalating"]) -> None:
+        self.phase = phase
+        self.to_start = []
+        for slot in self.children:
+            slot.restart_after_stop = False
+        self.to_stop = [
+            i for i in reversed(range(len(self.children))) if self.children[i].status != "stopped"
+        ]
+
+    def _advance(self, out: list[Action]) -> None:
+        while self.to_stop:
+            slot = self.children[self.to_stop[0]]
+            if slot.status in ("stopping", "killing"):
+                return  # wait for its exit (or its stop timeout)
+            if slot.status == "stopped":
+                self.to_stop.pop(0)
+                continue
+            slot.status = "stopping"
+            out.append(self._report(slot, "stopping", slot.reason, why="shutdown"))
+            out.append(StopChild(slot.rule.name, slot.generation, slot.rule.shutdown))
+            return
+        if any(c.status in ("stopping", "killing") for c in self.children):
+            return  # an admin restart's stop, or a kill, still under way: start nothing yet
+        if any(c.status == "starting" for c in self.children):
+            return  # one start at a time (OTP's start_link), whatever the strategy
+        while self.to_start:
+            slot = self.children[self.to_start[0]]
+            if slot.status == "running" or slot.finished:
+                self.to_start.pop(0)
+                continue
+            slot.generation += 1
+            slot.status = "starting"
+            out.append(self._report(slot, "starting", slot.reason, why="start"))
+            out.append(Spawn(slot.rule.name, slot.generation))
+            return
+        if self.phase == "starting":
+            self.phase = "running"
+            out.append(Ready())
+        elif self.phase == "stopping":
+            self.phase = "done"
+            out.append(Stopped())
+        elif self.phase == "escalating":
+            self.phase = "done"
+            out.append(Escalate(self.escalation))
+
+    def _report(self, slot: ChildSlot, state: str, reason: str = "", why: str = "") -> Report:
+        return Report(slot.rule.name, state, slot.restarts, slot.requested, reason, why)

@@ -46,6 +46,9 @@ def test_process_layer() -> None:
     snap["tree"][1]["state"] = "stopped"  # permanent
     assert layer(snap, "process") == ("down", "permanent actor stopped: Globals")
     assert layer({}, "process") == ("degraded", "actor tree not reported yet")
+    snap = sample_snapshot(NOW)
+    snap["tree"][3]["state"] = "hung"  # missed its heartbeat: down until its replacement runs
+    assert layer(snap, "process") == ("down", "failed: Network.Stats (hung)")
 
 
 def test_network_layer() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,23 @@ class WhoAreYou:
     pass
 
 
+@dataclass(frozen=True)
+class Remember:
+    """Keep `value` in the actor's memory (to see that a restarted actor starts fresh)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Answered with what was remembered, or None."""
+
+
+@dataclass(frozen=True)
+class Boom:
+    """Makes the handler raise, like a bug in an actor."""
+
+
 class Worker(ChrActor):
     """Answers Ping (from the base) and WhoAreYou with (name, pid, registry names); Quit exits normally."""
 
@@ -28,6 +46,25 @@ class Worker(ChrActor):
 
     def receiveMsg_WhoAreYou(self, msg: WhoAreYou, sender: Any) -> None:
         self.send(sender, (self.name, os.getpid(), sorted(self.registry)))
+
+    def receiveMsg_Remember(self, msg: Remember, sender: Any) -> None:
+        self.memory = msg.value
+        self.send(sender, ("remembered", os.getpid()))
+
+    def receiveMsg_Recall(self, msg: Recall, sender: Any) -> None:
+        self.send(sender, ("recalled", getattr(self, "memory", None), os.getpid()))
+
+    def receiveMsg_Boom(self, msg: Boom, sender: Any) -> None:
+        raise RuntimeError("boom (a bug, on purpose)")
+
+
+class SlowStart(Worker):
+    """A Worker whose start takes `SECONDS`, so that it can be killed before it says Started."""
+
+    SECONDS = 1.5
+
+    def on_start(self, init: m.Init) -> None:
+        time.sleep(self.SECONDS)
 
 
 class BrokenStart(ChrActor):

@@ -14,7 +14,7 @@ from chrnode.actorsys import free_port, shutdown_system, start_system
 
 
 def tree_config(**overrides: Any) -> SimpleNamespace:
-    base = {"log_level": "warning", "max_restarts": 5, "restart_window": 5.0}
+    base = {"log_level": "warning", "max_restarts": 5, "restart_window": 5.0, "heartbeat_timeout": 10.0}
     base.update(overrides)
     return SimpleNamespace(**base)
 

@@ -1,0 +1,99 @@
+"""The registry (name -> address) and the tree table, kept by supervisors (SPEC 9).
+
+Every supervisor passes what it learns upward (`Registered`, `ChildState`); the root keeps both
+tables, pushes the registry to every actor once per message that changed it (a name that goes is
+pushed at once, so asks to it fail fast: actors/base.py), publishes the tree (PubSub topic
+`snapshot`, key `tree`) once per message, and answers `GetTree` and `WhereIs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors import messages as m
+from actors.base import ChrActor
+
+
+class RegistryKeeper(ChrActor):
+    """The bookkeeping half of a supervisor (actors/supervisor.py holds the supervising half)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.is_root = False
+        self.owner: Any = None  # root: the daemon's address; others: the parent supervisor
+        self.tree: dict[str, dict[str, Any]] = {}  # root only: every actor of the node
+        self.counts: dict[str, tuple[int, int]] = {}  # (restarts, requested) of every descendant
+        self.registry_dirty = False
+        self.registry_removed = False
+        self.tree_dirty = False
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        answer = super().receiveMessage(message, sender)
+        if self.tree_dirty:  # one tree publish per message, however many rows it changed
+            self.tree_dirty = False
+            self.publish("snapshot", "tree", list(self.tree.values()))
+        return answer
+
+    def receiveMsg_GetTree(self, msg: m.GetTree, sender: Any) -> None:
+        self.send(sender, m.TreeSnapshot(tuple(self.tree.values()), dict(self.registry)))
+
+    def receiveMsg_WhereIs(self, msg: m.WhereIs, sender: Any) -> None:
+        self.send(sender, m.WhereIsReply(msg.name, self.registry.get(msg.name)))
+
+    # -- registry and tree ----------------------------------------------------------------------
+
+    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
+        # The root owns the registry; an update can only come back to it as an undeliverable
+        # message returned by Thespian, carrying an older map.
+        if not self.is_root:
+            super().receiveMsg_RegistryUpdate(msg, sender)
+
+    def receiveMsg_Registered(self, msg: m.Registered, sender: Any) -> None:
+        self._register(msg.name, msg.address, msg.pid)
+        self._flush_registry()
+
+    def receiveMsg_ChildState(self, msg: m.ChildState, sender: Any) -> None:
+        self._report(msg)
+
+    def _register(self, name: str, address: Any, pid: int) -> None:
+        if address is None and name not in self.registry:
+            return
+        if address is None:
+            self.registry.pop(name, None)
+        else:
+            self.registry[name] = address
+        if not self.is_root:
+            self.send(self.owner, m.Registered(name, address, pid, self.name))
+            return
+        self.registry_dirty = True
+        self.registry_removed = self.registry_removed or address is None
+
+    def _flush_registry(self) -> None:
+        """Push the registry once after each event that changed it (a rest_for_one restart
+        removes many names in one event: one broadcast). Additions are pushed at once too: PubSub
+        and others deliver by name, so an actor not in their registry gets nothing."""
+        if not self.is_root or not self.registry_dirty:
+            return
+        self.registry_dirty = self.registry_removed = False
+        update = m.RegistryUpdate(dict(self.registry))
+        for other, other_address in self.registry.items():
+            if other != self.name:
+                self.send(other_address, update)
+
+    def _report(self, state: m.ChildState) -> None:
+        # Counts are remembered on the way up, so a restarted sub-supervisor gets them back.
+        self.counts[state.name] = (state.restarts, state.requested)
+        if not self.is_root:
+            self.send(self.owner, state)
+            return
+        self.tree[state.name] = {
+            "name": state.name,
+            "parent": state.parent,
+            "state": state.state,
+            "restarts": state.restarts,
+            "requested_restarts": state.requested,
+            "restart_type": state.restart_type,
+            "pid": state.pid,
+            "reason": state.reason,
+        }
+        self.tree_dirty = True  # published once at the end of the message (receiveMessage)
