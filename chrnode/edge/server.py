@@ -10,6 +10,9 @@ It runs on one asyncio loop (the listener actor runs that loop in a thread) and 
 One sweep task enforces every deadline (hello, idle, tickets) by scanning the sessions, so an idle
 connection costs no timer. Limits: ``max_connections`` (refused with a `busy` notify, or at TCP
 level well beyond the limit), new connections per source IP and frames per device (token buckets).
+Admission (chrnode.edge.admission) caps connections per address and per subnet, cuts those that
+have not proved a device within ``handshake_deadline`` of the accept, and under pressure sheds the
+oldest of those first; this module only carries its decisions out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import msgpack
 from chrnode.config import Config
 from chrnode.crypto import PrivateKey, keccak256, parse_address
 from chrnode.edge import codes
+from chrnode.edge.admission import TOTAL, Admission, AdmissionLimits, Refuse
 from chrnode.edge.frame import VERSION
 from chrnode.edge.handlers import Handlers
 from chrnode.edge.hooks import DefaultHooks, EdgeHooks
@@ -42,6 +46,7 @@ __all__ = ["EdgeServer"]
 _log = logging.getLogger("chrnode.edge")
 
 REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
+PRESSURE_LOG_INTERVAL = 60.0  # at most one log line about shed/refused connections per this
 EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
 
@@ -76,6 +81,15 @@ class EdgeServer:
         self.tickets_accepted = 0
         self._conn_buckets = KeyedBuckets(config.conn_rate_per_ip, max(2 * config.conn_rate_per_ip, 4.0))
         self._notice_buckets = KeyedBuckets(config.conn_rate_per_ip, max(config.conn_rate_per_ip, 2.0))
+        self.admission: Admission[Session] = Admission(
+            AdmissionLimits(
+                max_connections=config.max_connections,
+                per_address=config.max_conns_per_ip,
+                per_subnet=config.max_conns_per_subnet,
+                pending_timeout=config.handshake_deadline,
+            )
+        )
+        self._pressure_logged = (0.0, 0, 0, 0)  # when, and the admission totals then
         self._listeners: list[TlsListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed_bytes_in = 0
@@ -102,6 +116,7 @@ class EdgeServer:
                         self.config.connection_timeout,
                     )
                 )
+            self._listeners[-1].on_failed = self._handshake_failed
         except OSError as exc:
             for listener in self._listeners:
                 listener.close()
@@ -170,9 +185,51 @@ class EdgeServer:
             return Session(
                 self, ip, (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from {ip}")
             )
-        if live >= limit:
-            return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
-        return Session(self, ip)
+        session = Session(self, ip)
+        decision = self.admission.accept(session, ip, self.loop.time())
+        if isinstance(decision, Refuse):
+            self._log_pressure()
+            if decision.cap == TOTAL:
+                return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
+            self.count_error(codes.BUSY)
+            return None  # the address or subnet is full of authenticated devices
+        for victim in decision.shed:
+            self._cut(victim, codes.BUSY, "the node is full and this connection had not said hello; closed")
+        if decision.shed:
+            self._log_pressure()
+        return session
+
+    def _handshake_failed(self, protocol: object) -> None:
+        self.admission.closed(protocol)
+
+    def _cut(self, session: Session, code: str, message: str) -> None:
+        """Close a connection admission gave up on: in its TLS handshake, or waiting for hello."""
+        self.count_error(code)
+        if session.conn is not None:
+            session.close_with(code, message)
+            return
+        for listener in self._listeners:
+            if listener.abort_handshake(session):
+                return
+
+    def _log_pressure(self) -> None:
+        """One line a minute at most, with counts, however hard the node is pushed."""
+        adm = self.admission
+        now = self.loop.time()
+        when, shed, refused, expired = self._pressure_logged
+        if now - when < PRESSURE_LOG_INTERVAL:
+            return
+        self._pressure_logged = (now, adm.shed_total, adm.refused_total, adm.expired_total)
+        _log.warning(
+            "edge admission under pressure: %d connections shed, %d refused, %d cut at the %g s "
+            "handshake deadline since the last report; %d open, %d of them without hello",
+            adm.shed_total - shed,
+            adm.refused_total - refused,
+            adm.expired_total - expired,
+            self.config.handshake_deadline,
+            len(adm),
+            adm.pending_count,
+        )
 
     def session_started(self, session: Session) -> None:
         self.sessions.add(session)
@@ -185,6 +242,7 @@ class EdgeServer:
 
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.admission.closed(session)
         if session.conn is not None:
             self._closed_bytes_in += session.conn.bytes_in
             self._closed_bytes_out += session.conn.bytes_out
@@ -196,6 +254,7 @@ class EdgeServer:
         """``session`` proved ``device``: it replaces any older session of the same device."""
         old = self.devices.get(device)
         self.devices[device] = session
+        self.admission.authenticated(session)
         if old is not None and old is not session:
             old.close_with(
                 codes.REPLACED, "a newer session of this device connected; this one is closed", "warning"
@@ -210,7 +269,11 @@ class EdgeServer:
     def _tick(self) -> float:
         config = self.config
         shortest = min(
-            config.hello_timeout, config.idle_timeout, config.ticket_timeout, config.ticket_request_timeout
+            config.hello_timeout,
+            config.idle_timeout,
+            config.ticket_timeout,
+            config.ticket_request_timeout,
+            config.handshake_deadline,
         )
         return min(1.0, max(0.02, shortest / 4))
 
@@ -220,6 +283,12 @@ class EdgeServer:
         while True:
             await asyncio.sleep(self._tick())
             now = self.loop.time()
+            expired = self.admission.tick(now)
+            for session in expired:
+                deadline = self.config.handshake_deadline
+                self._cut(session, codes.TIMEOUT, f"no accepted hello within {deadline:g} s of connecting")
+            if expired:
+                self._log_pressure()
             if now >= next_epoch:
                 next_epoch = now + EPOCH_REFRESH
                 await self._refresh_epoch()
@@ -311,6 +380,12 @@ class EdgeServer:
             "refused_total": sum(listener.refused for listener in self._listeners),
             "handshakes_failed": sum(listener.handshakes_failed for listener in self._listeners),
             "tickets_accepted": self.tickets_accepted,
+            "admission": {
+                "pending": self.admission.pending_count,
+                "shed_total": self.admission.shed_total,
+                "refused_total": self.admission.refused_total,
+                "expired_total": self.admission.expired_total,
+            },
             "errors": dict(self.errors),
             "epoch": self.epoch,
             "listening": self.bound_ports,

@@ -3,6 +3,8 @@
 The listener accepts in batches, asks ``protocol_factory(peer_address)`` for a protocol (None
 refuses the socket before any TLS work: connection and rate limits), wraps the socket with the
 server context and starts the handshake; it counts handshakes in progress and failed ones.
+Admission hooks (chrnode.edge.admission): ``abort_handshake(protocol)`` cuts a connection still
+in its handshake, and ``on_failed(protocol)`` is told of every handshake that did not finish.
 """
 
 from __future__ import annotations
@@ -46,9 +48,22 @@ class TlsListener:
         self.port: int = sock.getsockname()[1]
         self.accepted = 0
         self.refused = 0
-        self.handshaking = 0
         self.handshakes_failed = 0
+        self._handshakes: dict[TlsProtocol, TlsConnection] = {}
+        self.on_failed: Callable[[TlsProtocol], None] | None = None
         loop.add_reader(sock.fileno(), self._on_accept)
+
+    @property
+    def handshaking(self) -> int:
+        return len(self._handshakes)
+
+    def abort_handshake(self, protocol: TlsProtocol) -> bool:
+        """Cut the connection of ``protocol`` if it is still in its TLS handshake."""
+        conn = self._handshakes.get(protocol)
+        if conn is None:
+            return False
+        conn.abort()
+        return True
 
     def _on_accept(self) -> None:
         for _ in range(ACCEPTS_PER_CALLBACK):
@@ -76,15 +91,19 @@ class TlsListener:
         except (OSError, ssl.SSLError) as exc:
             _log.debug("could not start TLS on an accepted socket: %s", exc)
             raw.close()
+            if self.on_failed is not None:
+                self.on_failed(protocol)
             return
-        self.handshaking += 1
         conn = TlsConnection(self._loop, sock, protocol, self._handshake_done)
+        self._handshakes[protocol] = conn
         conn.start_handshake(self._timeout)
 
-    def _handshake_done(self, _conn: TlsConnection, exc: BaseException | None) -> None:
-        self.handshaking -= 1
+    def _handshake_done(self, conn: TlsConnection, exc: BaseException | None) -> None:
+        self._handshakes.pop(conn.protocol, None)
         if exc is not None:
             self.handshakes_failed += 1
+            if self.on_failed is not None:
+                self.on_failed(conn.protocol)
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
