@@ -92,7 +92,6 @@ class RpcActor(ChrActor):
             self.view,
             _Admin(self.asks),
             admin_token=token,
-            cookie_path=str(cfg.cookie_path),
             max_body=cfg.rpc_max_body,
             max_batch=cfg.rpc_max_batch,
             observer=observe,

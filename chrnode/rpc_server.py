@@ -291,7 +291,6 @@ def make_app(
     admin: AdminOps,
     *,
     admin_token: str,
-    cookie_path: str = "<data_dir>/.cookie",
     max_body: int = 1048576,
     max_batch: int = 100,
     health_limits: HealthLimits | None = None,
@@ -299,10 +298,10 @@ def make_app(
     observer: RequestObserver | None = None,
 ) -> RpcApplication:
     """The Tornado application of the RPC ports. `max_body`/`max_batch` are rpc_max_body and
-    rpc_max_batch of the config; `cookie_path` is named in the unauthorized error."""
+    rpc_max_batch of the config."""
     limits = health_limits or HealthLimits()
     methods = build_methods(view, admin, health_limits=limits, extra=extra_methods)
-    dispatcher = Dispatcher(methods, max_body=max_body, max_batch=max_batch, cookie_path=cookie_path)
+    dispatcher = Dispatcher(methods, max_body=max_body, max_batch=max_batch)
     return RpcApplication(_Context(dispatcher, view, admin_token, limits), observer)
 
 

@@ -168,36 +168,40 @@ class EdgeServer:
     # ---- sessions ---------------------------------------------------------------------------
 
     def _new_session(self, addr: tuple[str, int]) -> Session | None:
-        """A protocol for a new TCP connection, or None to drop it before TLS."""
+        """A protocol for a new TCP connection, or None to drop it before TLS.
+
+        Every connection that gets a protocol goes through admission (so it has a deadline and
+        can be shed), except the `busy` notices sent when the node is full of devices, which are
+        bounded by a margin over max_connections."""
         ip = addr[0]
         if self._stopping:
             return None
-        live = len(self.sessions) + sum(listener.handshaking for listener in self._listeners)
-        limit = self.config.max_connections
-        if live >= limit + max(16, limit // 10):
-            self.count_error(codes.BUSY)
-            return None  # far beyond the limit: not even a TLS handshake
+        refusal: tuple[str, str] | None = None
         if self.config.rate_limiting and not self._conn_buckets.take(ip):
             if not self._notice_buckets.take(ip):
                 self.count_error(codes.RATE_LIMITED)
                 return None
             rate = self.config.conn_rate_per_ip
-            return Session(
-                self, ip, (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from {ip}")
-            )
-        session = Session(self, ip)
+            refusal = (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from this address")
+        session = Session(self, ip, refusal)
         decision = self.admission.accept(session, ip, self.loop.time())
         if isinstance(decision, Refuse):
             self._log_pressure()
-            if decision.cap == TOTAL:
+            limit = self.config.max_connections
+            if decision.cap == TOTAL and refusal is None and self._unadmitted() < max(16, limit // 10):
                 return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
             self.count_error(codes.BUSY)
-            return None  # the address or subnet is full of authenticated devices
+            return None  # not even a TLS handshake
         for victim in decision.shed:
             self._cut(victim, codes.BUSY, "the node is full and this connection had not said hello; closed")
         if decision.shed:
             self._log_pressure()
         return session
+
+    def _unadmitted(self) -> int:
+        """Connections open that admission does not count (busy notices, ones being cut)."""
+        live = len(self.sessions) + sum(listener.handshaking for listener in self._listeners)
+        return max(0, live - len(self.admission))
 
     def _handshake_failed(self, protocol: object) -> None:
         self.admission.closed(protocol)

@@ -211,7 +211,6 @@ def rpc_factory(view: Any, admin: Any | None = None, **kwargs: Any) -> Callable[
 
     def factory() -> RpcApplication:
         kwargs.setdefault("admin_token", TOKEN)
-        kwargs.setdefault("cookie_path", "/tmp/chr-test/.cookie")
         return make_app(view, admin if admin is not None else RecordingAdmin(), **kwargs)
 
     return factory
