@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -30,9 +31,9 @@ class _M:
     conn: int
     address: tuple[int, int]
     subnet: tuple[int, int]
-    since: float
     deadline: float | None
-    order: int  # when it (last) became pending
+    spoke: bool
+    order: int  # when it (last) entered its tier of the pending set
 
 
 class Model:
@@ -43,11 +44,19 @@ class Model:
         self.conns: dict[int, _M] = {}
         self.order = 0
 
-    def _pending_in(self, pred: object) -> list[_M]:
-        found = [m for m in self.conns.values() if m.deadline is not None and pred(m)]  # type: ignore[operator]
-        return sorted(found, key=lambda m: m.order)
+    def _victim(self, pred: Any) -> _M | None:
+        pending = [m for m in self.conns.values() if m.deadline is not None and pred(m)]
+        for spoke in (False, True):
+            tier = sorted((m for m in pending if m.spoke is spoke), key=lambda m: m.order)
+            if tier:
+                return tier[0]
+        return None
 
-    def accept(self, conn: int, ip: str, now: float) -> tuple[str, tuple[int, ...]]:
+    def _next(self) -> int:
+        self.order += 1
+        return self.order
+
+    def accept(self, conn: int, ip: str, now: float, spoke: bool) -> tuple[str, tuple[int, ...]]:
         address, subnet = subnet_of(ip)
         lim = self.limits
         groups = [
@@ -58,15 +67,20 @@ class Model:
         shed: tuple[int, ...] = ()
         for name, limit, pred in groups:
             if limit and sum(1 for m in self.conns.values() if pred(m)) >= limit:
-                pending = self._pending_in(pred)
-                if not pending:
+                victim = self._victim(pred)
+                if victim is None:
                     return ("refuse:" + name, ())
-                shed = (pending[0].conn,)
-                del self.conns[pending[0].conn]
+                shed = (victim.conn,)
+                del self.conns[victim.conn]
                 break
-        self.order += 1
-        self.conns[conn] = _M(conn, address, subnet, now, now + lim.pending_timeout, self.order)
+        self.conns[conn] = _M(conn, address, subnet, now + lim.pending_timeout, spoke, self._next())
         return ("admit", shed)
+
+    def progressed(self, conn: int) -> None:
+        m = self.conns.get(conn)
+        if m is not None and not m.spoke:
+            m.spoke = True
+            m.order = self._next()
 
     def authenticated(self, conn: int) -> None:
         if conn in self.conns:
@@ -74,9 +88,8 @@ class Model:
 
     def pending(self, conn: int, now: float) -> None:
         if conn in self.conns:
-            self.order += 1
             m = self.conns[conn]
-            m.deadline, m.since, m.order = now + self.limits.pending_timeout, now, self.order
+            m.deadline, m.order = now + self.limits.pending_timeout, self._next()
 
     def closed(self, conn: int) -> None:
         self.conns.pop(conn, None)
@@ -96,7 +109,8 @@ limits_st = st.builds(
     pending_timeout=st.sampled_from([0.5, 1.0, 5.0]),
 )
 event_st = st.one_of(
-    st.tuples(st.just("accept"), st.sampled_from(IPS)),
+    st.tuples(st.just("accept"), st.tuples(st.sampled_from(IPS), st.booleans())),
+    st.tuples(st.just("progress"), st.integers(0, 60)),
     st.tuples(st.just("auth"), st.integers(0, 60)),
     st.tuples(st.just("pending"), st.integers(0, 60)),
     st.tuples(st.just("close"), st.integers(0, 60)),
@@ -112,8 +126,9 @@ def test_policy_matches_the_model_and_keeps_its_caps(limits: AdmissionLimits, ev
     for kind, arg in events:
         if kind == "accept":
             conn, next_conn = next_conn, next_conn + 1
-            decision = policy.accept(conn, arg, now)
-            expected = model.accept(conn, arg, now)
+            ip, spoke = arg
+            decision = policy.accept(conn, ip, now, spoke=spoke)
+            expected = model.accept(conn, ip, now, spoke)
             if isinstance(decision, Admit):
                 assert ("admit", decision.shed) == expected
                 assert conn in policy and policy.is_pending(conn)
@@ -121,6 +136,9 @@ def test_policy_matches_the_model_and_keeps_its_caps(limits: AdmissionLimits, ev
                 assert isinstance(decision, Refuse)
                 assert expected == ("refuse:" + decision.cap, ())
                 assert conn not in policy
+        elif kind == "progress":
+            policy.progressed(arg)
+            model.progressed(arg)
         elif kind == "auth":
             policy.authenticated(arg)
             model.authenticated(arg)
@@ -171,6 +189,20 @@ def test_an_honest_device_gets_in_and_stays_under_a_slowloris(
         assert isinstance(decision, Admit)  # there is always a pending one to shed
         assert honest not in decision.shed
     assert honest in policy
+
+
+def test_silent_connections_are_shed_before_ones_whose_handshake_is_under_way() -> None:
+    policy: Admission[str] = Admission(AdmissionLimits(max_connections=3))
+    policy.accept("talker", "10.0.0.1", 0.0, spoke=True)
+    policy.accept("mute-old", "10.0.0.2", 1.0)
+    policy.accept("mute-new", "10.0.0.3", 2.0)
+    assert policy.accept("a", "10.0.0.4", 3.0) == Admit("a", ("mute-old",), "total")
+    policy.progressed("a")
+    assert policy.accept("b", "10.0.0.5", 4.0) == Admit("b", ("mute-new",), "total")
+    assert policy.accept("c", "10.0.0.6", 5.0) == Admit("c", ("b",), "total")  # the only silent one
+    assert policy.accept("d", "10.0.0.7", 6.0, spoke=True) == Admit("d", ("c",), "total")
+    policy.progressed("d")  # already spoken: no change
+    assert policy.accept("e", "10.0.0.8", 7.0) == Admit("e", ("talker",), "total")
 
 
 def test_authenticated_connections_fill_a_group_and_the_newcomer_is_refused() -> None:

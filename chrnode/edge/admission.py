@@ -8,16 +8,21 @@ honest clients:
   address, the /64 of an IPv6 one; an IPv4-mapped IPv6 address counts as IPv4);
 - a deadline for every *pending* connection (accepted, not yet authenticated: for the device
   port the TLS handshake plus an accepted hello);
-- when a cap is reached, the *oldest pending* connection of the group that is full (the address,
-  the subnet, or the whole listener) is shed to make room; authenticated connections are never
-  shed. Only when the full group holds no pending connection is the newcomer refused.
+- when a cap is reached, a *pending* connection of the group that is full (the address, the
+  subnet, or the whole listener) is shed to make room; authenticated connections are never shed.
+  Only when the full group holds no pending connection is the newcomer refused.
+- which one: a *silent* connection (it has sent nothing yet) before a *spoken* one (its TLS
+  handshake is under way: ``accept(..., spoke=True)`` or ``progressed()``), the oldest first in
+  each tier (silent ones by when they became pending, spoken ones by when they spoke).
 
 A connection that has been pending longest is the one least likely to be an honest device
-(which finishes TLS and hello in milliseconds), and the newcomer is the one most likely to be.
+(which finishes TLS and hello in milliseconds), and the newcomer is the one most likely to be;
+one that connects and says nothing is a slowloris until it proves otherwise.
 
     policy = Admission(AdmissionLimits(max_connections=1000, per_address=64, per_subnet=256,
                                        pending_timeout=5.0))
     decision = policy.accept(conn, "10.0.0.7", now)   # Admit(conn, shed=(...)) or Refuse(conn, ...)
+    policy.progressed(conn)                            # it sent bytes: shed after the silent ones
     policy.authenticated(conn)                         # leaves the pending set: never shed, no deadline
     policy.pending(conn, now)                          # back to pending (RPC: the next request)
     policy.closed(conn)                                # gone (a no-op for shed or expired ones)
@@ -33,12 +38,16 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import itertools
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 __all__ = [
+    "ADDRESS",
+    "SUBNET",
+    "TOTAL",
     "Admission",
     "AdmissionLimits",
     "Admit",
@@ -72,8 +81,8 @@ class AdmissionLimits:
 
 @dataclass(frozen=True)
 class Admit(Generic[Conn]):
-    """Let ``conn`` in; first close the connections in ``shed`` (each is pending, the oldest of the
-    group that was full), for the reason ``cap`` (ADDRESS, SUBNET or TOTAL)."""
+    """Let ``conn`` in; first close the connections in ``shed`` (pending ones of the group that
+    was full), for the reason ``cap`` (ADDRESS, SUBNET or TOTAL)."""
 
     conn: Conn
     shed: tuple[Conn, ...] = ()
@@ -93,15 +102,30 @@ class Refuse(Generic[Conn]):
 class _Entry:
     address: Group
     subnet: Group
-    since: float  # when it (last) became pending; meaningless once authenticated
     deadline: float | None  # None: authenticated
+    spoke: bool
     seq: int = 0  # tells a live heap item from a stale one
 
 
 @dataclass
 class _Group(Generic[Conn]):
     count: int = 0
-    pending: OrderedDict[Conn, None] = field(default_factory=OrderedDict)  # oldest first
+    silent: OrderedDict[Conn, None] = field(default_factory=OrderedDict)  # pending, oldest first
+    spoken: OrderedDict[Conn, None] = field(default_factory=OrderedDict)  # pending, first to speak first
+
+    def victim(self) -> Conn | None:
+        """The pending connection to shed first: the oldest silent one, else the oldest spoken."""
+        for tier in (self.silent, self.spoken):
+            if tier:
+                return next(iter(tier))
+        return None
+
+    def add(self, conn: Conn, spoke: bool) -> None:
+        (self.spoken if spoke else self.silent)[conn] = None
+
+    def remove(self, conn: Conn) -> None:
+        self.silent.pop(conn, None)
+        self.spoken.pop(conn, None)
 
 
 def subnet_of(ip: str, prefix_v4: int = 24, prefix_v6: int = 64) -> tuple[Group, Group]:
@@ -128,7 +152,7 @@ class Admission(Generic[Conn]):
         self._conns: dict[Conn, _Entry] = {}
         self._addresses: dict[Group, _Group[Conn]] = {}
         self._subnets: dict[Group, _Group[Conn]] = {}
-        self._pending: OrderedDict[Conn, None] = OrderedDict()  # oldest first, all groups
+        self._all: _Group[Conn] = _Group()  # the max_connections group
         self._deadlines: list[tuple[float, int, Conn]] = []  # a heap, with stale items
         self._seq = 0
         self.shed_total = 0
@@ -138,45 +162,58 @@ class Admission(Generic[Conn]):
     # ---- events -----------------------------------------------------------------------------
 
     def accept(
-        self, conn: Conn, ip: str, now: float, timeout: float | None = None
+        self, conn: Conn, ip: str, now: float, timeout: float | None = None, spoke: bool = False
     ) -> Admit[Conn] | Refuse[Conn]:
-        """A new connection ``conn`` from ``ip``: admit it (possibly shedding others) or refuse it.
-        An admitted connection is pending, with a deadline ``timeout`` (default: the limits')."""
+        """A new connection ``conn`` from ``ip``: admit it (possibly shedding another) or refuse
+        it. An admitted connection is pending, with a deadline ``timeout`` seconds away (default:
+        the limits'); ``spoke`` says it has already sent bytes."""
         if conn in self._conns:
             raise ValueError(f"connection {conn!r} was already admitted")
         limits = self.limits
         address, subnet = subnet_of(ip, limits.prefix_v4, limits.prefix_v6)
         # Caps hold before every event, so freeing one slot in the narrowest full group frees one
         # in every wider group too (the victim belongs to all of them): at most one is shed.
-        full: tuple[str, int, OrderedDict[Conn, None]] | None = None
+        full: tuple[str, int, _Group[Conn]] | None = None
         by_address = self._addresses.get(address)
         by_subnet = self._subnets.get(subnet)
         if limits.per_address and by_address is not None and by_address.count >= limits.per_address:
-            full = (ADDRESS, limits.per_address, by_address.pending)
+            full = (ADDRESS, limits.per_address, by_address)
         elif limits.per_subnet and by_subnet is not None and by_subnet.count >= limits.per_subnet:
-            full = (SUBNET, limits.per_subnet, by_subnet.pending)
-        elif len(self._conns) >= limits.max_connections:
-            full = (TOTAL, limits.max_connections, self._pending)
+            full = (SUBNET, limits.per_subnet, by_subnet)
+        elif self._all.count >= limits.max_connections:
+            full = (TOTAL, limits.max_connections, self._all)
         shed: tuple[Conn, ...] = ()
         cap = ""
         if full is not None:
-            cap, limit, pending = full
-            if not pending:
+            cap, limit, group = full
+            victim = group.victim()
+            if victim is None:
                 self.refused_total += 1
                 return Refuse(conn, cap, limit)
-            victim = next(iter(pending))
             self._drop(victim)
             shed = (victim,)
             self.shed_total += 1
-        entry = _Entry(address, subnet, now, None)
+        entry = _Entry(address, subnet, None, spoke)
         self._conns[conn] = entry
         for table, key in ((self._addresses, address), (self._subnets, subnet)):
-            group = table.get(key)
-            if group is None:
-                group = table[key] = _Group()
-            group.count += 1
+            found = table.get(key)
+            if found is None:
+                found = table[key] = _Group()
+            found.count += 1
+        self._all.count += 1
         self._make_pending(conn, entry, now, timeout)
-        return Admit(conn, tuple(shed), cap)
+        return Admit(conn, shed, cap)
+
+    def progressed(self, conn: Conn) -> None:
+        """``conn`` sent its first bytes: while pending it is shed only after every silent one."""
+        entry = self._conns.get(conn)
+        if entry is None or entry.spoke:
+            return
+        entry.spoke = True
+        if entry.deadline is not None:
+            for group in self._groups_of(entry):
+                group.silent.pop(conn, None)
+                group.spoken[conn] = None
 
     def authenticated(self, conn: Conn) -> None:
         """``conn`` proved itself: no deadline, never shed. Unknown connections are ignored."""
@@ -187,7 +224,7 @@ class Admission(Generic[Conn]):
 
     def pending(self, conn: Conn, now: float, timeout: float | None = None) -> None:
         """``conn`` is pending again from ``now`` (the RPC port: a new request is being read), with
-        a new deadline; it goes to the young end of the shedding order."""
+        a new deadline; it goes to the young end of its tier."""
         entry = self._conns.get(conn)
         if entry is None:
             return
@@ -217,17 +254,17 @@ class Admission(Generic[Conn]):
     # ---- queries ----------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._conns)
+        return self._all.count
 
     def __contains__(self, conn: object) -> bool:
         return conn in self._conns
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return len(self._all.silent) + len(self._all.spoken)
 
     def is_pending(self, conn: Conn) -> bool:
-        return conn in self._pending
+        return conn in self._all.silent or conn in self._all.spoken
 
     def count_of(self, ip: str) -> tuple[int, int]:
         """(connections from the address of ``ip``, connections from its subnet)."""
@@ -235,35 +272,32 @@ class Admission(Generic[Conn]):
         a, s = self._addresses.get(address), self._subnets.get(subnet)
         return (a.count if a else 0, s.count if s else 0)
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline that may still be live (for a caller that sleeps until it)."""
-        return self._deadlines[0][0] if self._deadlines else None
-
     # ---- internals --------------------------------------------------------------------------
+
+    def _groups_of(self, entry: _Entry) -> tuple[_Group[Conn], _Group[Conn], _Group[Conn]]:
+        return self._addresses[entry.address], self._subnets[entry.subnet], self._all
 
     def _make_pending(self, conn: Conn, entry: _Entry, now: float, timeout: float | None) -> None:
         self._seq += 1
         entry.seq = self._seq
-        entry.since = now
         entry.deadline = now + (self.limits.pending_timeout if timeout is None else timeout)
-        self._pending[conn] = None
-        self._addresses[entry.address].pending[conn] = None
-        self._subnets[entry.subnet].pending[conn] = None
+        for group in self._groups_of(entry):
+            group.add(conn, entry.spoke)
         heapq.heappush(self._deadlines, (entry.deadline, entry.seq, conn))
-        if len(self._deadlines) > 64 and len(self._deadlines) > 4 * len(self._pending):
+        if len(self._deadlines) > 64 and len(self._deadlines) > 4 * self.pending_count:
             # Re-armed and authenticated entries leave stale items behind: rebuild now and then.
-            entries = ((self._conns[c], c) for c in self._pending)
-            self._deadlines = [(e.deadline, e.seq, c) for e, c in entries if e.deadline is not None]
+            live = [(c, self._conns[c]) for c in itertools.chain(self._all.silent, self._all.spoken)]
+            self._deadlines = [(e.deadline, e.seq, c) for c, e in live if e.deadline is not None]
             heapq.heapify(self._deadlines)
 
     def _leave_pending(self, conn: Conn, entry: _Entry) -> None:
-        self._pending.pop(conn, None)
-        self._addresses[entry.address].pending.pop(conn, None)
-        self._subnets[entry.subnet].pending.pop(conn, None)
+        for group in self._groups_of(entry):
+            group.remove(conn)
 
     def _drop(self, conn: Conn) -> None:
         entry = self._conns.pop(conn)
         self._leave_pending(conn, entry)
+        self._all.count -= 1
         for table, key in ((self._addresses, entry.address), (self._subnets, entry.subnet)):
             group = table[key]
             group.count -= 1

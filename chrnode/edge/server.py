@@ -114,9 +114,11 @@ class EdgeServer:
                         port,
                         self._new_session,
                         self.config.connection_timeout,
+                        defer_accept=self.config.handshake_deadline,
                     )
                 )
             self._listeners[-1].on_failed = self._handshake_failed
+            self._listeners[-1].on_spoke = self.admission.progressed  # type: ignore[assignment]
         except OSError as exc:
             for listener in self._listeners:
                 listener.close()
@@ -237,6 +239,7 @@ class EdgeServer:
 
     def session_started(self, session: Session) -> None:
         self.sessions.add(session)
+        self.admission.progressed(session)  # TLS is up: it is shed after every silent one
 
     def session_closing(self, session: Session) -> None:
         """``session`` is closing: it is no longer the device's session and its ports end."""

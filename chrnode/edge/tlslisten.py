@@ -4,13 +4,17 @@ The listener accepts in batches, asks ``protocol_factory(peer_address)`` for a p
 refuses the socket before any TLS work: connection and rate limits), wraps the socket with the
 server context and starts the handshake; it counts handshakes in progress and failed ones.
 Admission hooks (chrnode.edge.admission): ``abort_handshake(protocol)`` cuts a connection still
-in its handshake, and ``on_failed(protocol)`` is told of every handshake that did not finish.
+in its handshake, ``on_failed(protocol)`` is told of every handshake that did not finish, and
+``on_spoke(protocol)`` of every connection that had sent bytes (its ClientHello) when accepted.
+With ``defer_accept`` (Linux TCP_DEFER_ACCEPT) the kernel holds back connections that send
+nothing for that long, so an idle slowloris socket costs the process nothing meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Callable
@@ -51,6 +55,7 @@ class TlsListener:
         self.handshakes_failed = 0
         self._handshakes: dict[TlsProtocol, TlsConnection] = {}
         self.on_failed: Callable[[TlsProtocol], None] | None = None
+        self.on_spoke: Callable[[TlsProtocol], None] | None = None
         loop.add_reader(sock.fileno(), self._on_accept)
 
     @property
@@ -81,6 +86,8 @@ class TlsListener:
                 raw.close()
                 continue
             self.accepted += 1
+            if self.on_spoke is not None and _has_bytes(raw):
+                self.on_spoke(protocol)
             self._start(raw, protocol)
 
     def _start(self, raw: socket.socket, protocol: TlsProtocol) -> None:
@@ -111,6 +118,14 @@ class TlsListener:
             self._sock.close()
 
 
+def _has_bytes(raw: socket.socket) -> bool:
+    """Whether the peer of a just-accepted socket has sent anything yet (one peek, no read)."""
+    try:
+        return bool(raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:  # nothing yet (EAGAIN), or already reset: the handshake will tell
+        return False
+
+
 def start_tls_server(
     loop: asyncio.AbstractEventLoop,
     ssl_context: ssl.SSLContext,
@@ -119,12 +134,16 @@ def start_tls_server(
     protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
     handshake_timeout: float,
     backlog: int = 1024,
+    defer_accept: float = 0.0,
 ) -> TlsListener:
-    """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``."""
+    """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``;
+    ``defer_accept`` > 0 sets TCP_DEFER_ACCEPT to that many seconds where the OS has it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if defer_accept > 0 and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, math.ceil(defer_accept)))
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
