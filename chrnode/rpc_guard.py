@@ -234,10 +234,11 @@ class _AcceptLoop:
                     return
                 self._back_off(exc)
                 return
-            ended = self._pause.succeeded()
+            ended = self._pause.succeeded(self._loop.time()) if self._pause.in_episode else None
             if ended is not None:
                 log.warning(
-                    "JSON-RPC port %d accepts again after %.1f s out of descriptors (%d accepts failed)",
+                    "JSON-RPC port %d accepts again; it was out of descriptors for %.1f s "
+                    "(%d accepts failed)",
                     self._port,
                     ended[1],
                     ended[0],
@@ -245,7 +246,7 @@ class _AcceptLoop:
             self._callback(conn, address)
 
     def _back_off(self, exc: OSError) -> None:
-        delay, starts = self._pause.failed()
+        delay, starts = self._pause.failed(self._loop.time())
         if starts:
             soft, _hard = nofile_limits()
             log.warning(
