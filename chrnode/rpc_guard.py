@@ -75,7 +75,6 @@ class GuardedHTTPServer(HTTPServer):
             AdmissionLimits(max_connections=self.cap, pending_timeout=limits.header_timeout)
         )
         self.io_loop = IOLoop.current()
-        self._pressure_logged = (0.0, 0, 0, 0)
         self._sweeping = self.io_loop.call_later(SWEEP_SECONDS, self._sweep)
 
     # ---- accept -----------------------------------------------------------------------------
@@ -115,27 +114,23 @@ class GuardedHTTPServer(HTTPServer):
         expired = self.admission.tick(self.io_loop.time())
         for stream in expired:
             _answer_and_close(stream, _TOO_SLOW)
-        if expired:
-            self._log_pressure()
+        self._log_pressure()
         self._sweeping = self.io_loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _log_pressure(self) -> None:
-        adm = self.admission
-        now = self.io_loop.time()
-        when, shed, refused, expired = self._pressure_logged
-        if now - when < PRESSURE_LOG_INTERVAL:
-            return
-        self._pressure_logged = (now, adm.shed_total, adm.refused_total, adm.expired_total)
-        log.warning(
-            "JSON-RPC under pressure: %d slow requests cut (headers %g s, body %g s), %d idle or "
-            "unfinished connections shed and %d refused at the cap of %d since the last report",
-            adm.expired_total - expired,
-            self.limits.header_timeout,
-            self.limits.body_timeout,
-            adm.shed_total - shed,
-            adm.refused_total - refused,
-            self.cap,
-        )
+        report = self.admission.pressure_report(self.io_loop.time(), PRESSURE_LOG_INTERVAL)
+        if report is not None:
+            shed, refused, expired = report
+            log.warning(
+                "JSON-RPC under pressure: %d slow requests cut (headers %g s, body %g s), %d idle or "
+                "unfinished connections shed and %d refused at the cap of %d since the last report",
+                expired,
+                self.limits.header_timeout,
+                self.limits.body_timeout,
+                shed,
+                refused,
+                self.cap,
+            )
 
     async def close_all_connections(self) -> None:
         self.io_loop.remove_timeout(self._sweeping)

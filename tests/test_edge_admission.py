@@ -250,3 +250,20 @@ def test_bad_limits_are_refused() -> None:
         AdmissionLimits(max_connections=1, pending_timeout=0)
     with pytest.raises(ValueError, match="positive"):
         AdmissionLimits(max_connections=0)
+
+
+def test_pressure_is_reported_at_most_once_per_interval_with_counts_since_the_last_report() -> None:
+    policy: Admission[int] = Admission(AdmissionLimits(max_connections=1, pending_timeout=1.0))
+    assert policy.pressure_report(0.0) is None  # nothing happened
+    policy.accept(0, "10.0.0.1", 0.0)
+    policy.accept(1, "10.0.0.1", 0.0)  # sheds 0
+    assert policy.pressure_report(0.0, every=60.0) == (1, 0, 0)
+    policy.authenticated(1)
+    policy.accept(2, "10.0.0.2", 1.0)  # refused
+    policy.closed(1)
+    policy.accept(3, "10.0.0.2", 2.0)
+    assert policy.tick(10.0) == [3]
+    assert policy.pressure_report(30.0, every=60.0) is None  # too soon
+    assert policy.pressure_report(61.0, every=60.0) == (0, 1, 1)
+    assert policy.pressure_report(200.0, every=60.0) is None  # nothing new
+    assert policy.counters() == {"pending": 0, "shed_total": 1, "refused_total": 1, "expired_total": 1}

@@ -39,6 +39,7 @@ from __future__ import annotations
 import heapq
 import ipaddress
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -158,6 +159,7 @@ class Admission(Generic[Conn]):
         self.shed_total = 0
         self.refused_total = 0
         self.expired_total = 0
+        self._reported: tuple[float, tuple[int, int, int]] = (-math.inf, (0, 0, 0))
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -271,6 +273,26 @@ class Admission(Generic[Conn]):
         address, subnet = subnet_of(ip, self.limits.prefix_v4, self.limits.prefix_v6)
         a, s = self._addresses.get(address), self._subnets.get(subnet)
         return (a.count if a else 0, s.count if s else 0)
+
+    def counters(self) -> dict[str, int]:
+        """For snapshots: pending now, and shed, refused and expired since start."""
+        return {
+            "pending": self.pending_count,
+            "shed_total": self.shed_total,
+            "refused_total": self.refused_total,
+            "expired_total": self.expired_total,
+        }
+
+    def pressure_report(self, now: float, every: float = 60.0) -> tuple[int, int, int] | None:
+        """(shed, refused, expired) since the last report, if any happened and the last report is
+        ``every`` seconds old: what an adapter logs, one line per ``every`` at most, however hard
+        it is pushed (call it on every decision and now and then, so the tail is reported too)."""
+        totals = (self.shed_total, self.refused_total, self.expired_total)
+        last_at, last = self._reported
+        if totals == last or now - last_at < every:
+            return None
+        self._reported = (now, totals)
+        return (totals[0] - last[0], totals[1] - last[1], totals[2] - last[2])
 
     # ---- internals --------------------------------------------------------------------------
 

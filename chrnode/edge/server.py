@@ -89,7 +89,6 @@ class EdgeServer:
                 pending_timeout=config.handshake_deadline,
             )
         )
-        self._pressure_logged = (0.0, 0, 0, 0)  # when, and the admission totals then
         self._listeners: list[TlsListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed_bytes_in = 0
@@ -220,22 +219,16 @@ class EdgeServer:
 
     def _log_pressure(self) -> None:
         """One line a minute at most, with counts, however hard the node is pushed."""
-        adm = self.admission
-        now = self.loop.time()
-        when, shed, refused, expired = self._pressure_logged
-        if now - when < PRESSURE_LOG_INTERVAL:
-            return
-        self._pressure_logged = (now, adm.shed_total, adm.refused_total, adm.expired_total)
-        _log.warning(
-            "edge admission under pressure: %d connections shed, %d refused, %d cut at the %g s "
-            "handshake deadline since the last report; %d open, %d of them without hello",
-            adm.shed_total - shed,
-            adm.refused_total - refused,
-            adm.expired_total - expired,
-            self.config.handshake_deadline,
-            len(adm),
-            adm.pending_count,
-        )
+        report = self.admission.pressure_report(self.loop.time(), PRESSURE_LOG_INTERVAL)
+        if report is not None:
+            _log.warning(
+                "edge admission under pressure: %d connections shed, %d refused, %d cut at the %g s "
+                "handshake deadline since the last report; %d open, %d of them without hello",
+                *report,
+                self.config.handshake_deadline,
+                len(self.admission),
+                self.admission.pending_count,
+            )
 
     def session_started(self, session: Session) -> None:
         self.sessions.add(session)
@@ -294,8 +287,7 @@ class EdgeServer:
             for session in expired:
                 deadline = self.config.handshake_deadline
                 self._cut(session, codes.TIMEOUT, f"no accepted hello within {deadline:g} s of connecting")
-            if expired:
-                self._log_pressure()
+            self._log_pressure()
             if now >= next_epoch:
                 next_epoch = now + EPOCH_REFRESH
                 await self._refresh_epoch()
@@ -387,12 +379,7 @@ class EdgeServer:
             "refused_total": sum(listener.refused for listener in self._listeners),
             "handshakes_failed": sum(listener.handshakes_failed for listener in self._listeners),
             "tickets_accepted": self.tickets_accepted,
-            "admission": {
-                "pending": self.admission.pending_count,
-                "shed_total": self.admission.shed_total,
-                "refused_total": self.admission.refused_total,
-                "expired_total": self.admission.expired_total,
-            },
+            "admission": self.admission.counters(),
             "errors": dict(self.errors),
             "epoch": self.epoch,
             "listening": self.bound_ports,

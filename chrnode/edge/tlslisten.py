@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from chrnode.edge.tlsconn import TlsConnection, TlsProtocol
 from chrnode.errors import ProtocolError
+from chrnode.fdlimit import DESCRIPTOR_ERRORS, AcceptPause
 
 __all__ = ["TlsListener", "open_tls_connection", "start_tls_server"]
 
@@ -54,6 +55,8 @@ class TlsListener:
         self.refused = 0
         self.handshakes_failed = 0
         self._handshakes: dict[TlsProtocol, TlsConnection] = {}
+        self._pause = AcceptPause()
+        self._retry: asyncio.TimerHandle | None = None
         self.on_failed: Callable[[TlsProtocol], None] | None = None
         self.on_spoke: Callable[[TlsProtocol], None] | None = None
         loop.add_reader(sock.fileno(), self._on_accept)
@@ -77,9 +80,21 @@ class TlsListener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE and friends: log and keep the listener; the next turn may succeed.
-                _log.warning("accept on port %d failed: %s", self.port, exc)
+                if exc.errno in DESCRIPTOR_ERRORS:
+                    self._back_off(exc)
+                else:
+                    _log.warning("accept on port %d failed: %s", self.port, exc)
                 return
+            if self._pause.in_episode:
+                ended = self._pause.succeeded(self._loop.time())
+                if ended is not None:
+                    _log.warning(
+                        "device port %d accepts again; it was out of descriptors for %.1f s "
+                        "(%d accepts failed)",
+                        self.port,
+                        ended[1],
+                        ended[0],
+                    )
             protocol = self._factory(addr)
             if protocol is None:
                 self.refused += 1
@@ -89,6 +104,27 @@ class TlsListener:
             if self.on_spoke is not None and _has_bytes(raw):
                 self.on_spoke(protocol)
             self._start(raw, protocol)
+
+    def _back_off(self, exc: OSError) -> None:
+        """Out of descriptors: the socket stays readable, so stop watching it for a while
+        instead of spinning (chrnode.fdlimit); one log line per episode."""
+        delay, starts = self._pause.failed(self._loop.time())
+        if starts:
+            _log.warning(
+                "device port %d is out of descriptors (%s): pausing accept, retrying every %g-%g s",
+                self.port,
+                exc.strerror,
+                self._pause.first,
+                self._pause.longest,
+            )
+        if self._retry is None and self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+            self._retry = self._loop.call_later(delay, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        self._retry = None
+        if self._sock.fileno() >= 0:
+            self._loop.add_reader(self._sock.fileno(), self._on_accept)
 
     def _start(self, raw: socket.socket, protocol: TlsProtocol) -> None:
         try:
@@ -113,6 +149,9 @@ class TlsListener:
                 self.on_failed(conn.protocol)
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._sock.fileno() >= 0:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
