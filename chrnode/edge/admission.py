@@ -100,15 +100,6 @@ class Refuse(Generic[Conn]):
 
 
 @dataclass
-class _Entry:
-    address: Group
-    subnet: Group
-    deadline: float | None  # None: authenticated
-    spoke: bool
-    seq: int = 0  # tells a live heap item from a stale one
-
-
-@dataclass
 class _Group(Generic[Conn]):
     count: int = 0
     silent: OrderedDict[Conn, None] = field(default_factory=OrderedDict)  # pending, oldest first
@@ -121,12 +112,15 @@ class _Group(Generic[Conn]):
                 return next(iter(tier))
         return None
 
-    def add(self, conn: Conn, spoke: bool) -> None:
-        (self.spoken if spoke else self.silent)[conn] = None
 
-    def remove(self, conn: Conn) -> None:
-        self.silent.pop(conn, None)
-        self.spoken.pop(conn, None)
+@dataclass(eq=False)
+class _Entry(Generic[Conn]):
+    address: Group
+    subnet: Group
+    groups: tuple[_Group[Conn], ...]  # its address's, its subnet's, and the all-connections one
+    deadline: float | None  # None: authenticated
+    spoke: bool
+    seq: int = 0  # tells a live heap item from a stale one
 
 
 def subnet_of(ip: str, prefix_v4: int = 24, prefix_v6: int = 64) -> tuple[Group, Group]:
@@ -150,7 +144,7 @@ class Admission(Generic[Conn]):
 
     def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
-        self._conns: dict[Conn, _Entry] = {}
+        self._conns: dict[Conn, _Entry[Conn]] = {}
         self._addresses: dict[Group, _Group[Conn]] = {}
         self._subnets: dict[Group, _Group[Conn]] = {}
         self._all: _Group[Conn] = _Group()  # the max_connections group
@@ -195,14 +189,16 @@ class Admission(Generic[Conn]):
             self._drop(victim)
             shed = (victim,)
             self.shed_total += 1
-        entry = _Entry(address, subnet, None, spoke)
+        if shed:  # the victim may have been the last of its address or subnet: look again
+            by_address, by_subnet = self._addresses.get(address), self._subnets.get(subnet)
+        if by_address is None:
+            by_address = self._addresses[address] = _Group()
+        if by_subnet is None:
+            by_subnet = self._subnets[subnet] = _Group()
+        entry = _Entry(address, subnet, (by_address, by_subnet, self._all), None, spoke)
         self._conns[conn] = entry
-        for table, key in ((self._addresses, address), (self._subnets, subnet)):
-            found = table.get(key)
-            if found is None:
-                found = table[key] = _Group()
-            found.count += 1
-        self._all.count += 1
+        for group in entry.groups:
+            group.count += 1
         self._make_pending(conn, entry, now, timeout)
         return Admit(conn, shed, cap)
 
@@ -213,7 +209,7 @@ class Admission(Generic[Conn]):
             return
         entry.spoke = True
         if entry.deadline is not None:
-            for group in self._groups_of(entry):
+            for group in entry.groups:
                 group.silent.pop(conn, None)
                 group.spoken[conn] = None
 
@@ -296,15 +292,12 @@ class Admission(Generic[Conn]):
 
     # ---- internals --------------------------------------------------------------------------
 
-    def _groups_of(self, entry: _Entry) -> tuple[_Group[Conn], _Group[Conn], _Group[Conn]]:
-        return self._addresses[entry.address], self._subnets[entry.subnet], self._all
-
-    def _make_pending(self, conn: Conn, entry: _Entry, now: float, timeout: float | None) -> None:
+    def _make_pending(self, conn: Conn, entry: _Entry[Conn], now: float, timeout: float | None) -> None:
         self._seq += 1
         entry.seq = self._seq
         entry.deadline = now + (self.limits.pending_timeout if timeout is None else timeout)
-        for group in self._groups_of(entry):
-            group.add(conn, entry.spoke)
+        for group in entry.groups:
+            (group.spoken if entry.spoke else group.silent)[conn] = None
         heapq.heappush(self._deadlines, (entry.deadline, entry.seq, conn))
         if len(self._deadlines) > 64 and len(self._deadlines) > 4 * self.pending_count:
             # Re-armed and authenticated entries leave stale items behind: rebuild now and then.
@@ -312,16 +305,17 @@ class Admission(Generic[Conn]):
             self._deadlines = [(e.deadline, e.seq, c) for c, e in live if e.deadline is not None]
             heapq.heapify(self._deadlines)
 
-    def _leave_pending(self, conn: Conn, entry: _Entry) -> None:
-        for group in self._groups_of(entry):
-            group.remove(conn)
+    def _leave_pending(self, conn: Conn, entry: _Entry[Conn]) -> None:
+        tier = "spoken" if entry.spoke else "silent"
+        for group in entry.groups:
+            getattr(group, tier).pop(conn, None)
 
     def _drop(self, conn: Conn) -> None:
         entry = self._conns.pop(conn)
         self._leave_pending(conn, entry)
-        self._all.count -= 1
-        for table, key in ((self._addresses, entry.address), (self._subnets, entry.subnet)):
-            group = table[key]
+        for group in entry.groups:
             group.count -= 1
-            if group.count == 0:
-                del table[key]
+        if entry.groups[0].count == 0:
+            del self._addresses[entry.address]
+        if entry.groups[1].count == 0:
+            del self._subnets[entry.subnet]
