@@ -75,6 +75,7 @@ class GuardedHTTPServer(HTTPServer):
             AdmissionLimits(max_connections=self.cap, pending_timeout=limits.header_timeout)
         )
         self.io_loop = IOLoop.current()
+        self.in_body: set[iostream.IOStream] = set()  # connections whose request body is arriving
         self._sweeping = self.io_loop.call_later(SWEEP_SECONDS, self._sweep)
 
     # ---- accept -----------------------------------------------------------------------------
@@ -107,13 +108,20 @@ class GuardedHTTPServer(HTTPServer):
         return _Phases(super().start_request(server_conn, request_conn), self, stream)
 
     def on_close(self, server_conn: object) -> None:
-        self.admission.closed(server_conn.stream)  # type: ignore[attr-defined]
+        stream = server_conn.stream  # type: ignore[attr-defined]
+        self.in_body.discard(stream)
+        self.admission.closed(stream)
         super().on_close(server_conn)
 
     def _sweep(self) -> None:
         expired = self.admission.tick(self.io_loop.time())
         for stream in expired:
-            _answer_and_close(stream, _TOO_SLOW)
+            if stream in self.in_body or _has_unparsed_bytes(stream):
+                _answer_and_close(stream, _TOO_SLOW)
+            else:
+                # An idle keep-alive connection: an unasked-for 408 could be read as the answer
+                # to a request the client sends at this very moment, so close silently (nginx).
+                stream.close()
         self._log_pressure()
         self._sweeping = self.io_loop.call_later(SWEEP_SECONDS, self._sweep)
 
@@ -155,6 +163,7 @@ class _Phases(httputil.HTTPMessageDelegate):
         admission = self._server.admission
         if headers.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in headers:
             admission.pending(self._stream, self._server.io_loop.time(), self._server.limits.body_timeout)
+            self._server.in_body.add(self._stream)
         else:
             admission.authenticated(self._stream)  # no body: the request is complete
         return self._inner.headers_received(start_line, headers)
@@ -163,11 +172,18 @@ class _Phases(httputil.HTTPMessageDelegate):
         return self._inner.data_received(chunk)
 
     def finish(self) -> None:
+        self._server.in_body.discard(self._stream)
         self._server.admission.authenticated(self._stream)  # being answered: never cut
         self._inner.finish()
 
     def on_connection_close(self) -> None:
         self._inner.on_connection_close()
+
+
+def _has_unparsed_bytes(stream: iostream.IOStream) -> bool:
+    """Whether part of a request's headers has arrived (Tornado's read buffer; if Tornado ever
+    renames it, every late request gets its 408, the safe side)."""
+    return bool(getattr(stream, "_read_buffer_size", 1))
 
 
 def _answer_and_close(stream: iostream.IOStream, answer: bytes) -> None:
