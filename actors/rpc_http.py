@@ -19,6 +19,7 @@ from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
 from chrnode.errors import RpcError
 from chrnode.rpc_api import NodeView
+from chrnode.rpc_guard import RpcLimits
 from chrnode.rpc_server import make_app, read_cookie, start_servers
 from chrnode.stats import LocalStats
 
@@ -91,17 +92,17 @@ class RpcActor(ChrActor):
             self.view,
             _Admin(self.asks),
             admin_token=token,
-            cookie_path=str(cfg.cookie_path),
             max_body=cfg.rpc_max_body,
             max_batch=cfg.rpc_max_batch,
             observer=observe,
             extra_methods=chain_methods(self.asks),
         )
         tls = self.ssl_context()
+        limits = RpcLimits(cfg.rpc_max_connections, cfg.rpc_header_timeout, cfg.rpc_body_timeout)
         if tls is None:
-            _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind)
+            _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind, limits=limits)
         else:
-            _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls)
+            _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls, limits)
         loop.call_later(STATS_SECONDS, flush)
         assert port is not None
         return port

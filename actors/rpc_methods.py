@@ -6,6 +6,7 @@ actor round trip (about a millisecond), unlike the snapshot methods, which need 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from actors import chain_messages as cm
@@ -16,8 +17,21 @@ from chrnode.errors import ChrError, CryptoError, RpcError
 from chrnode.jsonrpc import Method, Param
 from chrnode.rpc_api import jsonable
 
+log = logging.getLogger("chrnode.rpc")
+
 ASK_TIMEOUT = 15.0
 CHAIN_FAILED = -32010  # the chain could not answer (down, wrong chain, reverted): see the message
+
+# What a caller reads when the chain fails. The details (endpoint URLs, file paths, actor names)
+# are for the operator's log, not for unauthenticated callers (issue 8); the code says which case.
+_PUBLIC_CHAIN_ERRORS = {
+    cm.CHAIN_UNAVAILABLE: "the chain cannot be reached right now; try again later",
+    cm.BUSY: "the chain cannot be reached right now; try again later",
+    cm.WRONG_CHAIN: "the node's chain endpoints serve another chain than it is configured for",
+    cm.NOT_CONFIGURED: "a contract this method needs is not configured on this node",
+    cm.CHAIN_ERROR: "the chain answered with an error; the node log has the details",
+}
+_INTERNAL = "the chain service failed; the node log has the details"
 
 ETH_METHODS: dict[str, tuple[Param, ...]] = {
     "eth_blockNumber": (),
@@ -45,8 +59,11 @@ def _raise(answer: cm.ChainAnswer) -> None:
         raise error
     data = {"code": answer.code}
     if answer.code == cm.BAD_NAME:
-        raise RpcError(-32602, str(error), data)
-    raise RpcError(CHAIN_FAILED, str(error), data)
+        raise RpcError(-32602, str(error), data)  # about the caller's own name
+    if answer.code == cm.CONTRACT_ERROR:
+        raise RpcError(CHAIN_FAILED, str(error), data)  # the revert of the caller's own call
+    log.warning("chain request failed (%s): %s", answer.code or "internal_error", error)
+    raise RpcError(CHAIN_FAILED, _PUBLIC_CHAIN_ERRORS.get(answer.code, _INTERNAL), data)
 
 
 def chain_methods(asks: LoopAsks) -> list[Method]:
@@ -54,7 +71,8 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
         try:
             answer = await asks.ask("RemoteChain.Cache", message, ASK_TIMEOUT)
         except ChrError as exc:
-            raise RpcError(CHAIN_FAILED, f"the chain service did not answer: {exc}") from exc
+            log.warning("chain service did not answer: %s", exc)
+            raise RpcError(CHAIN_FAILED, "the chain service did not answer in time; try again later") from exc
         if not answer.ok:
             _raise(answer)
         return answer
@@ -88,7 +106,8 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
             ASK_TIMEOUT,
         )
         if not reply.ok:
-            raise RpcError(-32603, f"the ticket store could not answer: {reply.error}")
+            log.warning("ticket_best: the ticket store failed: %s", reply.error)
+            raise RpcError(-32603, "the ticket store could not answer; the node log has the details")
         if reply.ticket is None:
             return None
         import msgpack
@@ -106,7 +125,11 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
         Method(
             "ticket_best",
             ticket_best,
-            (Param("device", "string"), Param("fleet", "string"), Param("epoch", "integer")),
+            (
+                Param("device", "string"),
+                Param("fleet", "string"),
+                Param("epoch", "integer", True, "ticket epoch (SPEC 5)", 0, 2**63 - 1),
+            ),
             result="the stored ticket (SPEC 5 fields) or null",
             summary="The best ticket this node holds for (device, fleet, epoch)",
         ),

@@ -44,12 +44,16 @@ class Config:
     connection_timeout: float = 30.0
     idle_timeout: float = 300.0
     hello_timeout: float = 10.0
+    handshake_deadline: float = 5.0
     worker_pool_size: int = 10
     max_frame_size: int = 1048576
+    max_open_files: int = 0
     # [security]
     require_tickets: bool = True
     rate_limiting: bool = True
     conn_rate_per_ip: float = 20.0
+    max_conns_per_ip: int = 64
+    max_conns_per_subnet: int = 256
     frame_rate_per_device: float = 5000.0
     ticket_timeout: float = 30.0
     ticket_grace_bytes: int = 4194304
@@ -61,6 +65,9 @@ class Config:
     # [rpc]
     rpc_max_body: int = 1048576
     rpc_max_batch: int = 100
+    rpc_max_connections: int = 1000
+    rpc_header_timeout: float = 10.0
+    rpc_body_timeout: float = 30.0
     # [chain]
     chain_rpc: tuple[str, ...] = ("http://127.0.0.1:8547",)
     chain_id: int = 31337
@@ -165,12 +172,24 @@ SPECS: dict[str, FieldSpec] = {
     "connection_timeout": _spec("performance", _FLOAT, _SECONDS, "seconds to finish connecting and TLS"),
     "idle_timeout": _spec("performance", _FLOAT, _SECONDS, "seconds without traffic before closing"),
     "hello_timeout": _spec("performance", _FLOAT, _SECONDS, "seconds after TLS for a device's hello"),
+    "handshake_deadline": _spec(
+        "performance",
+        _FLOAT,
+        _SECONDS,
+        "seconds from TCP accept to an accepted hello (TLS handshake included); then the connection is cut",
+    ),
     "worker_pool_size": _spec("performance", _INT, cf.int_range(1, 256), "threads for blocking work"),
     "max_frame_size": _spec(
         "performance",
         _INT,
         cf.int_range(1024, 16 * 2**20, "a number of bytes from 1024 to 16777216 (16 MiB)"),
         "largest EdgeV2/peer frame payload accepted, in bytes (SPEC 4)",
+    ),
+    "max_open_files": _spec(
+        "performance",
+        _INT,
+        cf.int_range(0, 2**31 - 1, "0 (raise the soft limit to the hard one) or a number of descriptors"),
+        "soft RLIMIT_NOFILE the node sets at start; 0 = raise it to the hard limit",
     ),
     "require_tickets": _spec("security", _BOOL, cf.boolean(), "disconnect devices that do not pay (SPEC 5)"),
     "rate_limiting": _spec(
@@ -181,6 +200,18 @@ SPECS: dict[str, FieldSpec] = {
         _FLOAT,
         cf.float_range(1e6, "a rate > 0 and at most 1000000"),
         "new connections per second per IP address (burst 2x)",
+    ),
+    "max_conns_per_ip": _spec(
+        "security",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent device connections from one IP address; 0 = no cap",
+    ),
+    "max_conns_per_subnet": _spec(
+        "security",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent device connections from one /24 (IPv4) or /64 (IPv6); 0 = no cap",
     ),
     "frame_rate_per_device": _spec(
         "security",
@@ -231,6 +262,13 @@ SPECS: dict[str, FieldSpec] = {
         "largest JSON-RPC request body, in bytes",
     ),
     "rpc_max_batch": _spec("rpc", _INT, cf.int_range(1, 10000), "most calls in one JSON-RPC batch"),
+    "rpc_max_connections": _spec(
+        "rpc", _INT, cf.int_range(1, 1_000_000), "concurrent connections per JSON-RPC port"
+    ),
+    "rpc_header_timeout": _spec(
+        "rpc", _FLOAT, _SECONDS, "seconds for a request's headers to arrive (also the keep-alive idle limit)"
+    ),
+    "rpc_body_timeout": _spec("rpc", _FLOAT, _SECONDS, "seconds for a request's body to arrive"),
     "chain_rpc": _spec(
         "chain",
         Kind.STR_LIST,

@@ -3,6 +3,9 @@
 Everything that can be checked before an actor exists is checked here, so a bad key file, an
 unwritable data dir or a taken port stops start-up with one clear line instead of a restart loop.
 SIGTERM and SIGINT stop the tree in reverse order and shut Thespian down: no process is left.
+At start the soft descriptor limit is raised to the hard one (or set to max_open_files), so every
+actor process inherits it; ``.cookie`` is written anew at every start and removed at a clean stop,
+as bitcoind does, so a stale token never outlives the node.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from chrnode import __version__
 from chrnode.actorsys import bind_error, shutdown_system, start_system
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
+from chrnode.fdlimit import raise_nofile_limit
 from chrnode.rpc_server import write_cookie
 
 log = logging.getLogger("chrnode.daemon")
@@ -69,6 +73,27 @@ def prepare(cfg: Config) -> str:
     return address
 
 
+def set_descriptor_limit(cfg: Config) -> None:
+    """Raise the soft RLIMIT_NOFILE before any actor is forked (they inherit it); log it."""
+    try:
+        old, new, hard = raise_nofile_limit(cfg.max_open_files)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot set the open-files limit to %s: %s", cfg.max_open_files or "the hard limit", exc)
+        return
+    if new != old:
+        log.info("open-files limit raised from %d to %d (hard limit %d)", old, new, hard)
+    else:
+        log.info("open-files limit is %d (hard limit %d)", new, hard)
+
+
+def remove_cookie(cfg: Config) -> None:
+    """At a clean stop: the token dies with the node that made it."""
+    try:
+        Path(cfg.cookie_path).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove the admin cookie: %s", exc)
+
+
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -108,12 +133,14 @@ class Daemon:
 
         cfg = self.cfg
         setup_logging(cfg)
+        set_descriptor_limit(cfg)
         try:
             address = prepare(cfg)
             log_file = add_log_file(cfg)
             check_ports_free(cfg)
         except (ChrError, OSError) as exc:
             log.error("cannot start: %s", exc)
+            remove_cookie(cfg)
             return 2
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -123,6 +150,7 @@ class Daemon:
             self.asys = start_system(cfg.actor_admin_port, cfg.log_level, log_file)
         except ActorError as exc:
             log.error("cannot start: %s", exc)
+            remove_cookie(cfg)
             return 2
         code = 0
         try:
@@ -170,4 +198,5 @@ class Daemon:
         finally:
             asys, self.asys = self.asys, None
             shutdown_system(asys)
+            remove_cookie(self.cfg)
         log.info("stopped")

@@ -44,6 +44,12 @@ UNAUTHORIZED = -32001
 TIMED_OUT = -32002
 ACTOR_FAILED = -32003
 
+# What an unauthenticated caller reads: how to authenticate, never where the data dir is (issue 8).
+UNAUTHORIZED_MESSAGE = (
+    "unauthorized: this method needs the admin token (Authorization: Bearer <token>; "
+    "the node writes it to .cookie in its data dir at start)"
+)
+
 # JSON Schema type names a parameter may declare, and the check each one stands for. bool is a
 # subclass of int in Python, so it is excluded from the numeric types explicitly.
 PARAM_TYPES: Mapping[str, Callable[[object], bool]] = {
@@ -56,20 +62,33 @@ PARAM_TYPES: Mapping[str, Callable[[object], bool]] = {
     "any": lambda v: True,
 }
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the range of an "integer" param
-
 _REQUEST_MEMBERS = frozenset(("jsonrpc", "method", "params", "id"))
 _MISSING: Any = object()
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class Param(NamedTuple):
     """One parameter of a method: its name, JSON Schema type (a key of PARAM_TYPES), whether it
-    must be given, and a sentence for the OpenRPC document."""
+    must be given, a sentence for the OpenRPC document, and for an integer its range (inclusive).
+
+    An integer param without a declared range still gets the signed 64-bit one: JSON integers
+    have no size, and one that SQLite or a struct cannot hold must be -32602 at once, not a
+    failure deep in an actor (issue 8)."""
 
     name: str
     type: str
     required: bool = True
     description: str = ""
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def bounds(self) -> tuple[int, int]:
+        """The inclusive range of an integer param."""
+        low = INT64_MIN if self.minimum is None else self.minimum
+        high = INT64_MAX if self.maximum is None else self.maximum
+        return low, high
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,6 @@ class Dispatcher:
         *,
         max_body: int = 1048576,
         max_batch: int = 100,
-        cookie_path: str = "<data_dir>/.cookie",
         handler_timeout: float = 30.0,
     ) -> None:
         table: dict[str, Method] = {}
@@ -181,7 +199,6 @@ class Dispatcher:
         self.max_body = max_body
         self.max_batch = max_batch
         self.handler_timeout = handler_timeout
-        self._unauthorized_message = f"unauthorized: admin token required (see {cookie_path})"
 
     # -- public entry points -------------------------------------------------------------------
 
@@ -303,7 +320,7 @@ class Dispatcher:
                 {"method": name[:100]},
             )
         if method.admin and not is_admin:
-            return None if notification else _error(rid, UNAUTHORIZED, self._unauthorized_message)
+            return None if notification else _error(rid, UNAUTHORIZED, UNAUTHORIZED_MESSAGE)
 
         try:
             if not method.params and (params is _MISSING or not params):
@@ -381,13 +398,15 @@ def _bind(method: Method, params: object) -> dict[str, object]:
                 f"invalid params: param {p.name!r} must be {p.type}, got {json_type_name(value)}",
                 {"param": p.name, "expected": p.type, "got": json_type_name(value)},
             )
-        if p.type == "integer" and not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
-            # Integers reach SQLite and msgpack, both 64-bit: refused here, not by a failing actor.
-            raise RpcError(
-                INVALID_PARAMS,
-                f"invalid params: param {p.name!r} must be an integer -2^63..2^63-1, got {str(value)[:40]}",
-                {"param": p.name, "expected": "integer -2^63..2^63-1", "got": "integer out of range"},
-            )
+        if p.type == "integer":
+            low, high = p.bounds()
+            if not low <= value <= high:  # type: ignore[operator]
+                shown = str(value) if len(str(value)) <= 40 else f"an integer of {len(str(value))} digits"
+                raise RpcError(
+                    INVALID_PARAMS,
+                    f"invalid params: param {p.name!r} must be an integer from {low} to {high}, got {shown}",
+                    {"param": p.name, "expected": f"integer {low}..{high}", "got": shown},
+                )
     return given
 
 

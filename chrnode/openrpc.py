@@ -15,14 +15,20 @@ from chrnode.jsonrpc import (
     TIMED_OUT,
     UNAUTHORIZED,
     Method,
+    Param,
 )
 
 OPENRPC_VERSION = "1.2.6"
 
 
-def _schema(type_name: str) -> dict[str, Any]:
+def _schema(param: Param) -> dict[str, Any]:
     # "any" is our own shorthand; in JSON Schema it is the empty schema.
-    return {} if type_name == "any" else {"type": type_name}
+    if param.type == "any":
+        return {}
+    if param.type == "integer":
+        low, high = param.bounds()
+        return {"type": "integer", "minimum": low, "maximum": high}
+    return {"type": param.type}
 
 
 def method_object(method: Method) -> dict[str, Any]:
@@ -44,7 +50,7 @@ def method_object(method: Method) -> dict[str, Any]:
                 "name": p.name,
                 "required": p.required,
                 "description": p.description,
-                "schema": _schema(p.type),
+                "schema": _schema(p),
             }
             for p in method.params
         ],

@@ -44,6 +44,7 @@ from chrnode.health import HealthLimits, compute_health
 from chrnode.jsonrpc import Dispatcher, Method, encode_json
 from chrnode.metrics import MetricsExporter
 from chrnode.rpc_api import AdminOps, NodeView, build_methods
+from chrnode.rpc_guard import GuardedHTTPServer, RpcLimits
 
 log = logging.getLogger("chrnode.rpc")
 
@@ -290,7 +291,6 @@ def make_app(
     admin: AdminOps,
     *,
     admin_token: str,
-    cookie_path: str = "<data_dir>/.cookie",
     max_body: int = 1048576,
     max_batch: int = 100,
     health_limits: HealthLimits | None = None,
@@ -298,15 +298,15 @@ def make_app(
     observer: RequestObserver | None = None,
 ) -> RpcApplication:
     """The Tornado application of the RPC ports. `max_body`/`max_batch` are rpc_max_body and
-    rpc_max_batch of the config; `cookie_path` is named in the unauthorized error."""
+    rpc_max_batch of the config."""
     limits = health_limits or HealthLimits()
     methods = build_methods(view, admin, health_limits=limits, extra=extra_methods)
-    dispatcher = Dispatcher(methods, max_body=max_body, max_batch=max_batch, cookie_path=cookie_path)
+    dispatcher = Dispatcher(methods, max_body=max_body, max_batch=max_batch)
     return RpcApplication(_Context(dispatcher, view, admin_token, limits), observer)
 
 
 def _listen(
-    app: RpcApplication, port: int, bind: str, ssl_ctx: ssl.SSLContext | None
+    app: RpcApplication, port: int, bind: str, ssl_ctx: ssl.SSLContext | None, limits: RpcLimits
 ) -> tuple[HTTPServer, int]:
     try:
         sockets = bind_sockets(port, address=bind)
@@ -314,18 +314,25 @@ def _listen(
         key = "rpcs_port" if ssl_ctx else "rpc_port"
         raise ConfigError(key, port, f"bind {bind}", f"a free port ({exc.strerror})") from exc
     # No body_timeout: Tornado wraps every body read in gen.with_timeout, which costs about 15%
-    # of a small request (measured with bench/bench_rpc.py, SPEC 13). Bodies are bounded by
-    # max_body, and the idle timeout (header reads) still closes connections left open.
-    server = HTTPServer(
+    # of a small request (measured with bench/bench_rpc.py, SPEC 13). The header and body
+    # deadlines are kept by GuardedHTTPServer's sweep instead (chrnode.rpc_guard).
+    server = GuardedHTTPServer(
         app,
         ssl_options=ssl_ctx,
         max_body_size=app.max_body,
         idle_connection_timeout=120.0,
         decompress_request=False,
     )
+    server.guard(limits)
     server.add_sockets(sockets)
     bound = int(sockets[0].getsockname()[1])
-    log.info("JSON-RPC listening on %s:%d (%s)", bind, bound, "https" if ssl_ctx else "http")
+    log.info(
+        "JSON-RPC listening on %s:%d (%s), at most %d connections",
+        bind,
+        bound,
+        "https" if ssl_ctx else "http",
+        server.cap,
+    )
     return server, bound
 
 
@@ -335,16 +342,19 @@ def start_servers(
     https_port: int | None = None,
     bind: str = "127.0.0.1",
     ssl_ctx: ssl.SSLContext | None = None,
+    limits: RpcLimits | None = None,
 ) -> tuple[HTTPServer | None, HTTPServer | None, tuple[int | None, int | None]]:
     """Listen on HTTP and/or HTTPS; a port of None leaves that one out, port 0 lets the OS pick.
-    HTTPS needs `ssl_ctx`. Returns the servers and the ports actually bound. Call on the IOLoop
-    thread: the servers register with the current loop."""
+    HTTPS needs `ssl_ctx`; `limits` are the connection cap and timeouts (rpc_* config keys).
+    Returns the servers and the ports actually bound. Call on the IOLoop thread: the servers
+    register with the current loop."""
+    limits = limits or RpcLimits()
     http_server = https_server = None
     http_bound = https_bound = None
     if http_port is not None:
-        http_server, http_bound = _listen(app, http_port, bind, None)
+        http_server, http_bound = _listen(app, http_port, bind, None, limits)
     if https_port is not None:
         if ssl_ctx is None:
             raise ConfigError("rpcs_port", https_port, "start_servers", "an SSL context to serve HTTPS with")
-        https_server, https_bound = _listen(app, https_port, bind, ssl_ctx)
+        https_server, https_bound = _listen(app, https_port, bind, ssl_ctx, limits)
     return http_server, https_server, (http_bound, https_bound)

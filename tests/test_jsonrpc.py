@@ -18,6 +18,7 @@ from chrnode.jsonrpc import (
     PARSE_ERROR,
     TIMED_OUT,
     UNAUTHORIZED,
+    UNAUTHORIZED_MESSAGE,
     Dispatcher,
     Method,
     Param,
@@ -97,7 +98,6 @@ METHODS = [
 
 
 def make(**kwargs: Any) -> Dispatcher:
-    kwargs.setdefault("cookie_path", "/data/.cookie")
     return Dispatcher(METHODS, **kwargs)
 
 
@@ -444,7 +444,8 @@ def test_async_in_batch_keeps_order() -> None:
 def test_admin_method_needs_token() -> None:
     answer = call({"jsonrpc": "2.0", "method": "secret", "id": 1})
     assert err(answer) == (UNAUTHORIZED, 1)
-    assert answer["error"]["message"] == "unauthorized: admin token required (see /data/.cookie)"
+    assert answer["error"]["message"] == UNAUTHORIZED_MESSAGE
+    assert "/" not in answer["error"]["message"]  # no path for an unauthenticated caller (issue 8)
     assert call({"jsonrpc": "2.0", "method": "secret", "id": 1}, admin=True)["result"] == "admin only"
     assert call({"jsonrpc": "2.0", "method": "secret"}) is None
 

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from chrnode.errors import ConfigError
-from chrnode.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNAUTHORIZED
+from chrnode.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNAUTHORIZED, UNAUTHORIZED_MESSAGE
 from chrnode.rpc_api import NodeView
 from chrnode.rpc_server import is_admin_header, make_app, read_cookie, start_servers, write_cookie
 from chrnode.testing.rpc import (
@@ -148,7 +148,7 @@ def test_admin_refused_without_the_token(
     server, _, admin = fresh
     answer = post_json(server.port, STOP, headers)
     assert answer["error"]["code"] == UNAUTHORIZED
-    assert answer["error"]["message"] == "unauthorized: admin token required (see /tmp/chr-test/.cookie)"
+    assert answer["error"]["message"] == UNAUTHORIZED_MESSAGE
     assert admin.calls == []
 
 

@@ -13,6 +13,9 @@ which import neither it nor each other's upper layers.
 One sweep task enforces every deadline (hello, idle, tickets) by scanning the sessions, so an idle
 connection costs no timer. Limits: ``max_connections`` (refused with a `busy` notify, or at TCP
 level well beyond the limit), new connections per source IP and frames per device (token buckets).
+Admission (chrnode.edge.admission) caps connections per address and per subnet, cuts those that
+have not proved a device within ``handshake_deadline`` of the accept, and under pressure sheds the
+oldest of those first; this module only carries its decisions out.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import msgpack
 from chrnode.config import Config
 from chrnode.crypto import PrivateKey, keccak256, parse_address
 from chrnode.edge import codes
+from chrnode.edge.admission import TOTAL, Admission, AdmissionLimits, Refuse
 from chrnode.edge.frame import VERSION
 from chrnode.edge.handlers import Handlers
 from chrnode.edge.hooks import DefaultHooks, EdgeHooks
@@ -47,6 +51,7 @@ __all__ = ["EdgeServer"]
 _log = logging.getLogger("chrnode.edge")
 
 REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
+PRESSURE_LOG_INTERVAL = 60.0  # at most one log line about shed/refused connections per this
 EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
 SERVICE = "edge2"  # the name of the device port listeners in the network server
@@ -87,6 +92,14 @@ class EdgeServer:
         self.tickets_accepted = 0
         self._conn_buckets = KeyedBuckets(config.conn_rate_per_ip, max(2 * config.conn_rate_per_ip, 4.0))
         self._notice_buckets = KeyedBuckets(config.conn_rate_per_ip, max(config.conn_rate_per_ip, 2.0))
+        self.admission: Admission[Session] = Admission(
+            AdmissionLimits(
+                max_connections=config.max_connections,
+                per_address=config.max_conns_per_ip,
+                per_subnet=config.max_conns_per_subnet,
+                pending_timeout=config.handshake_deadline,
+            )
+        )
         self._listeners: list[TlsListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed_bytes_in = 0
@@ -112,8 +125,11 @@ class EdgeServer:
                         self.ssl_context,
                         self._new_session,
                         self.config.connection_timeout,
+                        defer_accept=self.config.handshake_deadline,
                     )
                 )
+            self._listeners[-1].on_failed = self._handshake_failed
+            self._listeners[-1].on_spoke = self.admission.progressed  # type: ignore[assignment]
         except OSError as exc:
             self.network.close_listeners(SERVICE)
             self._listeners.clear()
@@ -165,29 +181,70 @@ class EdgeServer:
     # ---- sessions ---------------------------------------------------------------------------
 
     def _new_session(self, addr: tuple[str, int]) -> Session | None:
-        """A protocol for a new TCP connection, or None to drop it before TLS."""
+        """A protocol for a new TCP connection, or None to drop it before TLS.
+
+        Every connection that gets a protocol goes through admission (so it has a deadline and
+        can be shed), except the `busy` notices sent when the node is full of devices, which are
+        bounded by a margin over max_connections."""
         ip = addr[0]
         if self._stopping:
             return None
-        live = len(self.sessions) + sum(listener.handshaking for listener in self._listeners)
-        limit = self.config.max_connections
-        if live >= limit + max(16, limit // 10):
-            self.count_error(codes.BUSY)
-            return None  # far beyond the limit: not even a TLS handshake
+        refusal: tuple[str, str] | None = None
         if self.config.rate_limiting and not self._conn_buckets.take(ip):
             if not self._notice_buckets.take(ip):
                 self.count_error(codes.RATE_LIMITED)
                 return None
             rate = self.config.conn_rate_per_ip
-            return Session(
-                self, ip, (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from {ip}")
+            refusal = (codes.RATE_LIMITED, f"more than {rate:g} new connections per second from this address")
+        session = Session(self, ip, refusal)
+        decision = self.admission.accept(session, ip, self.loop.time())
+        if isinstance(decision, Refuse):
+            self._log_pressure()
+            limit = self.config.max_connections
+            if decision.cap == TOTAL and refusal is None and self._unadmitted() < max(16, limit // 10):
+                return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
+            self.count_error(codes.BUSY)
+            return None  # not even a TLS handshake
+        for victim in decision.shed:
+            self._cut(victim, codes.BUSY, "the node is full and this connection had not said hello; closed")
+        if decision.shed:
+            self._log_pressure()
+        return session
+
+    def _unadmitted(self) -> int:
+        """Connections open that admission does not count (busy notices, ones being cut)."""
+        live = len(self.sessions) + sum(listener.handshaking for listener in self._listeners)
+        return max(0, live - len(self.admission))
+
+    def _handshake_failed(self, protocol: object) -> None:
+        self.admission.closed(protocol)
+
+    def _cut(self, session: Session, code: str, message: str) -> None:
+        """Close a connection admission gave up on: in its TLS handshake, or waiting for hello."""
+        self.count_error(code)
+        if session.conn is not None:
+            session.close_with(code, message)
+            return
+        for listener in self._listeners:
+            if listener.abort_handshake(session):
+                return
+
+    def _log_pressure(self) -> None:
+        """One line a minute at most, with counts, however hard the node is pushed."""
+        report = self.admission.pressure_report(self.loop.time(), PRESSURE_LOG_INTERVAL)
+        if report is not None:
+            _log.warning(
+                "edge admission under pressure: %d connections shed, %d refused, %d cut at the %g s "
+                "handshake deadline since the last report; %d open, %d of them without hello",
+                *report,
+                self.config.handshake_deadline,
+                len(self.admission),
+                self.admission.pending_count,
             )
-        if live >= limit:
-            return Session(self, ip, (codes.BUSY, f"this node is at its limit of {limit} connections"))
-        return Session(self, ip)
 
     def session_started(self, session: Session) -> None:
         self.sessions.add(session)
+        self.admission.progressed(session)  # TLS is up: it is shed after every silent one
 
     def session_closing(self, session: Session) -> None:
         """``session`` is closing: it is no longer the device's session and its ports end."""
@@ -197,6 +254,7 @@ class EdgeServer:
 
     def session_ended(self, session: Session) -> None:
         self.sessions.discard(session)
+        self.admission.closed(session)
         if session.conn is not None:
             self._closed_bytes_in += session.conn.bytes_in
             self._closed_bytes_out += session.conn.bytes_out
@@ -226,6 +284,7 @@ class EdgeServer:
         """``session`` proved ``device``: it replaces any older session of the same device."""
         old = self.devices.get(device)
         self.devices[device] = session
+        self.admission.authenticated(session)
         if old is not None and old is not session:
             old.close_with(
                 codes.REPLACED, "a newer session of this device connected; this one is closed", "warning"
@@ -240,7 +299,11 @@ class EdgeServer:
     def _tick(self) -> float:
         config = self.config
         shortest = min(
-            config.hello_timeout, config.idle_timeout, config.ticket_timeout, config.ticket_request_timeout
+            config.hello_timeout,
+            config.idle_timeout,
+            config.ticket_timeout,
+            config.ticket_request_timeout,
+            config.handshake_deadline,
         )
         return min(1.0, max(0.02, shortest / 4))
 
@@ -250,6 +313,11 @@ class EdgeServer:
         while True:
             await asyncio.sleep(self._tick())
             now = self.loop.time()
+            expired = self.admission.tick(now)
+            for session in expired:
+                deadline = self.config.handshake_deadline
+                self._cut(session, codes.TIMEOUT, f"no accepted hello within {deadline:g} s of connecting")
+            self._log_pressure()
             if now >= next_epoch:
                 next_epoch = now + EPOCH_REFRESH
                 await self._refresh_epoch()
@@ -341,6 +409,7 @@ class EdgeServer:
             "refused_total": sum(listener.refused for listener in self._listeners),
             "handshakes_failed": sum(listener.handshakes_failed for listener in self._listeners),
             "tickets_accepted": self.tickets_accepted,
+            "admission": self.admission.counters(),
             "errors": dict(self.errors),
             "epoch": self.epoch,
             "listening": self.bound_ports,

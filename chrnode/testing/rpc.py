@@ -144,9 +144,12 @@ class ServedApp:
     """Runs an RpcApplication on its own IOLoop thread on 127.0.0.1 port 0 (HTTP, plus HTTPS when
     an SSL context is given). Use as a context manager; `url` is the HTTP base URL."""
 
-    def __init__(self, factory: Callable[[], RpcApplication], ssl_ctx: Any = None) -> None:
+    def __init__(
+        self, factory: Callable[[], RpcApplication], ssl_ctx: Any = None, limits: Any = None
+    ) -> None:
         self._factory = factory
         self._ssl_ctx = ssl_ctx
+        self._limits = limits  # chrnode.rpc_guard.RpcLimits, or None for the defaults
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,7 +183,9 @@ class ServedApp:
         try:
             self.app = self._factory()
             https = 0 if self._ssl_ctx is not None else None
-            http_srv, https_srv, (port, sport) = start_servers(self.app, 0, https, "127.0.0.1", self._ssl_ctx)
+            http_srv, https_srv, (port, sport) = start_servers(
+                self.app, 0, https, "127.0.0.1", self._ssl_ctx, self._limits
+            )
             servers = [s for s in (http_srv, https_srv) if s is not None]
             self.port = port or 0
             self.https_port = sport
@@ -211,7 +216,6 @@ def rpc_factory(view: Any, admin: Any | None = None, **kwargs: Any) -> Callable[
 
     def factory() -> RpcApplication:
         kwargs.setdefault("admin_token", TOKEN)
-        kwargs.setdefault("cookie_path", "/tmp/chr-test/.cookie")
         return make_app(view, admin if admin is not None else RecordingAdmin(), **kwargs)
 
     return factory
