@@ -64,6 +64,7 @@ class Supervisor(ChrActor):
         self.tree: dict[str, dict[str, Any]] = {}  # root only: every actor of the node
         self.pending_admin: dict[str, list[tuple[Any, int]]] = {}
         self.exiting = False  # told to exit (by its parent or the system's shutdown): restart nothing
+        self.daemon_pid = 0  # passed down in Init (Globals names it in the ports file)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class Supervisor(ChrActor):
         self.owner = sender
         self.name = msg.spec.name
         self.config = msg.config
+        self.daemon_pid = msg.daemon_pid
         self.registry = {self.name: self.myAddress}
         self._configure(msg.spec, msg.config)
         self._start_chain(list(range(len(self.children))))
@@ -80,6 +82,7 @@ class Supervisor(ChrActor):
         # A supervisor reports Started only once all its children are up (as OTP's start_link).
         self.name = msg.name
         self.config = msg.config
+        self.daemon_pid = msg.daemon_pid
         self.registry = dict(msg.registry)
         self.owner = sender
         assert msg.spec is not None, "a supervisor needs its ChildSpec"
@@ -132,6 +135,7 @@ class Supervisor(ChrActor):
                 registry=self.registry,
                 parent=self.name,
                 spec=child.spec if child.spec.is_supervisor else None,
+                daemon_pid=self.daemon_pid,
             ),
         )
         self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", child.spec.name, child.generation))

@@ -29,7 +29,9 @@ class RpcClient:
             token: str | None = read_cookie(Path(cfg.cookie_path))
         except (OSError, ChrError):
             token = None  # read methods still work; admin ones will say the token is missing
-        return cls(host, cfg.rpc_port, token)
+        from chrnode.ports_file import cli_port
+
+        return cls(host, cli_port(cfg.data_dir, "rpc", cfg.rpc_port), token)
 
     def call(self, method: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
