@@ -71,14 +71,42 @@ def _age(seconds: float) -> str:
     return " ".join([*parts, f"{hours:02d}:{minutes:02d}:{secs:02d}"])
 
 
-def format_status(info: dict[str, Any], health: dict[str, Any]) -> str:
-    """What `chr-node status` prints: identity, ports, health by layer, then the actor tree."""
+def _bytes(count: Any) -> str:
+    value = float(count) if isinstance(count, int | float) and not isinstance(count, bool) else 0.0
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_traffic(stats: dict[str, Any]) -> list[str]:
+    """Devices, their open ports, bytes relayed and peers, from `network_stats` (the edge
+    listener's and connectivity's last reports)."""
+    edge = stats.get("edge") or {}
+    p2p = stats.get("p2p") or {}
+    connected, known = p2p.get("connected", 0), p2p.get("known", 0)
+    peers = f"{connected} connected of {known} known"
+    if not known:
+        peers += " (no peer network yet)"
+    return [
+        f"devices  {edge.get('devices', 0)} connected ({edge.get('connections', 0)} connections),"
+        f" {edge.get('ports_open', 0)} ports open",
+        f"relayed  {_bytes(edge.get('bytes_in', 0))} in, {_bytes(edge.get('bytes_out', 0))} out",
+        f"peers    {peers}",
+    ]
+
+
+def format_status(info: dict[str, Any], health: dict[str, Any], stats: dict[str, Any] | None = None) -> str:
+    """What `chr-node status` prints: identity, ports, traffic, health by layer, the actor tree."""
     lines = [
         f"node     {info.get('address')}   chr-node {info.get('version')}",
         f"uptime   {_age(float(info.get('uptime', 0)))}   host {info.get('host')}",
         "ports    " + "  ".join(f"{k}={v}" for k, v in sorted((info.get("ports") or {}).items())),
-        f"health   {health.get('status', '?')}",
     ]
+    if stats is not None:
+        lines.extend(format_traffic(stats))
+    lines.append(f"health   {health.get('status', '?')}")
     for name, layer in (health.get("layers") or {}).items():
         lines.append(f"  {name:<12} {layer.get('status', '?'):<9} {layer.get('reason', '')}")
     lines.append("actors")

@@ -132,8 +132,10 @@ def test_admin_restart_and_log_level(node: NodeProcess) -> None:
     assert "subscribed to snapshot" not in log_file.read_text()  # a debug line, below "info"
     node.rpc("admin_set_log_level", ["debug"], admin=True)
     node.rpc("admin_restart_actor", ["Network.RpcHttps"], admin=True)  # it subscribes again
-    wait_until(lambda: "Network.RpcHttps subscribed to snapshot" in log_file.read_text(),
-               what="debug lines in the log after admin_set_log_level debug")
+    wait_until(
+        lambda: "Network.RpcHttps subscribed to snapshot" in log_file.read_text(),
+        what="debug lines in the log after admin_set_log_level debug",
+    )
     node.rpc("admin_set_log_level", ["info"], admin=True)
 
 
@@ -296,6 +298,51 @@ def test_cli_config_rpc_and_status(node: NodeProcess, tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "Bogus" in out.stderr
+
+
+def test_status_shows_devices_ports_bytes_and_peers(node: NodeProcess, tmp_path: Path) -> None:
+    """`chr-node status` from the node's live figures: a connected device is counted, the hello's
+    bytes show as relayed, and peers are 0 of 0 until the peer network exists."""
+    import asyncio
+
+    from chrnode.client import connect
+    from chrnode.client_key import DeviceKey
+    from chrnode.crypto import parse_address
+
+    key = DeviceKey.create(tmp_path / "device.key")
+    address = parse_address(node.rpc("chr_node_info")["address"])
+
+    def status() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "chrnode.cli", "status"],
+            env=node.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    async def while_connected() -> str:
+        device = await connect("127.0.0.1", node.edge_ports[0], key, expect_node=address)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None,
+                lambda: wait_until(
+                    lambda: (text := status()) and "devices  1 connected (1 connections)" in text and text,
+                    what="the device in chr-node status",
+                ),
+            )
+        finally:
+            await device.close()
+
+    text = asyncio.run(while_connected())
+    assert "0 ports open" in text
+    relayed = next(line for line in text.splitlines() if line.startswith("relayed"))
+    assert relayed != "relayed  0 B in, 0 B out", "the hello came in and its answer went out"
+    assert "peers    0 connected of 0 known (no peer network yet)" in text
+    wait_until(lambda: "devices  0 connected" in status(), what="the device gone from chr-node status")
 
 
 def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
