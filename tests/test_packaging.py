@@ -106,6 +106,41 @@ def test_the_build_context_is_what_the_image_copies_and_no_secret() -> None:
         assert not sent(rules, secret), f"{secret} would be sent to the Docker daemon"
 
 
+def test_the_compose_file_runs_the_node_against_the_chain_beside_it() -> None:
+    import importlib.util
+
+    import yaml
+
+    compose = yaml.safe_load((REPO_ROOT / "compose.yaml").read_text())
+    chain, node = compose["services"]["chain"], compose["services"]["node"]
+    anvil = " ".join(chain["command"])
+    assert "node_modules/.bin/anvil" in anvil and "npm ci" in anvil
+    assert "--host 0.0.0.0" in anvil and "--port 8547" in anvil and "--chain-id 31337" in anvil
+    for mount in chain["volumes"]:
+        source = mount.split(":")[0]
+        if source.startswith("./"):
+            assert (REPO_ROOT / source).is_file(), f"{source} is mounted but missing"
+    assert node["environment"]["CHR_CHAIN_RPC"] == "http://chain:8547", "the chain service, by name"
+    assert node["depends_on"]["chain"]["condition"] == "service_healthy"
+    assert node["build"] == "."
+    command = " ".join(node["entrypoint"])
+    assert (
+        command.startswith("tini -- ")
+        and "python -m chrnode.testing.devnet && exec chr-node start" in command
+    )
+    assert importlib.util.find_spec("chrnode.testing.devnet") is not None
+    published = {int(p.rsplit(":", 1)[1]): p for p in node["ports"]}
+    exposed = {
+        int(p) for p in re.findall(r"^EXPOSE (.+)$", (REPO_ROOT / "Dockerfile").read_text(), re.M)[0].split()
+    }
+    assert set(published) == exposed
+    assert published[8545].startswith("127.0.0.1:"), "JSON-RPC is published to this machine only"
+    for service in (chain, node):
+        for mount in service["volumes"]:
+            source = mount.split(":")[0]
+            assert source.startswith("./") or source in compose["volumes"], f"volume {source} is not declared"
+
+
 def dockerfile_env(path: Path) -> dict[str, str]:
     """The ENV lines of the Dockerfile (KEY=VALUE pairs, with line continuations)."""
     text = path.read_text().replace("\\\n", " ")
