@@ -35,8 +35,9 @@ VOLUME ["/var/lib/chr-node"]
 # JSON-RPC http, https; EdgeV2 device ports; peer port. Thespian's own ports stay on 127.0.0.1.
 EXPOSE 8545 8443 41046 41047 51055
 
+# GET /health on the JSON-RPC port the node bound (from its ports file, so CHR_RPC_PORT may change).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8545/health', timeout=8).status == 200 else 1)"]
+    CMD ["python", "-c", "import json, os, sys, urllib.request; port = json.load(open(os.path.join(os.environ['CHR_DATA_DIR'], 'ports.json')))['rpc']; sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=8).status == 200 else 1)"]
 
 ENTRYPOINT ["tini", "--", "chr-node"]
 CMD ["start"]

@@ -178,6 +178,7 @@ def test_the_images_install_steps_give_a_node_that_starts_on_its_defaults(tmp_pa
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHR_", "PYTHON", "VIRTUAL_ENV"))}
     env.update(dockerfile_env(REPO_ROOT / "Dockerfile"))
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert env["CHR_RPC_BIND"] == "0.0.0.0", "the image opens JSON-RPC (a container's loopback is its own)"
     data = tmp_path / "var-lib-chr-node"
     config = tmp_path / "etc-chronara.toml"
@@ -186,11 +187,18 @@ def test_the_images_install_steps_give_a_node_that_starts_on_its_defaults(tmp_pa
     # run beside this one (the image's ports are the defaults).
     env.update(CHR_DATA_DIR=str(data), CHR_CONFIG=str(config), CHR_ACTOR_ADMIN_PORT="0")
     env.update(CHR_RPC_PORT="0", CHR_RPCS_PORT="0", CHR_EDGE2_PORTS="0,0", CHR_PEER2_PORT="0")
+    # The image's ENTRYPOINT and CMD, with the venv's chr-node: tini as PID 1's stand-in passes
+    # SIGTERM on and returns the node's exit code.
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.+\])$", dockerfile, re.M)[1])  # type: ignore[index]
+    cmd = json.loads(re.search(r"^CMD (\[.+\])$", dockerfile, re.M)[1])  # type: ignore[index]
+    assert entrypoint[:2] == ["tini", "--"] and entrypoint[2] == "chr-node"
+    tini = shutil.which("tini")
+    if tini is None:
+        pytest.fail("tini not found (apt-get install tini; .ci/run installs it): the image's PID 1")
+    argv = [tini, "--", str(venv / "bin" / "chr-node"), *entrypoint[3:], *cmd]
     log_path = tmp_path / "node.log"
     with open(log_path, "w") as log:
-        node = subprocess.Popen(
-            [str(venv / "bin" / "chr-node"), "start"], cwd=tmp_path, env=env, stdout=log, stderr=log
-        )
+        node = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log, stderr=log)
     try:
         ports = None
         deadline = time.monotonic() + 120
@@ -220,6 +228,12 @@ def test_the_images_install_steps_give_a_node_that_starts_on_its_defaults(tmp_pa
             timeout=60,
         ).stdout
         assert str(venv) in imported, "the node runs from the installed package, not a checkout"
+        check = json.loads(re.search(r"^\s+CMD (\[.+\])$", dockerfile, re.M)[1])  # type: ignore[index]
+        assert check[0] == "python"
+        healthy = subprocess.run(
+            [str(venv / "bin" / "python"), *check[1:]], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert healthy.returncode == 0, f"the image's HEALTHCHECK fails: {healthy.stderr}"
     finally:
         node.terminate()
         code = node.wait(60)
