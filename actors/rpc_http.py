@@ -17,7 +17,8 @@ from actors import messages as m
 from actors.base import ChrActor, LoopAsks, LoopThread
 from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
-from chrnode.errors import RpcError
+from chrnode.errors import ConfigError, RpcError
+from chrnode.ports_file import ports_to_bind, previous_ports
 from chrnode.rpc_api import NodeView
 from chrnode.rpc_guard import RpcLimits
 from chrnode.rpc_server import make_app, read_cookie, start_servers
@@ -98,14 +99,25 @@ class RpcActor(ChrActor):
             extra_methods=chain_methods(self.asks),
         )
         tls = self.ssl_context()
-        limits = RpcLimits(cfg.rpc_max_connections, cfg.rpc_header_timeout, cfg.rpc_body_timeout)
-        if tls is None:
-            _, _, (port, _) = start_servers(app, cfg.rpc_port, None, cfg.rpc_bind, limits=limits)
-        else:
-            _, _, (_, port) = start_servers(app, None, cfg.rpcs_port, cfg.rpc_bind, tls, limits)
+        configured = cfg.rpc_port if tls is None else cfg.rpcs_port
+        # Port 0 on a restart: bind the port this listener had, so clients keep reaching it.
+        (wanted,) = ports_to_bind((configured,), previous_ports(cfg.data_dir, self.KIND))
+        try:
+            port = self._listen(app, wanted, tls)
+        except ConfigError:
+            if wanted == configured:
+                raise
+            port = self._listen(app, configured, tls)  # the old port was taken meanwhile
         loop.call_later(STATS_SECONDS, flush)
         assert port is not None
         return port
+
+    def _listen(self, app: Any, port: int, tls: ssl.SSLContext | None) -> int | None:
+        cfg = self.config
+        limits = RpcLimits(cfg.rpc_max_connections, cfg.rpc_header_timeout, cfg.rpc_body_timeout)
+        if tls is None:
+            return start_servers(app, port, None, cfg.rpc_bind, limits=limits)[2][0]
+        return start_servers(app, None, port, cfg.rpc_bind, tls, limits)[2][1]
 
     def on_published(self, topic: str, key: str, payload: Any) -> None:
         self.view.set_part(key, payload)

@@ -68,6 +68,7 @@ class Supervisor(RegistryKeeper):
         self._events: list[s.Event] = []
         self._handling = False
         self._last_heartbeat = 0.0
+        self.daemon_pid = 0  # passed down in Init (Globals names it in the ports file)
 
     # -- start -------------------------------------------------------------------------------
 
@@ -76,6 +77,7 @@ class Supervisor(RegistryKeeper):
         self.owner = sender
         self.name = msg.spec.name
         self.config = msg.config
+        self.daemon_pid = msg.daemon_pid
         self.registry = {self.name: self.myAddress}
         self._configure(msg.spec, msg.config, {})
 
@@ -83,6 +85,7 @@ class Supervisor(RegistryKeeper):
         # A supervisor reports Started only once all its children are up (as OTP's start_link).
         self.name = msg.name
         self.config = msg.config
+        self.daemon_pid = msg.daemon_pid
         self.registry = dict(msg.registry)
         self.owner = self.parent_address = sender
         assert msg.spec is not None, "a supervisor needs its ChildSpec"
@@ -183,6 +186,7 @@ class Supervisor(RegistryKeeper):
                 parent=self.name,
                 spec=spec if spec.is_supervisor else None,
                 restarts=nested,
+                daemon_pid=self.daemon_pid,
             ),
         )
         self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", action.name, action.generation))

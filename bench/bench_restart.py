@@ -115,7 +115,7 @@ def main() -> int:
 
             asys = ActorSystem(
                 "multiprocTCPBase",
-                {"Admin Port": int(node.env["CHR_ACTOR_ADMIN_PORT"])},
+                {"Admin Port": node.admin_port},
                 transientUnique=True,
             )
             root = asys.createActor("actors.supervisor.Supervisor", globalName=ROOT)

@@ -9,6 +9,10 @@ Two things Thespian does not do on its own, done here before any actor exists:
   on, holding ports. `die_with_parent()` sets `PR_SET_PDEATHSIG` in every forked child, so the
   whole tree goes when its parent goes (and a killed supervisor takes its children with it, as an
   OTP supervisor does).
+
+And one for tests and operators: `actor_admin_port = 0` picks a free port. Thespian must be told a
+number, so another process may take it between the pick and Thespian's bind; the started system is
+checked to be this process's own (a nonce capability) and another port is tried on a conflict.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from chrnode.errors import ActorError
@@ -158,15 +164,17 @@ def bind_error(host: str, port: int) -> OSError | None:
 
 def _check_port_free(port: int) -> None:
     # Thespian joins an existing system when its admin port is taken, which would graft this node
-    # onto another running node: refuse instead.
-    if port == 0:
-        raise ActorError("actor_admin_port must be a fixed port (Thespian needs to know it)")
+    # onto another running node: refuse instead (and `_verify_ours` catches the race after it).
     error = bind_error(LOOPBACK, port)
     if error is not None:
-        raise ActorError(
+        raise AdminPortTaken(
             f"actor_admin_port 127.0.0.1:{port} is in use ({error.strerror}); is another chr-node running? "
-            "set CHR_ACTOR_ADMIN_PORT to a free port"
+            "set CHR_ACTOR_ADMIN_PORT to a free port, or to 0 to let the node pick one"
         ) from error
+
+
+class AdminPortTaken(ActorError):
+    """The admin port is (or became) someone else's: another actor system or another program."""
 
 
 def free_port() -> int:
@@ -176,8 +184,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ADMIN_PORT_ATTEMPTS = 5
+_INSTANCE = "chr-node instance"  # a capability naming the system this process started
+
+
 def start_system(admin_port: int, level: str = "info", log_file: str | None = None) -> Any:
-    """Start a fresh multiprocTCPBase system on `admin_port` (loopback only)."""
+    """Start a fresh multiprocTCPBase system on `admin_port` (loopback only); see `start_system_on`."""
+    return start_system_on(admin_port, level, log_file)[0]
+
+
+def start_system_on(admin_port: int, level: str = "info", log_file: str | None = None) -> tuple[Any, int]:
+    """Start a fresh multiprocTCPBase system; returns it and its admin port.
+
+    Port 0 picks a free port. Thespian needs a number before it binds, so a port picked free can
+    be taken by another process in between; the system is then checked to be the one this call
+    started (`_verify_ours`), and on a conflict another port is tried, up to ADMIN_PORT_ATTEMPTS.
+    """
+    attempts = ADMIN_PORT_ATTEMPTS if admin_port == 0 else 1
+    for attempt in range(1, attempts + 1):
+        port = admin_port or free_port()
+        try:
+            return _start_once(port, level, log_file), port
+        except AdminPortTaken as exc:
+            if attempt == attempts:
+                raise
+            log.info("actor admin port %d was taken (%s); trying another", port, exc)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_once(admin_port: int, level: str, log_file: str | None) -> Any:
     global _daemon_pid
     _check_port_free(admin_port)
     _daemon_pid = os.getpid()
@@ -185,38 +220,62 @@ def start_system(admin_port: int, level: str = "info", log_file: str | None = No
     die_with_parent()
     from thespian.actors import ActorSystem, InvalidActorAddress
 
+    nonce = secrets.token_hex(16)
     try:
         asys = ActorSystem(
             "multiprocTCPBase",
-            {"Admin Port": admin_port, "Process Startup Method": "fork"},
+            {"Admin Port": admin_port, "Process Startup Method": "fork", _INSTANCE: nonce},
             logDefs=log_defs(level, log_file),
         )
     except (OSError, InvalidActorAddress) as exc:
         raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
     except Exception as exc:  # Thespian raises bare exceptions on start-up failures
         raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
+    _verify_ours(asys, admin_port, nonce)
     return asys
+
+
+def _verify_ours(asys: Any, admin_port: int, nonce: str) -> None:
+    """Refuse a system that another process started on the port after `_check_port_free` looked:
+    its admin lacks this call's nonce. It is left running (it is someone else's)."""
+    from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemStatus
+
+    admin = getattr(getattr(asys, "_systemBase", None), "adminAddr", None)
+    status = asys.ask(admin, Thespian_StatusReq(), timedelta(seconds=10)) if admin is not None else None
+    if isinstance(status, Thespian_SystemStatus) and status.capabilities.get(_INSTANCE) == nonce:
+        return
+    # Not ours: forget the handle (Thespian would hand it to the next ActorSystem() as its
+    # singleton) without asking that system to shut down.
+    if getattr(type(asys), "systemBase", None) is getattr(asys, "_systemBase", None):
+        delattr(type(asys), "systemBase")
+    _close_handle(asys)
+    raise AdminPortTaken(f"another actor system answered on 127.0.0.1:{admin_port}")
 
 
 def shutdown_system(asys: Any) -> None:
     """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
     (they would surface as ResourceWarnings at an arbitrary later moment)."""
-    import gc
-    import warnings
-
     try:
         asys.shutdown()
     finally:
-        transport = getattr(getattr(asys, "_systemBase", None), "transport", None)
-        sockets = [getattr(transport, "socket", None)]
-        for opened in list(getattr(transport, "_openSockets", {}).values()):
-            sockets.append(getattr(opened, "socket", None))
-        for incoming in list(getattr(transport, "_incomingSockets", {}).values()):
-            sockets.append(getattr(incoming, "socket", None))
-        for sock in sockets:
-            if sock is not None and hasattr(sock, "close"):
-                sock.close()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            del asys
-            gc.collect()
+        _close_handle(asys)
+
+
+def _close_handle(asys: Any) -> None:
+    """Close this process's handle on a system without stopping the system."""
+    import gc
+    import warnings
+
+    transport = getattr(getattr(asys, "_systemBase", None), "transport", None)
+    sockets = [getattr(transport, "socket", None)]
+    for opened in list(getattr(transport, "_openSockets", {}).values()):
+        sockets.append(getattr(opened, "socket", None))
+    for incoming in list(getattr(transport, "_incomingSockets", {}).values()):
+        sockets.append(getattr(incoming, "socket", None))
+    for sock in sockets:
+        if sock is not None and hasattr(sock, "close"):
+            sock.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del asys
+        gc.collect()

@@ -38,7 +38,36 @@ def cmd_init(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     print(loaded.render())
+    print(contract_sources(loaded))
     return 0
+
+
+def contract_sources(loaded: LoadedConfig) -> str:
+    """Which contract addresses the node uses and where each came from: a `*_contract` key
+    (file or env), else `<data_dir>/contracts.json` (written by tools/devchain), else none."""
+    from chrnode.chain import hexcodec as hx
+    from chrnode.chain.deploy import ROLES
+    from chrnode.chain.service import ChainContracts
+
+    cfg = loaded.config
+    contracts = ChainContracts.from_config(cfg)
+    lines = ["# Contract addresses in use (an empty *_contract key is read from contracts.json):"]
+    rows = []
+    for role in ROLES:
+        key = f"{role}_contract"
+        address: bytes | None = getattr(contracts, role)
+        if getattr(cfg, key):
+            origin = loaded.sources[key]
+        elif address is not None:
+            origin = f"file:{contracts.source} (tools/devchain)"
+        else:
+            origin = "none"
+        rows.append((f"{key} = {hx.hex_address(address) if address else '(none)'}", origin))
+    width = max(len(text) for text, _ in rows)
+    lines.extend(f"#   {text.ljust(width)}  # {origin}" for text, origin in rows)
+    if contracts.problem:
+        lines.append(f"#   not configured: {contracts.problem}")
+    return "\n".join(lines)
 
 
 def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
@@ -75,7 +104,8 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     client = RpcClient.for_config(loaded.config)
     info = client.call("chr_node_info", [])
     health = client.call("health", [])
-    print(format_status(info, health, client.call("network_stats", [])))
+    stats = client.call("network_stats", [])
+    print(format_status(info, health, stats))
     return 0 if health.get("status") != "down" else 1
 
 

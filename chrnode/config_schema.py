@@ -33,7 +33,7 @@ class Config:
     peer2_port: int = 51055
     rpc_port: int = 8545
     rpcs_port: int = 8443
-    rpc_bind: str = "0.0.0.0"
+    rpc_bind: str = "127.0.0.1"  # loopback unless the operator opens it (as geth, bitcoind)
     actor_admin_port: int = 41900
     # [storage]
     data_dir: Path = Path("./data")

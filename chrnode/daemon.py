@@ -10,6 +10,7 @@ as bitcoind does, so a stale token never outlives the node.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -21,15 +22,17 @@ from types import FrameType
 from typing import Any
 
 from chrnode import __version__
-from chrnode.actorsys import bind_error, shutdown_system, start_system
+from chrnode.actorsys import bind_error, shutdown_system, start_system_on
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
 from chrnode.fdlimit import raise_nofile_limit
+from chrnode.ports_file import ports_path, read_ports, remove_ports
 from chrnode.rpc_server import write_cookie
 
 log = logging.getLogger("chrnode.daemon")
 
 START_TIMEOUT = timedelta(seconds=120)
+PORTS_FILE_TIMEOUT = 15.0  # after TreeReady, for Globals to hear from every listener
 
 
 def check_ports_free(cfg: Config) -> None:
@@ -146,14 +149,17 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("chr-node %s starting: node %s, data dir %s", __version__, address, cfg.data_dir)
         started = time.monotonic()
+        remove_ports(cfg.data_dir)  # left by a node that was killed: stale
         try:
-            self.asys = start_system(cfg.actor_admin_port, cfg.log_level, log_file)
+            self.asys, admin_port = start_system_on(cfg.actor_admin_port, cfg.log_level, log_file)
         except ActorError as exc:
             log.error("cannot start: %s", exc)
             remove_cookie(cfg)
             return 2
         code = 0
         try:
+            # The actors (Globals reports it in chr_node_info and the ports file) see the bound port.
+            cfg = self.cfg = dataclasses.replace(cfg, actor_admin_port=admin_port)
             # A global name lets tools on this machine find the root (and the registry) again.
             self.root = self.asys.createActor(Supervisor, globalName=ROOT)
             reply = self.asys.ask(self.root, m.StartTree(node_tree(), cfg, os.getpid()), START_TIMEOUT)
@@ -161,18 +167,36 @@ class Daemon:
                 reason = reply.reason if isinstance(reply, m.TreeFailed) else "no answer from the actor tree"
                 log.error("cannot start: %s", reason)
                 return 1
+            ports = self._wait_for_ports()
             log.info(
-                "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https)",
+                "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https); "
+                "devices on %s; ports in %s",
                 time.monotonic() - started,
                 len(reply.names),
                 cfg.rpc_bind,
-                cfg.rpc_port,
-                cfg.rpcs_port,
+                ports.get("rpc", cfg.rpc_port),
+                ports.get("rpcs", cfg.rpcs_port),
+                ports.get("edge2", list(cfg.edge2_ports)),
+                ports_path(cfg.data_dir),
             )
             code = self._wait()
         finally:
             self._stop()
         return code
+
+    def _wait_for_ports(self) -> dict[str, Any]:
+        """The ports file Globals writes once every listener reported (bounded wait)."""
+        deadline = time.monotonic() + PORTS_FILE_TIMEOUT
+        while time.monotonic() < deadline and not self.stop_reason:
+            try:
+                ports = read_ports(self.cfg.data_dir)
+            except ChrError:
+                ports = None
+            if ports is not None:
+                return ports
+            time.sleep(0.05)
+        log.warning("the ports file was not written within %.0f s; see chr_node_info", PORTS_FILE_TIMEOUT)
+        return {}
 
     def _wait(self) -> int:
         from actors import messages as m
@@ -199,4 +223,5 @@ class Daemon:
             asys, self.asys = self.asys, None
             shutdown_system(asys)
             remove_cookie(self.cfg)
+            remove_ports(self.cfg.data_dir)
         log.info("stopped")

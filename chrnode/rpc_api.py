@@ -31,6 +31,7 @@ log = logging.getLogger("chrnode.rpc")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason", "requested_restarts")
+_EDGE_FIELDS = ("devices", "connections", "ports_open", "bytes_in", "bytes_out")
 
 
 class NodeView:
@@ -185,6 +186,9 @@ def build_methods(
         stats["process"] = sampler.sample(snapshot)
         # The per-minute rollups of the last hour, as stored in node_stats (Network.Stats).
         stats["minutes"] = _rows(_section(snapshot, "network"), "node_stats")
+        # The device port's live figures (Network.EdgeV2.Listener's last report), for `chr-node status`.
+        edge = _section(snapshot, "edge")
+        stats["edge"] = {k: jsonable(edge.get(k, 0)) for k in _EDGE_FIELDS}
         return stats
 
     def peer_list() -> dict[str, Any]:
@@ -275,7 +279,8 @@ def build_methods(
             network_stats,
             summary="The seed's metrics as JSON (same data as GET /metrics)",
             result="{connections, bandwidth{in, out}, latency{op: {p50, p90, p99, count}}, errors, cache, "
-            "p2p, chain, reward, process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges}",
+            "p2p, chain, reward, process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges, "
+            "edge{devices, connections, ports_open, bytes_in, bytes_out}}",
             result_schema=obj,
         ),
         Method(

@@ -29,7 +29,9 @@ class RpcClient:
             token: str | None = read_cookie(Path(cfg.cookie_path))
         except (OSError, ChrError):
             token = None  # read methods still work; admin ones will say the token is missing
-        return cls(host, cfg.rpc_port, token)
+        from chrnode.ports_file import cli_port
+
+        return cls(host, cli_port(cfg.data_dir, "rpc", cfg.rpc_port), token)
 
     def call(self, method: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
         body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
@@ -89,14 +91,42 @@ def _chain_lines(chain: Any) -> list[str]:
     return lines
 
 
+def _bytes(count: Any) -> str:
+    value = float(count) if isinstance(count, int | float) and not isinstance(count, bool) else 0.0
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_traffic(stats: dict[str, Any]) -> list[str]:
+    """Devices, their open ports, bytes relayed and peers, from `network_stats` (the edge
+    listener's and connectivity's last reports)."""
+    edge = stats.get("edge") or {}
+    p2p = stats.get("p2p") or {}
+    connected, known = p2p.get("connected", 0), p2p.get("known", 0)
+    peers = f"{connected} connected of {known} known"
+    if not known:
+        peers += " (no peer network yet)"
+    return [
+        f"devices  {edge.get('devices', 0)} connected ({edge.get('connections', 0)} connections),"
+        f" {edge.get('ports_open', 0)} ports open",
+        f"relayed  {_bytes(edge.get('bytes_in', 0))} in, {_bytes(edge.get('bytes_out', 0))} out",
+        f"peers    {peers}",
+    ]
+
+
 def format_status(info: dict[str, Any], health: dict[str, Any], stats: dict[str, Any] | None = None) -> str:
-    """What `chr-node status` prints: identity, ports, the chain (from `network_stats`), health by
-    layer, then the actor tree."""
+    """What `chr-node status` prints: identity, ports, traffic, the chain (from `network_stats`),
+    health by layer, then the actor tree."""
     lines = [
         f"node     {info.get('address')}   chr-node {info.get('version')}",
         f"uptime   {_age(float(info.get('uptime', 0)))}   host {info.get('host')}",
         "ports    " + "  ".join(f"{k}={v}" for k, v in sorted((info.get("ports") or {}).items())),
     ]
+    if stats is not None:
+        lines.extend(format_traffic(stats))
     lines.extend(_chain_lines((stats or {}).get("chain")))
     lines.append(f"health   {health.get('status', '?')}")
     for name, layer in (health.get("layers") or {}).items():

@@ -69,6 +69,8 @@ def test_spec_values_fixed_by_spec() -> None:
     assert (config.max_connections, config.connection_timeout, config.worker_pool_size) == (1000, 30.0, 10)
     assert config.data_dir == Path("./data")
     assert config.max_frame_size == 1024 * 1024
+    # JSON-RPC on loopback unless the operator opens it (issue 7; as geth and bitcoind).
+    assert config.rpc_bind == "127.0.0.1"
 
 
 def test_env_names_follow_the_rule() -> None:

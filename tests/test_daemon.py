@@ -61,7 +61,12 @@ def test_node_info_names_the_node_and_its_ports(node: NodeProcess) -> None:
 
     assert info["address"] == "0x" + PrivateKey.from_hex(key).address.hex()
     assert info["ports"]["rpc"] == node.rpc_port
-    assert info["ports"]["edge2"] == [int(p) for p in node.env["CHR_EDGE2_PORTS"].split(",")]
+    assert node.env["CHR_RPC_PORT"] == "0" and node.env["CHR_EDGE2_PORTS"] == "0,0", "the OS picks"
+    assert info["ports"]["edge2"] == node.edge_ports and len(set(node.edge_ports)) == 2
+    assert all(p > 0 for p in (info["ports"]["rpc"], info["ports"]["rpcs"], info["ports"]["actor_admin"]))
+    assert info["ports"]["peer2"] == 0, "configured 0 and nothing listens there yet: shown as 0"
+    ports_file = json.loads((node.data_dir / "ports.json").read_text())
+    assert ports_file == {**info["ports"], "pid": node.proc.pid, "listening": ["edge2", "rpc", "rpcs"]}  # type: ignore[union-attr]
     names = [a["name"] for a in info["tree"]]
     assert names[:3] == ["Globals", "Stats", "Network.Stats"], "children start in the seed's order"
     assert {"Model.Sql.Worker", "PubSub", "Cron", "Network.RpcHttp", "Network.EdgeV2.Listener"} <= set(names)
@@ -85,6 +90,7 @@ def test_health_and_cron_come_from_live_state(node: NodeProcess) -> None:
 
 
 def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
+    ports = node.rpc("chr_node_info")["ports"]
     for name in ("Globals", "Model.Sql.Worker", "PubSub", "Network.RpcHttp", "Network.EdgeV2.Listener"):
         before = {a["name"]: a["pid"] for a in node.rpc("chr_node_info")["tree"]}
         os.kill(before[name], signal.SIGKILL)
@@ -94,6 +100,9 @@ def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
         )
         restarted = {a["name"]: a for a in node.rpc("chr_node_info")["tree"]}
         assert restarted[name]["restarts"] >= 1
+    # Listeners configured 0 bind their old ports again when restarted: clients keep reaching them.
+    assert node.rpc("chr_node_info")["ports"] == ports
+    assert json.loads((node.data_dir / "ports.json").read_text())["rpc"] == ports["rpc"]
 
 
 def test_bad_json_rpc_is_answered_and_harmless(node: NodeProcess) -> None:
@@ -123,8 +132,10 @@ def test_admin_restart_and_log_level(node: NodeProcess) -> None:
     assert "subscribed to snapshot" not in log_file.read_text()  # a debug line, below "info"
     node.rpc("admin_set_log_level", ["debug"], admin=True)
     node.rpc("admin_restart_actor", ["Network.RpcHttps"], admin=True)  # it subscribes again
-    wait_until(lambda: "Network.RpcHttps subscribed to snapshot" in log_file.read_text(),
-               what="debug lines in the log after admin_set_log_level debug")
+    wait_until(
+        lambda: "Network.RpcHttps subscribed to snapshot" in log_file.read_text(),
+        what="debug lines in the log after admin_set_log_level debug",
+    )
     node.rpc("admin_set_log_level", ["info"], admin=True)
 
 
@@ -133,8 +144,7 @@ def test_public_listeners_are_only_the_documented_ports(tmp_path: Path, nodes: l
     nodes.append(proc)
     proc.start()
     try:
-        documented = {proc.rpc_port, int(proc.env["CHR_RPCS_PORT"]), int(proc.env["CHR_PEER2_PORT"])}
-        documented |= {int(p) for p in proc.env["CHR_EDGE2_PORTS"].split(",")}
+        documented = {proc.rpc_port, proc.ports["rpcs"], proc.ports["peer2"], *proc.edge_ports}
         pids = {proc.proc.pid} | {p.pid for p in psutil.Process(proc.proc.pid).children(recursive=True)}  # type: ignore[union-attr]
         pids |= set(proc._descendants)
         public = set()
@@ -153,9 +163,11 @@ def test_sigterm_leaves_no_process(tmp_path: Path, nodes: list[NodeProcess]) -> 
     proc.start()
     pids = set(proc._descendants)
     assert len(pids) >= 10, "every actor is a process of its own"
+    assert (proc.data_dir / "ports.json").exists()
     assert proc.stop() == 0
     assert proc.leftovers() == []
     assert "stopped" in proc.log()
+    assert not (proc.data_dir / "ports.json").exists(), "a clean stop removes the ports file"
 
 
 def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path, nodes: list[NodeProcess]) -> None:
@@ -168,6 +180,14 @@ def test_sigkill_of_the_daemon_takes_the_tree_with_it(tmp_path: Path, nodes: lis
     proc.proc.wait(10)
     wait_until(lambda: not proc.leftovers(), what="every actor process gone after the daemon's SIGKILL")
     assert pids
+    stale = json.loads((proc.data_dir / "ports.json").read_text())
+    assert stale["pid"] == proc.proc.pid, "a killed node cannot remove its ports file"
+    again = NodeProcess(proc.data_dir)  # same data dir: the stale file is replaced, not believed
+    nodes.append(again)
+    again.start()
+    assert again.proc is not None and again.ports["pid"] == again.proc.pid
+    assert again.rpc("chr_node_info")["ports"]["rpc"] == again.rpc_port
+    assert again.stop() == 0
 
 
 def test_admin_stop_ends_the_daemon_cleanly(tmp_path: Path, nodes: list[NodeProcess]) -> None:
@@ -185,7 +205,7 @@ def test_acknowledged_writes_survive_sigkill_of_the_daemon(tmp_path: Path, nodes
     proc = NodeProcess(tmp_path / "data")
     nodes.append(proc)
     proc.start()
-    port = proc.env["CHR_ACTOR_ADMIN_PORT"]
+    port = str(proc.admin_port)
     acknowledged: list[str] = []
     with subprocess.Popen(
         [sys.executable, "-m", "chrnode.testing.write_stream", port, "100000"],
@@ -257,7 +277,7 @@ def test_cli_config_rpc_and_status(node: NodeProcess, tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "chrnode.cli", "config"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 0 and "CHR_RPC_PORT" in out.stdout and str(node.rpc_port) in out.stdout
+    assert out.returncode == 0 and "CHR_RPC_PORT" in out.stdout
     out = subprocess.run(
         [sys.executable, "-m", "chrnode.cli", "rpc", "chr_node_info"],
         env=env,
@@ -278,6 +298,51 @@ def test_cli_config_rpc_and_status(node: NodeProcess, tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "Bogus" in out.stderr
+
+
+def test_status_shows_devices_ports_bytes_and_peers(node: NodeProcess, tmp_path: Path) -> None:
+    """`chr-node status` from the node's live figures: a connected device is counted, the hello's
+    bytes show as relayed, and peers are 0 of 0 until the peer network exists."""
+    import asyncio
+
+    from chrnode.client import connect
+    from chrnode.client_key import DeviceKey
+    from chrnode.crypto import parse_address
+
+    key = DeviceKey.create(tmp_path / "device.key")
+    address = parse_address(node.rpc("chr_node_info")["address"])
+
+    def status() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "chrnode.cli", "status"],
+            env=node.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    async def while_connected() -> str:
+        device = await connect("127.0.0.1", node.edge_ports[0], key, expect_node=address)
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                None,
+                lambda: wait_until(
+                    lambda: (text := status()) and "devices  1 connected (1 connections)" in text and text,
+                    what="the device in chr-node status",
+                ),
+            )
+        finally:
+            await device.close()
+
+    text = asyncio.run(while_connected())
+    assert "0 ports open" in text
+    relayed = next(line for line in text.splitlines() if line.startswith("relayed"))
+    assert relayed != "relayed  0 B in, 0 B out", "the hello came in and its answer went out"
+    assert "peers    0 connected of 0 known (no peer network yet)" in text
+    wait_until(lambda: "devices  0 connected" in status(), what="the device gone from chr-node status")
 
 
 def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
@@ -308,7 +373,7 @@ def test_minute_rollup_lands_in_node_stats(node: NodeProcess) -> None:
     from actors import messages as m
     from chrnode.testing.join import joined
 
-    with joined(int(node.env["CHR_ACTOR_ADMIN_PORT"])) as system:
+    with joined(node.admin_port) as system:
         done = system.ask("Network.Stats", m.RunJob("stats_rollup"))
     assert isinstance(done, m.JobDone) and done.ok, done
     db = sqlite3.connect(f"file:{node.data_dir / 'chr-node.sqlite'}?mode=ro", uri=True)

@@ -66,7 +66,6 @@ def world(chain: DevChain, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         helper.register(namespace, (allowed.address,))
     node = NodeProcess(data)
     node.env = env
-    node.rpc_port = int(env["CHR_RPC_PORT"])
     node.start()
     try:
         yield {

@@ -1,4 +1,9 @@
-"""Run a real `chr-node start` process for tests, benchmarks and tools, on free loopback ports."""
+"""Run a real `chr-node start` process for tests, benchmarks and tools, on free loopback ports.
+
+Every port is configured 0 (the node binds free ones, Thespian's admin port included) and read
+back from the node's ports file (`<data_dir>/ports.json`, chrnode.ports_file): no port is guessed
+free and then raced for.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,20 @@ from typing import Any
 
 import psutil
 
-from chrnode.actorsys import free_port
+from chrnode.ports_file import read_ports
 
 
 def node_env(data_dir: Path, **overrides: str) -> dict[str, str]:
-    """Environment for a node on free ports bound to loopback, with its data in `data_dir`."""
+    """Environment for a node on OS-picked ports bound to loopback, with its data in `data_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHR_")}
     env.update(
         {
             "CHR_DATA_DIR": str(data_dir),
-            "CHR_RPC_PORT": str(free_port()),
-            "CHR_RPCS_PORT": str(free_port()),
-            "CHR_EDGE2_PORTS": f"{free_port()},{free_port()}",
-            "CHR_PEER2_PORT": str(free_port()),
-            "CHR_ACTOR_ADMIN_PORT": str(free_port()),
+            "CHR_RPC_PORT": "0",
+            "CHR_RPCS_PORT": "0",
+            "CHR_EDGE2_PORTS": "0,0",
+            "CHR_PEER2_PORT": "0",
+            "CHR_ACTOR_ADMIN_PORT": "0",
             "CHR_RPC_BIND": "127.0.0.1",
             "CHR_BIND_ADDRESS": "127.0.0.1",
             "CHR_LOG_LEVEL": "info",
@@ -40,15 +45,29 @@ def node_env(data_dir: Path, **overrides: str) -> dict[str, str]:
 
 
 class NodeProcess:
-    """`chr-node start` in its own session; `stop()` SIGTERMs it and checks nothing is left."""
+    """`chr-node start` in its own session; `stop()` SIGTERMs it and checks nothing is left.
+
+    After `start()`, `ports` holds the node's ports file (rpc, rpcs, edge2, peer2, actor_admin)
+    and `rpc_port` its JSON-RPC port.
+    """
 
     def __init__(self, data_dir: Path, **env_overrides: str) -> None:
         self.data_dir = Path(data_dir)
         self.env = node_env(self.data_dir, **env_overrides)
-        self.rpc_port = int(self.env["CHR_RPC_PORT"])
+        self.ports: dict[str, Any] = {}
+        self.rpc_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-stderr.log"
         self._descendants: set[int] = set()
+
+    @property
+    def admin_port(self) -> int:
+        """Thespian's admin port (to join the node's actor system from a test)."""
+        return int(self.ports["actor_admin"])
+
+    @property
+    def edge_ports(self) -> list[int]:
+        return [int(p) for p in self.ports["edge2"]]
 
     def start(self, timeout: float = 90.0) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,6 +83,9 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"chr-node exited with {self.proc.returncode}:\n{self.log()}")
+            if not self._read_ports():
+                time.sleep(0.1)
+                continue
             try:
                 info = self.rpc("chr_node_info")
             except (OSError, ValueError):
@@ -76,6 +98,16 @@ class NodeProcess:
             time.sleep(0.1)
         self.kill()
         raise AssertionError(f"chr-node did not become ready in {timeout} s:\n{self.log()}")
+
+    def _read_ports(self) -> bool:
+        """Take the ports from the ports file of this run (its pid is this process's)."""
+        assert self.proc is not None
+        ports = read_ports(self.data_dir)
+        if ports is None or ports.get("pid") != self.proc.pid:
+            return False
+        self.ports = ports
+        self.rpc_port = int(ports["rpc"])
+        return True
 
     def log(self) -> str:
         try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from actors import messages as m
 from actors.supervisor import Supervisor
-from chrnode.actorsys import free_port, shutdown_system, start_system
+from chrnode.actorsys import shutdown_system, start_system
 
 
 def tree_config(**overrides: Any) -> SimpleNamespace:
@@ -57,7 +57,7 @@ class TreeHandle:
 @contextmanager
 def running_tree(spec: m.ChildSpec, config: Any = None, timeout: float = 60.0) -> Iterator[TreeHandle]:
     """Start `spec` under a fresh actor system; always shuts the system down."""
-    asys = start_system(free_port(), level="warning")
+    asys = start_system(0, level="warning")  # a free admin port, checked to be ours
     try:
         root = asys.createActor(Supervisor)
         reply = asys.ask(root, m.StartTree(spec, config or tree_config(), 0), timeout)
