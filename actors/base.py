@@ -33,6 +33,7 @@ from thespian.actors import (
 
 from actors import messages as m
 from chrnode.errors import ActorError
+from chrnode.forkhooks import set_title
 from chrnode.stats import LocalStats
 
 STATS_FLUSH_SECONDS = 1.0
@@ -201,12 +202,16 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.bridge: ThreadBridge | None = None
         self.asks: LoopAsks | None = None
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
+        self._title = self.name  # Thespian named the process after the class already
 
     # -- Thespian entry point ---------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         if self.asks is None or not self.asks.resolve(message):
             super().receiveMessage(message, sender)
+        if self.name != self._title:  # named by Init (or StartTree): show it in ps and top
+            self._title = self.name
+            set_title(self.name)
         if self.bridge is not None:
             return ThespianWatch([self.bridge.fileno])
         return None

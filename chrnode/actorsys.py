@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any
 
+from chrnode import forkhooks, logsink
 from chrnode.errors import ActorError
 
 log = logging.getLogger("chrnode.actorsys")
@@ -51,6 +52,19 @@ def loopback_only() -> None:
     _patched.set()
 
 
+def _remember_parent() -> None:
+    global _parent_pid
+    _parent_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    # Every process of the node, first thing: hold only its own sockets, log through the
+    # daemon's single writer (chrnode.logsink), and die with the process that forked it.
+    forkhooks.close_inherited_listeners()
+    logsink.route_child_logging()
+    _set_pdeathsig()
+
+
 def _set_pdeathsig() -> None:
     global _admin_starting
     if _admin_starting:
@@ -64,7 +78,7 @@ def _set_pdeathsig() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except OSError:  # not Linux: the admin's watchdog still applies
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != _parent_pid:  # the parent died before prctl took effect
         os._exit(0)
 
 
@@ -88,6 +102,7 @@ def _watch_daemon(daemon_pid: int) -> None:
 _fork_hook = threading.Event()
 _admin_starting = False
 _daemon_pid = 0
+_parent_pid = 0
 
 
 def die_with_parent() -> None:
@@ -106,7 +121,11 @@ def die_with_parent() -> None:
         return original(*args, **kwargs)
 
     multiprocCommon.startAdmin = start_admin
-    os.register_at_fork(after_in_child=_set_pdeathsig)
+    # Thespian re-points each process's logging at its logger process; with a sink, every
+    # process keeps the root logger that sends to the daemon's single writer instead.
+    multiprocCommon.ThespianLogForwarder = logsink.thespian_root
+    forkhooks.patch_thespian()
+    os.register_at_fork(before=_remember_parent, after_in_child=_after_fork_in_child)
     _fork_hook.set()
 
 
@@ -116,7 +135,9 @@ def log_defs(level: str, log_file: str | None) -> dict[str, Any]:
     handlers: dict[str, Any] = {
         "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
     }
-    if log_file:
+    if logsink.active() is not None:  # the daemon writes stderr and the file (chrnode.logsink)
+        handlers = {"sink": {"()": "chrnode.logsink.sink_handler"}}
+    elif log_file:
         handlers["file"] = {
             "class": "logging.handlers.RotatingFileHandler",
             "formatter": "plain",
