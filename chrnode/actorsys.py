@@ -14,6 +14,7 @@ Two things Thespian does not do on its own, done here before any actor exists:
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,15 @@ def loopback_only() -> None:
 def _remember_parent() -> None:
     global _parent_pid
     _parent_pid = os.getpid()
+    # Move every object the parent holds out of the collector's reach: the child's collections
+    # then never write to those pages, which stay shared instead of being copied in every
+    # process (Python's gc.freeze documentation: before fork, in the parent). The parent takes
+    # them back at once (_after_fork_in_parent), so its own garbage is still collected.
+    gc.freeze()
+
+
+def _after_fork_in_parent() -> None:
+    gc.unfreeze()
 
 
 def _after_fork_in_child() -> None:
@@ -125,7 +135,9 @@ def die_with_parent() -> None:
     # process keeps the root logger that sends to the daemon's single writer instead.
     multiprocCommon.ThespianLogForwarder = logsink.thespian_root
     forkhooks.patch_thespian()
-    os.register_at_fork(before=_remember_parent, after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_remember_parent, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
     _fork_hook.set()
 
 
@@ -222,7 +234,6 @@ def start_system(admin_port: int, level: str = "info", log_file: str | None = No
 def shutdown_system(asys: Any) -> None:
     """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
     (they would surface as ResourceWarnings at an arbitrary later moment)."""
-    import gc
     import warnings
 
     try:

@@ -146,6 +146,7 @@ class Daemon:
 
         cfg = self.cfg
         started = time.monotonic()
+        preload_actor_modules(node_tree())
         try:
             self.asys = start_system(cfg.actor_admin_port, cfg.log_level, None)
         except ActorError as exc:
@@ -267,6 +268,23 @@ class Daemon:
             shutdown_system(asys)
             reap()
         log.info("stopped")
+
+
+def preload_actor_modules(spec: Any) -> None:
+    """Import every actor module of the tree in the daemon, before the first fork.
+
+    Each process of the node is a fork of the daemon (through the admin and the supervisors), so
+    what the daemon imported is one copy of shared pages for all of them, counted once in the
+    node's PSS; a module an actor imports for itself is a private copy in that actor. Measured
+    with bench/bench_memory.py (idle node, 21 processes): importing in each actor, 261 MiB PSS;
+    importing here, about 198 MiB. `gc.freeze()` before each fork (chrnode.actorsys) keeps the
+    collector from writing to those shared pages.
+    """
+    import importlib
+
+    importlib.import_module(spec.actor.partition(":")[0])
+    for child in spec.children:
+        preload_actor_modules(child)
 
 
 def failure_code(reason: str) -> int:

@@ -243,9 +243,21 @@ def active() -> LogSink | None:
     return _active
 
 
+_managers: list[logging.Manager] = []
+
+
+def logging_managers() -> list[logging.Manager]:
+    """Every logging manager this process has had: the current one and those inherited from
+    before Thespian replaced it (their loggers are still in use by module-level code)."""
+    current = logging.Logger.manager
+    return [*(m for m in _managers if m is not current), current]
+
+
 def route_child_logging() -> None:
-    """Right after a fork: this process logs only through the sink, and does not keep the
-    daemon's receiving end (see forkhooks: a process holds only what it owns)."""
+    """Right after a fork: remember the inherited logging manager; with a sink, log only through
+    it, and drop the daemon's receiving end (see forkhooks: a process holds only what it owns)."""
+    if all(m is not logging.Logger.manager for m in _managers):
+        _managers.append(logging.Logger.manager)
     sink = _active
     if sink is None:
         return

@@ -94,3 +94,31 @@ def test_lines_from_many_processes_all_kept_across_rotation(tmp_path: Path) -> N
     missing = [(f"p{i}", str(n)) for i in range(4) for n in range(COUNT) if (f"p{i}", str(n)) not in seen]
     assert not missing, f"{len(missing)} lines lost, e.g. {missing[:3]}"
     assert sum(f.stat().st_size for f in files) <= 4 * 2 * 1024 * 1024
+
+
+def _level_child(write_fd: int) -> None:
+    from actors.base import apply_log_level
+
+    before_fork = logging.getLogger("chrnode.before_fork")  # a module-level logger of the parent
+    logsink.route_child_logging()  # what every forked process does first (remembers the manager)
+    # what Thespian's startChild does next: a fresh root and manager
+    logging.root = logging.RootLogger(logging.WARNING)
+    logging.Logger.root = logging.root
+    logging.Logger.manager = logging.Manager(logging.root)
+    after_fork = logging.getLogger("chrnode.after_fork")
+    apply_log_level("debug")
+    levels = [before_fork.level, after_fork.level, logging.root.level, before_fork.manager.root.level]
+    os.write(write_fd, repr(levels).encode())
+    os._exit(0)
+
+
+def test_a_log_level_reaches_loggers_made_before_and_after_the_fork() -> None:
+    read_fd, write_fd = os.pipe()
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_level_child, args=(write_fd,))
+    child.start()
+    child.join(30)
+    os.close(write_fd)
+    answer = os.read(read_fd, 200).decode()
+    os.close(read_fd)
+    assert answer == repr([logging.DEBUG] * 4), answer
