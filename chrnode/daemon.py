@@ -244,11 +244,16 @@ class Daemon:
 
     def _teardown(self) -> None:
         """Shut down what is left of a broken actor system, and wait for its admin port."""
+        admin = self.watch.watched.get(ADMIN) if self.watch is not None else None
         self.watch = None
         self.root = None
         if self.asys is not None:
             asys, self.asys = self.asys, None
             shutdown_system(asys)
+        if admin is not None:
+            # It has confirmed the shutdown but lingers for a while holding the admin port;
+            # what is left under it dies with it (PR_SET_PDEATHSIG).
+            admin.end(grace=0.2)
         deadline = time.monotonic() + 10
         while bind_error("127.0.0.1", self.cfg.actor_admin_port) is not None and time.monotonic() < deadline:
             reap()

@@ -16,10 +16,12 @@ the daemon, which only talks to the admin, would sit idle with the node down. So
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -79,6 +81,15 @@ class Watched:
     @classmethod
     def of(cls, role: str, pid: int) -> Watched:
         return cls(role, pid, float(psutil.Process(pid).create_time()))
+
+    def end(self, grace: float) -> None:
+        """Give it `grace` seconds to exit, then SIGKILL it (if it is still the same process)."""
+        deadline = time.monotonic() + grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def alive(self) -> bool:
         try:
@@ -156,14 +167,15 @@ class SystemWatch:
 
     def poll(self) -> list[Death]:
         """Which watched processes are gone since the last poll (and how, when the daemon reaped them)."""
+        gone = [w for w in self.watched.values() if not w.alive()]
+        if not gone:
+            return []
+        self.note_reaped(reap())  # one that died just now is a zombie until this collects it
         deaths = []
-        for role, w in list(self.watched.items()):
-            if w.alive():
-                continue
+        for w in gone:
             status = self.statuses.get(w.pid)
-            how = describe_status(status) if status is not None else _UNKNOWN
-            deaths.append(Death(role, w.pid, how))
-            del self.watched[role]
+            deaths.append(Death(w.role, w.pid, describe_status(status) if status is not None else _UNKNOWN))
+            del self.watched[w.role]
         return deaths
 
     def adopt_logger(self) -> int | None:
