@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "requests>=2.31,<3",
     "prometheus-client>=0.20,<1",
     "psutil>=5.9,<8",
+    "setproctitle>=1.3,<2",
 ]
 
 TESTS_REQUIRE = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,8 @@ from thespian.actors import (
 
 from actors import messages as m
 from actors.bridge import LoopAsks, LoopThread, ThreadBridge
+from chrnode.forkhooks import set_title
+from chrnode.logsink import logging_managers
 from chrnode.stats import LocalStats
 
 __all__ = ["ChrActor", "LoopAsks", "LoopThread", "ThreadBridge", "apply_log_level", "import_actor"]
@@ -53,6 +54,7 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         self.asks: LoopAsks | None = None
         self.crashed = False
         self.log = logging.getLogger(f"chrnode.actor.{self.name}")
+        self._title = self.name  # Thespian named the process after the class already
 
     # -- Thespian entry point ---------------------------------------------------------------
 
@@ -64,6 +66,9 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         try:
             if self.asks is None or not self.asks.resolve(message):
                 super().receiveMessage(message, sender)
+            if self.name != self._title:  # named by Init (or StartTree): show it in ps and top
+                self._title = self.name
+                set_title(self.name)
         except Exception:
             # OTP's "let it crash": an unexpected exception ends the actor, and its supervisor
             # starts a fresh one (it sent no Stopping, so the exit is abnormal). Thespian would
@@ -234,21 +239,20 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 def apply_log_level(level: str) -> None:
     """Set `level` on every logger of this process.
 
-    Thespian gives each actor process a fresh logging hierarchy (a new root that forwards to its
-    logger process), but module-level loggers created before the fork still belong to the old one,
-    so setting the root's level alone would miss them: set it on each logger the modules hold.
+    Thespian gives each actor process a fresh logging manager, but loggers created before the
+    fork still belong to the inherited one (chrnode.logsink keeps both), so setting the root's
+    level alone would miss them: set it on each logger of each manager. Only the loggers are
+    touched: walking every module's globals, as this once did, wrote to the reference count of
+    every inherited object and so copied about 10 MiB of the parent's pages into each process.
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         return
-    loggers = {logging.getLogger(), logging.getLogger("chrnode")}
-    for module in list(sys.modules.values()):
-        for value in list(getattr(module, "__dict__", {}).values()):
-            if isinstance(value, logging.Logger) and not value.name.lower().startswith("thespian"):
-                loggers.add(value)
-                loggers.add(value.manager.root)
-    for logger in loggers:
-        logger.setLevel(numeric)
+    for manager in logging_managers():
+        manager.root.setLevel(numeric)
+        for logger in list(manager.loggerDict.values()):
+            if isinstance(logger, logging.Logger) and not logger.name.lower().startswith("thespian"):
+                logger.setLevel(numeric)
 
 
 def import_actor(path: str) -> Callable[..., Any]:

@@ -18,6 +18,7 @@ checked to be this process's own (a nonce capability) and another port is tried 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from chrnode import forkhooks, logsink
 from chrnode.errors import ActorError
 
 log = logging.getLogger("chrnode.actorsys")
@@ -57,6 +59,28 @@ def loopback_only() -> None:
     _patched.set()
 
 
+def _remember_parent() -> None:
+    global _parent_pid
+    _parent_pid = os.getpid()
+    # Move every object the parent holds out of the collector's reach: the child's collections
+    # then never write to those pages, which stay shared instead of being copied in every
+    # process (Python's gc.freeze documentation: before fork, in the parent). The parent takes
+    # them back at once (_after_fork_in_parent), so its own garbage is still collected.
+    gc.freeze()
+
+
+def _after_fork_in_parent() -> None:
+    gc.unfreeze()
+
+
+def _after_fork_in_child() -> None:
+    # Every process of the node, first thing: hold only its own sockets, log through the
+    # daemon's single writer (chrnode.logsink), and die with the process that forked it.
+    forkhooks.close_inherited_listeners()
+    logsink.route_child_logging()
+    _set_pdeathsig()
+
+
 def _set_pdeathsig() -> None:
     global _admin_starting
     if _admin_starting:
@@ -70,7 +94,7 @@ def _set_pdeathsig() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except OSError:  # not Linux: the admin's watchdog still applies
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != _parent_pid:  # the parent died before prctl took effect
         os._exit(0)
 
 
@@ -94,6 +118,7 @@ def _watch_daemon(daemon_pid: int) -> None:
 _fork_hook = threading.Event()
 _admin_starting = False
 _daemon_pid = 0
+_parent_pid = 0
 
 
 def die_with_parent() -> None:
@@ -112,7 +137,13 @@ def die_with_parent() -> None:
         return original(*args, **kwargs)
 
     multiprocCommon.startAdmin = start_admin
-    os.register_at_fork(after_in_child=_set_pdeathsig)
+    # Thespian re-points each process's logging at its logger process; with a sink, every
+    # process keeps the root logger that sends to the daemon's single writer instead.
+    multiprocCommon.ThespianLogForwarder = logsink.thespian_root
+    forkhooks.patch_thespian()
+    os.register_at_fork(
+        before=_remember_parent, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
     _fork_hook.set()
 
 
@@ -122,7 +153,9 @@ def log_defs(level: str, log_file: str | None) -> dict[str, Any]:
     handlers: dict[str, Any] = {
         "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"},
     }
-    if log_file:
+    if logsink.active() is not None:  # the daemon writes stderr and the file (chrnode.logsink)
+        handlers = {"sink": {"()": "chrnode.logsink.sink_handler"}}
+    elif log_file:
         handlers["file"] = {
             "class": "logging.handlers.RotatingFileHandler",
             "formatter": "plain",
@@ -255,6 +288,7 @@ def _verify_ours(asys: Any, admin_port: int, nonce: str) -> None:
 def shutdown_system(asys: Any) -> None:
     """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
     (they would surface as ResourceWarnings at an arbitrary later moment)."""
+
     try:
         asys.shutdown()
     finally:

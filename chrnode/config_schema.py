@@ -87,6 +87,8 @@ class Config:
     max_restarts: int = 5
     restart_window: float = 5.0
     heartbeat_timeout: float = 10.0
+    max_rebuilds: int = 3
+    rebuild_window: float = 60.0
 
     def __post_init__(self) -> None:
         # A Config built in code (tests, tools) gets the same checks as a loaded one. Checks may
@@ -321,6 +323,19 @@ SPECS: dict[str, FieldSpec] = {
         cf.float_range(3600.0, "a number of seconds > 0 and at most 3600"),
         "seconds a child actor may leave its supervisor's heartbeat unanswered before it is "
         "reported hung, killed and restarted",
+    ),
+    "max_rebuilds": _spec(
+        "supervision",
+        _INT,
+        cf.int_range(0, 1000),
+        "rebuilds of the whole actor system (root supervisor, Thespian admin or logger died) "
+        "allowed within rebuild_window before the daemon exits with status 1",
+    ),
+    "rebuild_window": _spec(
+        "supervision",
+        _FLOAT,
+        cf.float_range(86400.0, "a number of seconds > 0 and at most 86400"),
+        "seconds over which max_rebuilds is counted",
     ),
 }
 

@@ -154,7 +154,8 @@ class NodeProcess:
 
     def _remember_descendants(self) -> None:
         """The daemon's processes: its own children, and Thespian's admin (which detaches itself
-        with setsid and a double fork) with everything under it, found from the actors' pids."""
+        with setsid and a double fork) with everything under it, found from the actors' pids.
+        The daemon's ancestors (this test runner among them) are never counted."""
         if self.proc is None:
             return
         try:
@@ -165,8 +166,12 @@ class NodeProcess:
         for actor in tree:
             try:
                 process = psutil.Process(int(actor["pid"]))
-                while process.ppid() > 1 and process.parent() is not None:
-                    process = process.parent()  # up to Thespian's admin, whose parent is init
+                # Up to Thespian's admin: the daemon's child (it adopts it as subreaper), or
+                # init's child where that is not possible; never past the daemon.
+                while process.ppid() not in (1, self.proc.pid) and process.parent() is not None:
+                    process = process.parent()
+                if process.pid == self.proc.pid:
+                    continue
                 self._descendants |= {process.pid} | {p.pid for p in process.children(recursive=True)}
             except (psutil.Error, ValueError, KeyError):
                 continue

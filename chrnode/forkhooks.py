@@ -1,0 +1,89 @@
+"""What each process of the node does about itself: its name, and the sockets it did not open.
+
+* Every process names itself (`ps`, `top`: `chr-node: Model.Sql.Worker`, `chr-node: Thespian
+  admin`), through setproctitle; Thespian's own `setProcName` is redirected here so its admin and
+  logger get names of the same form.
+* A forked process holds only the sockets it owns (SPEC 9): right after a fork, every inherited
+  listening socket is replaced by /dev/null. Thespian closes its parent's transport sockets in
+  actors but not in its admin, so the daemon's own listening socket used to reach every process.
+  The descriptor is overwritten rather than closed so that its number stays taken until the
+  parent's (now inert) socket object is collected; a closed number could be reused and then
+  closed by that object's finaliser.
+* Thespian 4.0.1's admin restarts a dead logger with `self.logDefs`, which it never set (it keeps
+  `self.logdefs`), so killing the logger crashed the admin and with it the node; the alias below
+  lets the admin start a new logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from typing import Any
+
+TITLE_PREFIX = "chr-node: "
+_THESPIAN_ROLES = {"logger": "Thespian logger", "MultiProcAdmin": "Thespian admin"}
+
+
+def set_title(name: str) -> None:
+    """Name this process `chr-node: <name>` for ps and top (argv and the kernel's comm)."""
+    try:
+        from setproctitle import setproctitle, setthreadtitle
+    except ImportError:  # optional at run time: the node works unnamed
+        return
+    setproctitle(TITLE_PREFIX + name)
+    setthreadtitle(name[:15])  # the kernel's comm (top's default view) holds 15 bytes
+
+
+def _thespian_set_proc_name(name: str, actor_address: Any) -> None:
+    set_title(_THESPIAN_ROLES.get(name, name))
+
+
+def patch_thespian() -> None:
+    """Name Thespian's processes our way; let its admin restart a dead logger (see above)."""
+    from thespian.system import logdirector, multiprocCommon
+
+    multiprocCommon.setProcName = _thespian_set_proc_name
+    logdirector.setProcName = _thespian_set_proc_name
+    admin = multiprocCommon.MultiProcAdmin
+    if not hasattr(admin, "logDefs"):
+        admin.logDefs = property(lambda self: self.logdefs)
+
+
+def _inherited_fds() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the usual range
+        return list(range(3, 1024))
+
+
+def close_inherited_listeners() -> int:
+    """Replace every listening socket this process holds by /dev/null; returns how many."""
+    replaced = 0
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _inherited_fds():
+            if fd <= 2 or fd == devnull or not _is_listening_socket(fd):
+                continue
+            os.dup2(devnull, fd)
+            replaced += 1
+    finally:
+        os.close(devnull)
+    return replaced
+
+
+def _is_listening_socket(fd: int) -> bool:
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+        probe = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        return bool(probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.detach()
