@@ -96,6 +96,7 @@ class _Outstanding:
     request: Request
     sent_at: float
     lookup_id: int | None
+    soft_at: float | None = None  # a lookup query's soft deadline until it fires
 
 
 @dataclass
@@ -208,7 +209,7 @@ class DhtNode:
             return []  # late (after its hard timeout) or never ours
         if isinstance(answer, Refused):
             return self._failed(request_id, sent, now)
-        self.rtt.sample(sent.contact.address, now - sent.sent_at)
+        self._observe(sent.contact.address, now - sent.sent_at)
         actions = self._probes(self.table.heard_from(sent.contact, now), now)
         running = self._lookups.get(sent.lookup_id) if sent.lookup_id is not None else None
         if running is None or sent.lookup_id is None:
@@ -237,7 +238,8 @@ class DhtNode:
             if hard:
                 del self._outstanding[request_id]
                 actions += self._failed(request_id, sent, now)
-            elif sent.lookup_id is not None and sent.lookup_id in self._lookups:
+            elif sent.soft_at is not None and sent.soft_at <= now and sent.lookup_id in self._lookups:
+                sent.soft_at = None
                 running = self._lookups[sent.lookup_id]
                 queries = running.machine.soft_timeout(sent.contact.address)
                 actions += self._drive(sent.lookup_id, running, queries, now)
@@ -275,9 +277,25 @@ class DhtNode:
         self._outstanding[request_id] = _Outstanding(contact, request, now, lookup_id)
         heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, True))
         if lookup_id is not None:
-            soft = min(self.rtt.timeout(contact.address), self.config.hard_timeout)
-            heapq.heappush(self._timers, (now + soft, request_id, False))
+            sent = self._outstanding[request_id]
+            sent.soft_at = now + min(self.rtt.timeout(contact.address), self.config.hard_timeout)
+            heapq.heappush(self._timers, (sent.soft_at, request_id, False))
         return Send(request_id, contact, request)
+
+    def observe_rtt(self, address: bytes, rtt: float) -> None:
+        """A round trip measured outside the DHT (a link's health ping, the peer hello)."""
+        self._observe(address, rtt)
+
+    def _observe(self, address: bytes, rtt: float) -> None:
+        """Feed the estimator, and bring forward the soft deadlines set from an older estimate:
+        a node's first queries are timed by `rtt_initial` until an answer has been measured."""
+        self.rtt.sample(address, rtt)
+        for request_id, sent in self._outstanding.items():
+            if sent.soft_at is not None:
+                soft_at = sent.sent_at + self.rtt.timeout(sent.contact.address)
+                if soft_at < sent.soft_at:
+                    sent.soft_at = soft_at
+                    heapq.heappush(self._timers, (soft_at, request_id, False))
 
     def _probes(self, probes: list[Probe], now: float) -> list[Action]:
         return [self._send(p.contact, Ping(), now, None) for p in probes]
