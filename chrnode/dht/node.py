@@ -15,7 +15,8 @@ finished lookup and why it ran), `Published` (the nodes a value was sent to).
 
 Timeouts: every request has a hard timeout (`hard_timeout`) after which it failed; a lookup's
 query also has a soft timeout from the RTT estimator (SPEC 6, see `lookup`), which frees its
-slot in the lookup while the request stays open until its answer or its hard timeout.
+slot in the lookup, and `abandon_factor` times that after sending, it leaves the lookup's
+window; the request stays open until its answer or its hard timeout.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ log = logging.getLogger("chrnode.dht")
 
 LookupFactory = Callable[..., LookupMachine]
 
+_SOFT, _ABANDON, _HARD = 0, 1, 2  # timer kinds, in the order they fire
+
 
 @dataclass(frozen=True)
 class DhtConfig:
@@ -58,6 +61,7 @@ class DhtConfig:
     hard_timeout: float = 5.0  # a request unanswered this long failed
     rtt_initial: float = 1.0  # soft timeout before any round trip was measured (RFC 6298)
     rtt_floor: float = 0.05
+    abandon_factor: float = 2.0  # a query unanswered this many soft timeouts no longer holds a lookup
     max_failures: int = 5  # failures in a row that evict a contact with no replacement waiting
     fresh_for: float = 60.0  # a contact heard from this recently is not probed before eviction
     refresh_interval: float = 3600.0
@@ -134,7 +138,7 @@ class DhtNode:
         self.lookup_factory = lookup_factory
         self._outstanding: dict[int, _Outstanding] = {}
         self._lookups: dict[int, _Running] = {}
-        self._timers: list[tuple[float, int, bool]] = []  # (deadline, request id, is_hard)
+        self._timers: list[tuple[float, int, int]] = []  # (deadline, request id, kind)
         self._next_request = 1
         self._next_lookup = 1
 
@@ -231,18 +235,27 @@ class DhtNode:
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
-            _, request_id, hard = heapq.heappop(self._timers)
+            _, request_id, kind = heapq.heappop(self._timers)
             sent = self._outstanding.get(request_id)
             if sent is None:
                 continue
-            if hard:
+            if kind == _HARD:
                 del self._outstanding[request_id]
                 actions += self._failed(request_id, sent, now)
-            elif sent.soft_at is not None and sent.soft_at <= now and sent.lookup_id in self._lookups:
+                continue
+            running = self._lookups.get(sent.lookup_id) if sent.lookup_id is not None else None
+            if running is None or sent.lookup_id is None:
+                continue
+            if kind == _ABANDON:
+                queries = running.machine.abandon(sent.contact.address)
+            elif sent.soft_at is not None and sent.soft_at <= now:
                 sent.soft_at = None
-                running = self._lookups[sent.lookup_id]
+                abandon_at = sent.sent_at + (now - sent.sent_at) * self.config.abandon_factor
+                heapq.heappush(self._timers, (abandon_at, request_id, _ABANDON))
                 queries = running.machine.soft_timeout(sent.contact.address)
-                actions += self._drive(sent.lookup_id, running, queries, now)
+            else:
+                continue  # a soft deadline that was brought forward and has fired already
+            actions += self._drive(sent.lookup_id, running, queries, now)
         for value in self.store.expire(now):
             log.debug("value %s (seq %d) expired", value.key.hex(), value.seq)
         if now >= self.maintenance.next_run:
@@ -275,11 +288,11 @@ class DhtNode:
     def _send(self, contact: Contact, request: Request, now: float, lookup_id: int | None) -> Send:
         request_id, self._next_request = self._next_request, self._next_request + 1
         self._outstanding[request_id] = _Outstanding(contact, request, now, lookup_id)
-        heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, True))
+        heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, _HARD))
         if lookup_id is not None:
             sent = self._outstanding[request_id]
             sent.soft_at = now + min(self.rtt.timeout(contact.address), self.config.hard_timeout)
-            heapq.heappush(self._timers, (sent.soft_at, request_id, False))
+            heapq.heappush(self._timers, (sent.soft_at, request_id, _SOFT))
         return Send(request_id, contact, request)
 
     def observe_rtt(self, address: bytes, rtt: float) -> None:
@@ -295,7 +308,7 @@ class DhtNode:
                 soft_at = sent.sent_at + self.rtt.timeout(sent.contact.address)
                 if soft_at < sent.soft_at:
                     sent.soft_at = soft_at
-                    heapq.heappush(self._timers, (soft_at, request_id, False))
+                    heapq.heappush(self._timers, (soft_at, request_id, _SOFT))
 
     def _probes(self, probes: list[Probe], now: float) -> list[Action]:
         return [self._send(p.contact, Ping(), now, None) for p in probes]
