@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from chrnode.dht.ids import Contact, as_id, as_int, bucket_index
 from chrnode.dht.messages import FindNode, FindValue, Found, Nodes, Ping, Pong, Refused, Store, Stored
 from chrnode.dht.node import DhtConfig, DhtNode, LookupDone, Published, Send
@@ -157,3 +160,82 @@ def test_republish_stores_held_values_again_unless_one_arrived_recently() -> Non
     node.on_request(peer(10), Store(Value(as_id(6), 1, 1e9, "b")), now=60.0)  # another holder's
     queries = sends(node.tick(100.0))
     assert [q.request for q in queries] == [FindNode(as_id(5))]
+
+
+# -- generated event sequences, lying and malformed peers included -----------------------------
+
+_ADDRESSES = st.sampled_from([as_id(n) for n in (1, 2, 3, 5, 8, 13, 1 << 100, 1 << 159, (1 << 159) | 7)])
+_CONTACTS = st.builds(lambda a: Contact(a, "10.0.0.3", 51055), _ADDRESSES)
+_VALUES = st.builds(
+    Value,
+    _ADDRESSES,
+    st.integers(min_value=0, max_value=5),
+    st.floats(min_value=0.0, max_value=500.0),
+    st.just("obj"),
+)
+_REQUESTS = st.one_of(
+    st.just(Ping()),
+    st.builds(FindNode, _ADDRESSES),
+    st.builds(FindValue, _ADDRESSES),
+    st.builds(Store, _VALUES),
+)
+_ANSWERS = st.one_of(
+    st.builds(Pong, st.floats(allow_nan=False)),
+    st.builds(Nodes, st.lists(_CONTACTS, max_size=25)),  # more than k, own address, repeats
+    st.builds(Found, _VALUES),  # often of another key than asked
+    st.just(Stored()),
+    st.builds(Refused, st.sampled_from(["rate_limited", "stale"]), st.just("no")),
+)
+_EVENTS = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), _CONTACTS, _REQUESTS),
+        st.tuples(st.just("answer"), st.integers(min_value=0, max_value=40), _ANSWERS),
+        st.tuples(st.just("failure"), st.integers(min_value=0, max_value=40), st.none()),
+        st.tuples(st.just("lookup"), _ADDRESSES, st.booleans()),
+        st.tuples(st.just("tick"), st.floats(min_value=0.0, max_value=3.0), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=250, deadline=None)
+@given(_EVENTS)
+def test_the_node_stays_consistent_under_any_events(events: list[tuple[str, object, object]]) -> None:
+    node = make(k=4, alpha=2, hard_timeout=2.0, maintenance_period=5.0, refresh_interval=20.0)
+    now = 0.0
+    sent: list[int] = []
+    for kind, first, second in events:
+        if kind == "request":
+            assert isinstance(first, Contact)
+            answer, actions = node.on_request(first, second, now)  # type: ignore[arg-type]
+            if isinstance(answer, Nodes):
+                assert len(answer.contacts) <= 4 and first not in answer.contacts
+                assert OWN not in answer.contacts
+        elif kind == "answer":
+            assert isinstance(first, int)
+            actions = node.on_answer(sent[first % len(sent)] if sent else first, second, now)  # type: ignore[arg-type]
+        elif kind == "failure":
+            assert isinstance(first, int)
+            actions = node.on_failure(sent[first % len(sent)] if sent else first, now)
+        elif kind == "lookup":
+            assert isinstance(first, bytes) and isinstance(second, bool)
+            actions = node.lookup(first, now, find_value=second)[1]
+        else:
+            assert isinstance(first, float)
+            now += first
+            actions = node.tick(now)
+        for action in actions:
+            if isinstance(action, Send):
+                assert action.to.address != OWN.address
+                sent.append(action.request_id)
+            if isinstance(action, LookupDone) and action.result.value is not None:
+                assert action.result.value.key == action.result.target
+        assert OWN.address not in node.table
+        assert node.next_deadline() >= 0
+    # Whatever happened, every request ends by its hard timeout and every lookup finishes.
+    for _ in range(200):
+        if node.outstanding == 0 and node.running_lookups == 0:
+            break
+        now += 2.0
+        node.tick(now)
+    assert node.outstanding == 0 and node.running_lookups == 0

@@ -12,7 +12,7 @@ from chrnode.dht.ids import ID_BITS, as_id
 from chrnode.dht.lockstep import LockstepLookup
 from chrnode.dht.node import DhtConfig
 from chrnode.dht.store import Value
-from chrnode.testing.dhtsim import DEAD, LIVE, SILENT, LookupRun, SimNetwork
+from chrnode.testing.dhtsim import DEAD, LIAR, LIVE, SILENT, LookupRun, SimNetwork
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +110,13 @@ def test_republish_keeps_a_value_at_the_k_closest_and_expiry_drops_it() -> None:
     assert set(net.closest_live(key, net.config.k)) <= live_holders
     net.advance(410.0)  # past `expires`: no node serves it any more
     assert not any(key in sim.dht.store for sim in net.nodes.values() if sim.state == LIVE)
+
+
+def test_lookups_succeed_past_peers_that_answer_with_fake_contacts() -> None:
+    """25% of the nodes answer every FIND with k unreachable contacts nearer the target than any
+    real node: those are asked, fail, and never reach a routing table."""
+    net = network(LIAR)  # 25% liars
+    runs = lookups(net, LOOKUPS)
+    assert all(found_closest(net, r) for r in runs)
+    assert max(r.latency for r in runs) < DhtConfig().hard_timeout
+    assert all(c.address in net.nodes for sim in net.nodes.values() for c in sim.dht.table)

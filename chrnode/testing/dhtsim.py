@@ -8,6 +8,8 @@ events at one instant run in the order they were scheduled.
   message takes the sum of both ends' delays times a per-message log-normal jitter.
 - Dead nodes (a killed process): a request to one fails after one round trip (a reset).
 - Silent nodes (SIGSTOP): a request to one is never answered; only the hard timeout ends it.
+- Liars: answer every FIND with k made-up contacts nearer the target than any real node
+  (unreachable: a request to one is reset); other requests they answer honestly.
 - Population: `populate()` fills every table as a converged network has it (per bucket, up to k
   random nodes of its range, taken from the sorted ids); `join_all()` instead has nodes join one
   by one through a bootstrap node with real lookups, to test the join path.
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 
 from chrnode.dht.ids import ID_BITS, Contact, as_id, as_int
 from chrnode.dht.lookup import Lookup, LookupResult
-from chrnode.dht.messages import Answer, Request
+from chrnode.dht.messages import Answer, FindNode, FindValue, Nodes, Request
 from chrnode.dht.node import Action, DhtConfig, DhtNode, LookupDone, LookupFactory, Published, Send
 from chrnode.dht.store import Value
 
-LIVE, DEAD, SILENT = "live", "dead", "silent"
+LIVE, DEAD, SILENT, LIAR = "live", "dead", "silent", "liar"
 
 
 @dataclass
@@ -177,7 +179,7 @@ class SimNetwork:
         heapq.heappush(self._events, (when, self._seq, event))
 
     def _delay(self, a: bytes, b: bytes) -> float:
-        base = self.nodes[a].access + self.nodes[b].access
+        base = sum(self.nodes[x].access if x in self.nodes else self.access_median for x in (a, b))
         return base * self.rng.lognormvariate(0.0, self.jitter_sigma)
 
     def _act(self, address: bytes, actions: list[Action]) -> None:
@@ -220,7 +222,7 @@ class SimNetwork:
         _, to, source, request_id, answer = event
         assert isinstance(to, bytes) and isinstance(source, bytes) and isinstance(request_id, int)
         sim = self.nodes[to]
-        if sim.state != LIVE:
+        if sim.state not in (LIVE, LIAR):
             return
         if answer is None:
             self._act(to, sim.dht.on_failure(request_id, self.now))
@@ -229,16 +231,26 @@ class SimNetwork:
             self._act(to, sim.dht.on_answer(request_id, answer, self.now))  # type: ignore[arg-type]
 
     def _deliver_request(self, to: bytes, sender: bytes, request_id: int, request: Request) -> None:
-        target = self.nodes[to]
-        if target.state == SILENT:
+        target = self.nodes.get(to)  # None: a made-up address, nobody there
+        if target is not None and target.state == SILENT:
             return
         reply: Answer | None = None
-        if target.state == LIVE:
+        if target is not None and target.state in (LIVE, LIAR):
             self.heard.setdefault(to, set()).add(sender)
             reply, actions = target.dht.on_request(self.contacts[sender], request, self.now)
             self._act(to, actions)
+            if target.state == LIAR and isinstance(request, FindNode | FindValue):
+                reply = Nodes(self._fakes(request.target if isinstance(request, FindNode) else request.key))
         # a dead node's host resets the connection: the failure comes back after the same trip
         self._at(self.now + self._delay(to, sender), ("answer", sender, to, request_id, reply))
+
+    def _fakes(self, target: bytes) -> list[Contact]:
+        """k addresses nearer `target` than any real node is (sharing its first 144 bits)."""
+        t = as_int(target)
+        return [
+            Contact(as_id(t ^ (self.rng.getrandbits(16) | 1)), "203.0.113.9", 51055)
+            for _ in range(self.config.k)
+        ]
 
 
 def summary(runs: list[LookupRun], truth: Callable[[LookupRun], bool]) -> dict[str, float]:
