@@ -239,3 +239,17 @@ def test_the_node_stays_consistent_under_any_events(events: list[tuple[str, obje
         now += 2.0
         node.tick(now)
     assert node.outstanding == 0 and node.running_lookups == 0
+
+
+def test_stats_count_what_happened() -> None:
+    node = make(alpha=1)
+    learn(node, 10)
+    _, actions = node.lookup(as_id(0), now=0.0)
+    [query] = sends(actions)
+    node.on_answer(query.request_id, Nodes([]), now=0.2)
+    node.on_request(peer(11), Store(Value(as_id(3), 1, 0.1, "x")), now=1.0)  # expired: refused
+    stats = node.stats()
+    assert stats["contacts"] == 1 + 1  # peer(10), and peer(11) which spoke to us
+    assert stats["requests_served"] == 2 and stats["stores_refused"] == 1
+    assert stats["requests_sent"] == 1 and stats["lookups_ok"] == 1
+    assert stats["requests_outstanding"] == 0 and abs(stats["rtt_srtt_seconds"] - 0.2) < 1e-9

@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -141,6 +142,7 @@ class DhtNode:
         self._timers: list[tuple[float, int, int]] = []  # (deadline, request id, kind)
         self._next_request = 1
         self._next_lookup = 1
+        self.counters: Counter[str] = Counter()  # for metrics and health (see `stats`)
 
     # -- work asked by the node ----------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class DhtNode:
     # -- events from the network ---------------------------------------------------------------
 
     def on_request(self, sender: Contact, request: Request, now: float) -> tuple[Answer, list[Action]]:
+        self.counters["requests_served"] += 1
         actions = self._probes(self.table.heard_from(sender, now), now)
         if isinstance(request, Ping):
             return Pong(now), actions
@@ -196,6 +199,7 @@ class DhtNode:
             status = self.store.put(request.value, now)
             if status == STORED:
                 return Stored(), actions
+            self.counters["stores_refused"] += 1
             return Refused(status, _REFUSALS[status]), actions
         if isinstance(request, FindValue):
             value = self.store.get(request.key, now)
@@ -283,10 +287,26 @@ class DhtNode:
     def running_lookups(self) -> int:
         return len(self._lookups)
 
+    def stats(self) -> dict[str, float]:
+        """Figures for /metrics, `network_stats` and the network health layer."""
+        srtt = self.rtt.network.srtt
+        return {
+            "contacts": len(self.table),
+            "buckets": len(self.table.bucket_contents()),
+            "pending_contacts": len(self.table.pending()),
+            "values": len(self.store),
+            "requests_outstanding": len(self._outstanding),
+            "lookups_running": len(self._lookups),
+            "rtt_srtt_seconds": srtt if srtt is not None else 0.0,
+            "rtt_timeout_seconds": self.rtt.network.timeout(),
+            **{name: float(count) for name, count in sorted(self.counters.items())},
+        }
+
     # -- internals -----------------------------------------------------------------------------
 
     def _send(self, contact: Contact, request: Request, now: float, lookup_id: int | None) -> Send:
         request_id, self._next_request = self._next_request, self._next_request + 1
+        self.counters["requests_sent"] += 1
         self._outstanding[request_id] = _Outstanding(contact, request, now, lookup_id)
         heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, _HARD))
         if lookup_id is not None:
@@ -314,6 +334,7 @@ class DhtNode:
         return [self._send(p.contact, Ping(), now, None) for p in probes]
 
     def _failed(self, request_id: int, sent: _Outstanding, now: float) -> list[Action]:
+        self.counters["requests_failed"] += 1
         actions = self._probes(self.table.failed(sent.contact.address, now), now)
         if sent.lookup_id is None or sent.lookup_id not in self._lookups:
             return actions
@@ -341,6 +362,7 @@ class DhtNode:
             if sent is not None:
                 sent.lookup_id = None
         result = running.machine.result()
+        self.counters["lookups_ok" if result.ok else "lookups_failed"] += 1
         actions: list[Action] = [LookupDone(lookup_id, running.purpose, result)]
         for contact in result.unqueried:  # SPEC 6: named by others, they enter once they answer
             actions += self._probes(self.table.learned(contact, now), now)
