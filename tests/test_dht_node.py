@@ -253,3 +253,19 @@ def test_stats_count_what_happened() -> None:
     assert stats["requests_served"] == 2 and stats["stores_refused"] == 1
     assert stats["requests_sent"] == 1 and stats["lookups_ok"] == 1
     assert stats["requests_outstanding"] == 0 and abs(stats["rtt_srtt_seconds"] - 0.2) < 1e-9
+
+
+def test_a_fleet_node_from_config_gets_its_record_from_the_link_and_only_then_is_passed_on() -> None:
+    node = make()
+    seed = Contact(as_id(10), "fleet.example", 51055)  # from `fleet_nodes`: no node object yet
+    _, actions = node.join([seed], now=0.0)
+    [query] = sends(actions)
+    assert query.to == seed
+    proven = Contact(as_id(10), "fleet.example", 51055, record="node-10")
+    node.on_answer(query.request_id, Nodes([]), now=0.1, sender=proven)
+    assert node.table.get(as_id(10)) is not None and node.table.get(as_id(10)).record == "node-10"  # type: ignore[union-attr]
+    answer, _ = node.on_request(peer(11), FindNode(as_id(9)), now=0.2)
+    assert answer == Nodes([proven])
+    bare = make()
+    bare.table.heard_from(seed, now=0.0)  # a contact without record is never sent to others
+    assert bare.on_request(peer(11), FindNode(as_id(9)), now=0.2)[0] == Nodes([])

@@ -208,16 +208,24 @@ class DhtNode:
             target = request.key
         else:
             target = request.target
+        # A contact without its node object (a fleet node not yet met) cannot be passed on.
         nearest = self.table.closest(target, self.config.k + 1)
-        return Nodes([c for c in nearest if c != sender][: self.config.k]), actions
+        passable = [c for c in nearest if c != sender and c.record is not None]
+        return Nodes(passable[: self.config.k]), actions
 
-    def on_answer(self, request_id: int, answer: Answer, now: float) -> list[Action]:
+    def on_answer(
+        self, request_id: int, answer: Answer, now: float, *, sender: Contact | None = None
+    ) -> list[Action]:
+        """`sender`: the contact the link's peer hello proved, with its node object; it
+        replaces what we knew (a fleet node from config has no record until its hello)."""
         sent = self._outstanding.pop(request_id, None)
         if sent is None:
             return []  # late (after its hard timeout) or never ours
         if isinstance(answer, Refused):
             return self._failed(request_id, sent, now)
         self._observe(sent.contact.address, now - sent.sent_at)
+        if sender is not None and sender.address == sent.contact.address:
+            sent.contact = sender
         actions = self._probes(self.table.heard_from(sent.contact, now), now)
         running = self._lookups.get(sent.lookup_id) if sent.lookup_id is not None else None
         if running is None or sent.lookup_id is None:
