@@ -79,8 +79,8 @@ def test_the_soft_timeout_asks_the_next_and_the_hard_timeout_fails_the_contact()
     [second] = sends(node.tick(0.5))  # the soft timeout: slot freed, next contact asked
     assert second.to == peer(11)
     assert node.on_answer(second.request_id, Nodes([]), now=0.6) == []  # peer(10) may still answer
-    assert node.next_deadline() == 1.0  # abandon_factor (2) x the soft timeout after sending
-    [done] = [a for a in node.tick(1.0) if isinstance(a, LookupDone)]
+    assert node.next_deadline() == 1.5  # abandon_factor (3) x the soft timeout after sending
+    [done] = [a for a in node.tick(1.5) if isinstance(a, LookupDone)]
     assert done.result.closest == [peer(11)]  # done long before the hard timeout
     assert node.table.failures(peer(10).address) == 0
     assert node.outstanding == 1  # its request stays open until the hard timeout

@@ -18,12 +18,12 @@ event-driven); otherwise k answers at alpha in flight would take k / alpha round
 
 Two timeouts come before the hard one, both set by the caller from measured round trips (see
 `rtt`): the soft timeout frees the contact's slot, so the next contact is asked at once; a
-second one (`abandon`, by default twice the soft one) takes it out of the window, so a silent
-contact costs the lookup about two round-trip timeouts, never the hard timeout, while a
-merely slow one (the closest node may be one) still gets the time to answer. The query stays
-open throughout: a late answer counts while the lookup runs. The lookup is done when the
-window holds only ANSWERED candidates, or for FIND_VALUE as soon as a candidate returns the
-value.
+second one (`abandon`, by default three times the soft one) takes it out of the window, so a
+silent contact costs the lookup about three round-trip timeouts, never the hard timeout,
+while a merely slow one (the closest node may be one) still gets the time to answer. The
+query stays open throughout: a late answer counts while the lookup runs. The lookup is done
+when the window holds only ANSWERED candidates, or for FIND_VALUE as soon as a candidate
+returns the value.
 
 The lookup is pure: the node sends the queries it returns and reports what happens to them.
 Hops: a seed is queried at hop 1, a contact first named by a hop-h answer at hop h + 1.
@@ -244,7 +244,7 @@ class Lookup:
     # -- internals -----------------------------------------------------------------------------
 
     def _open(self, address: bytes) -> Candidate | None:
-        """The candidate with a query open (WAITING or SLOW), if the lookup is still running."""
+        """The candidate with a query open (WAITING, SLOW, ABANDONED) while the lookup runs."""
         candidate = self.candidates.by_address.get(address)
         if self._done or candidate is None or candidate.state not in _OPEN:
             return None

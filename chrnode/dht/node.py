@@ -62,7 +62,7 @@ class DhtConfig:
     hard_timeout: float = 5.0  # a request unanswered this long failed
     rtt_initial: float = 1.0  # soft timeout before any round trip was measured (RFC 6298)
     rtt_floor: float = 0.05
-    abandon_factor: float = 2.0  # a query unanswered this many soft timeouts no longer holds a lookup
+    abandon_factor: float = 3.0  # a query unanswered this many soft timeouts no longer holds a lookup
     max_failures: int = 5  # failures in a row that evict a contact with no replacement waiting
     fresh_for: float = 60.0  # a contact heard from this recently is not probed before eviction
     refresh_interval: float = 3600.0
@@ -279,6 +279,8 @@ class DhtNode:
         return actions
 
     def next_deadline(self) -> float:
+        while self._timers and self._timers[0][1] not in self._outstanding:
+            heapq.heappop(self._timers)  # the request was answered or failed: its timers are moot
         deadlines = [self.maintenance.next_run]
         if self._timers:
             deadlines.append(self._timers[0][0])
