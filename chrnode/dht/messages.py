@@ -120,14 +120,17 @@ def value_from_object(obj: object) -> Value:
     """
     if not isinstance(obj, dict):
         raise DhtProtocolError("bad_payload", "a signed object must be a map (SPEC 6)")
-    key, seq, expires = obj.get("key"), obj.get("seq"), obj.get("expires")
+    key = obj.get("key")
     if not isinstance(key, bytes) or len(key) != ID_BYTES:
         raise DhtProtocolError("bad_payload", "a signed object's `key` must be 20 bytes")
-    for name, number in (("seq", seq), ("expires", expires)):
-        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
-            raise DhtProtocolError("bad_payload", f"a signed object's `{name}` must be a non-negative integer")
-    assert isinstance(seq, int) and isinstance(expires, int)
-    return Value(key, seq, float(expires), obj)
+    return Value(key, _count(obj, "seq"), float(_count(obj, "expires")), obj)
+
+
+def _count(obj: dict[object, object], name: str) -> int:
+    number = obj.get(name)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise DhtProtocolError("bad_payload", f"a signed object's `{name}` must be a non-negative integer")
+    return number
 
 
 def message_type(request: Request) -> int:
@@ -205,7 +208,9 @@ def parse_answer(
     if not isinstance(nodes, list):
         raise DhtProtocolError("bad_payload", "a FIND answer needs `nodes` (a list of node objects)")
     if len(nodes) > k:
-        raise DhtProtocolError("bad_payload", f"a FIND answer carries at most k = {k} nodes, not {len(nodes)}")
+        raise DhtProtocolError(
+            "bad_payload", f"a FIND answer carries at most k = {k} nodes, not {len(nodes)}"
+        )
     return Nodes([contacts.decode_contact(record) for record in nodes])
 
 
