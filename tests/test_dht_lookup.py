@@ -47,11 +47,22 @@ def test_a_silent_contact_does_not_hold_up_completion() -> None:
     lookup = Lookup(TARGET, [c(1), c(2), c(3)], k=2, alpha=3)
     assert lookup.start() == [c(1), c(2)]  # the window is the k = 2 closest
     lookup.answered(c(2).address, [])
-    assert not lookup.done  # c(1), the closest, is still waiting
-    assert lookup.soft_timeout(c(1).address) == [c(3)]  # c(1) leaves the window, c(3) enters
+    assert lookup.soft_timeout(c(1).address) == []  # slot freed; c(1) may still answer
+    assert not lookup.done  # c(1), the closest, is still in the window
+    assert lookup.abandon(c(1).address) == [c(3)]  # out of the window: c(3) comes in
     lookup.answered(c(3).address, [])
     assert lookup.done  # without waiting for c(1)'s hard timeout
     assert lookup.result().closest == [c(2), c(3)]
+
+
+def test_a_slow_closest_contact_that_answers_before_it_is_abandoned_counts() -> None:
+    lookup = Lookup(TARGET, [c(1), c(2), c(3)], k=2, alpha=1)
+    assert lookup.start() == [c(1)]
+    assert lookup.soft_timeout(c(1).address) == [c(2)]
+    lookup.answered(c(2).address, [])
+    assert not lookup.done
+    lookup.answered(c(1).address, [])
+    assert lookup.done and lookup.result().closest == [c(1), c(2)]
 
 
 def test_a_failure_asks_the_next_and_never_returns_the_failed() -> None:
@@ -132,10 +143,13 @@ def drive(
             send(machine.answered(address, answers[address]))
         elif step == "fail":
             send(machine.failed(address))
-        else:
+        elif step == "soft":
             send(machine.soft_timeout(address))
+            open_.append((address, "abandon"))
+        elif step == "abandon":
+            send(machine.abandon(address))
             open_.append((address, "hard"))
-        if step == "hard":
+        else:
             send(machine.failed(address))
     return queried, peak
 

@@ -67,6 +67,9 @@ class LockstepLookup:
     def soft_timeout(self, address: bytes) -> list[Contact]:
         return []  # a round waits for every query it sent
 
+    def abandon(self, address: bytes) -> list[Contact]:
+        return []
+
     def failed(self, address: bytes) -> list[Contact]:
         candidate = self._in_round(address)
         if candidate is None:

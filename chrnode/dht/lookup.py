@@ -5,20 +5,25 @@ A lookup holds the candidates it has heard of, by distance to the target, each i
 
     HEARD --query--> WAITING --answer--> ANSWERED
                         |  \--failure (reset, error, hard timeout)--> FAILED
-                        \--soft timeout--> SLOW --answer--> ANSWERED
-                                             \--failure--> FAILED
+                        \--soft timeout--> SLOW --abandon--> ABANDONED
+                                             (both: an answer -> ANSWERED, a failure -> FAILED)
 
-At most `alpha` candidates are WAITING. The "window" is the k closest candidates that are not
-SLOW or FAILED. Every event (an answer, a failure, a soft timeout) immediately queries the
-closest HEARD candidates of the window until alpha are WAITING again: there are no rounds.
+At most `alpha` candidates are WAITING. The "window" is the k closest candidates that are
+neither ABANDONED nor FAILED. Every event (an answer, a failure, a timeout) immediately queries
+the closest HEARD candidates of the window until alpha are WAITING again: there are no rounds.
 Once `alpha` answers in a row brought no candidate closer than the closest already known, the
 lookup has converged and the rest of the window is queried at once (up to k in flight: the
 paper's final step, "resend the FIND_NODE to all of the k closest not already queried", made
-event-driven); otherwise k answers at alpha in flight would take k / alpha round trips. A
-soft timeout (set by the caller from measured round trips, see `rtt`) frees the slot, and moves
-the contact out of the window, while its query stays open: a late answer still counts. The
-lookup is done when the window holds only ANSWERED candidates (so a silent contact costs one
-soft timeout, not a hard one), or for FIND_VALUE as soon as a candidate returns the value.
+event-driven); otherwise k answers at alpha in flight would take k / alpha round trips.
+
+Two timeouts come before the hard one, both set by the caller from measured round trips (see
+`rtt`): the soft timeout frees the contact's slot, so the next contact is asked at once; a
+second one (`abandon`, by default three times the soft one) takes it out of the window, so a
+silent contact costs the lookup about three round-trip timeouts, never the hard timeout,
+while a merely slow one (the closest node may be one) still gets the time to answer. The
+query stays open throughout: a late answer counts while the lookup runs. The lookup is done
+when the window holds only ANSWERED candidates, or for FIND_VALUE as soon as a candidate
+returns the value.
 
 The lookup is pure: the node sends the queries it returns and reports what happens to them.
 Hops: a seed is queried at hop 1, a contact first named by a hop-h answer at hop h + 1.
@@ -36,11 +41,18 @@ from chrnode.dht.store import Value
 
 
 class State(Enum):
+    """A candidate's state in one lookup (see the module docstring)."""
+
     HEARD = "heard"
     WAITING = "waiting"
     SLOW = "slow"
+    ABANDONED = "abandoned"
     ANSWERED = "answered"
     FAILED = "failed"
+
+
+_OPEN = (State.WAITING, State.SLOW, State.ABANDONED)  # a query is out
+_WINDOW = (State.HEARD, State.WAITING, State.SLOW, State.ANSWERED)
 
 
 @dataclass
@@ -85,6 +97,8 @@ class LookupMachine(Protocol):
     def found(self, address: bytes, value: Value) -> list[Contact]: ...
 
     def soft_timeout(self, address: bytes) -> list[Contact]: ...
+
+    def abandon(self, address: bytes) -> list[Contact]: ...
 
     def failed(self, address: bytes) -> list[Contact]: ...
 
@@ -192,6 +206,13 @@ class Lookup:
         self._slow += 1
         return self._advance()
 
+    def abandon(self, address: bytes) -> list[Contact]:
+        candidate = self.candidates.by_address.get(address)
+        if self._done or candidate is None or candidate.state is not State.SLOW:
+            return []
+        candidate.state = State.ABANDONED
+        return self._advance()
+
     def failed(self, address: bytes) -> list[Contact]:
         candidate = self._open(address)
         if candidate is None:
@@ -223,23 +244,23 @@ class Lookup:
     # -- internals -----------------------------------------------------------------------------
 
     def _open(self, address: bytes) -> Candidate | None:
-        """The candidate with a query open (WAITING or SLOW), if the lookup is still running."""
+        """The candidate with a query open (WAITING, SLOW, ABANDONED) while the lookup runs."""
         candidate = self.candidates.by_address.get(address)
-        if self._done or candidate is None or candidate.state not in (State.WAITING, State.SLOW):
+        if self._done or candidate is None or candidate.state not in _OPEN:
             return None
         return candidate
 
     def _settle(self, candidate: Candidate, state: State) -> None:
         if candidate.state is State.WAITING:
             self._waiting -= 1
-        elif candidate.state is State.SLOW:
+        elif candidate.state in (State.SLOW, State.ABANDONED):
             self._slow -= 1
         candidate.state = state
 
     def _advance(self) -> list[Contact]:
         if self._done:
             return []
-        window = self.candidates.closest_in(State.HEARD, State.WAITING, State.ANSWERED, n=self.k)
+        window = self.candidates.closest_in(*_WINDOW, n=self.k)
         queries: list[Contact] = []
         for candidate in window:
             if self._waiting >= self._limit:

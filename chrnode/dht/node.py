@@ -15,7 +15,8 @@ finished lookup and why it ran), `Published` (the nodes a value was sent to).
 
 Timeouts: every request has a hard timeout (`hard_timeout`) after which it failed; a lookup's
 query also has a soft timeout from the RTT estimator (SPEC 6, see `lookup`), which frees its
-slot in the lookup while the request stays open until its answer or its hard timeout.
+slot in the lookup, and `abandon_factor` times that after sending, it leaves the lookup's
+window; the request stays open until its answer or its hard timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -50,6 +52,8 @@ log = logging.getLogger("chrnode.dht")
 
 LookupFactory = Callable[..., LookupMachine]
 
+_SOFT, _ABANDON, _HARD = 0, 1, 2  # timer kinds, in the order they fire
+
 
 @dataclass(frozen=True)
 class DhtConfig:
@@ -58,6 +62,7 @@ class DhtConfig:
     hard_timeout: float = 5.0  # a request unanswered this long failed
     rtt_initial: float = 1.0  # soft timeout before any round trip was measured (RFC 6298)
     rtt_floor: float = 0.05
+    abandon_factor: float = 3.0  # a query unanswered this many soft timeouts no longer holds a lookup
     max_failures: int = 5  # failures in a row that evict a contact with no replacement waiting
     fresh_for: float = 60.0  # a contact heard from this recently is not probed before eviction
     refresh_interval: float = 3600.0
@@ -96,6 +101,7 @@ class _Outstanding:
     request: Request
     sent_at: float
     lookup_id: int | None
+    soft_at: float | None = None  # a lookup query's soft deadline until it fires
 
 
 @dataclass
@@ -133,9 +139,10 @@ class DhtNode:
         self.lookup_factory = lookup_factory
         self._outstanding: dict[int, _Outstanding] = {}
         self._lookups: dict[int, _Running] = {}
-        self._timers: list[tuple[float, int, bool]] = []  # (deadline, request id, is_hard)
+        self._timers: list[tuple[float, int, int]] = []  # (deadline, request id, kind)
         self._next_request = 1
         self._next_lookup = 1
+        self.counters: Counter[str] = Counter()  # for metrics and health (see `stats`)
 
     # -- work asked by the node ----------------------------------------------------------------
 
@@ -184,6 +191,7 @@ class DhtNode:
     # -- events from the network ---------------------------------------------------------------
 
     def on_request(self, sender: Contact, request: Request, now: float) -> tuple[Answer, list[Action]]:
+        self.counters["requests_served"] += 1
         actions = self._probes(self.table.heard_from(sender, now), now)
         if isinstance(request, Ping):
             return Pong(now), actions
@@ -191,6 +199,7 @@ class DhtNode:
             status = self.store.put(request.value, now)
             if status == STORED:
                 return Stored(), actions
+            self.counters["stores_refused"] += 1
             return Refused(status, _REFUSALS[status]), actions
         if isinstance(request, FindValue):
             value = self.store.get(request.key, now)
@@ -199,16 +208,24 @@ class DhtNode:
             target = request.key
         else:
             target = request.target
+        # A contact without its node object (a fleet node not yet met) cannot be passed on.
         nearest = self.table.closest(target, self.config.k + 1)
-        return Nodes([c for c in nearest if c != sender][: self.config.k]), actions
+        passable = [c for c in nearest if c != sender and c.record is not None]
+        return Nodes(passable[: self.config.k]), actions
 
-    def on_answer(self, request_id: int, answer: Answer, now: float) -> list[Action]:
+    def on_answer(
+        self, request_id: int, answer: Answer, now: float, *, sender: Contact | None = None
+    ) -> list[Action]:
+        """`sender`: the contact the link's peer hello proved, with its node object; it
+        replaces what we knew (a fleet node from config has no record until its hello)."""
         sent = self._outstanding.pop(request_id, None)
         if sent is None:
             return []  # late (after its hard timeout) or never ours
         if isinstance(answer, Refused):
             return self._failed(request_id, sent, now)
-        self.rtt.sample(sent.contact.address, now - sent.sent_at)
+        self._observe(sent.contact.address, now - sent.sent_at)
+        if sender is not None and sender.address == sent.contact.address:
+            sent.contact = sender
         actions = self._probes(self.table.heard_from(sent.contact, now), now)
         running = self._lookups.get(sent.lookup_id) if sent.lookup_id is not None else None
         if running is None or sent.lookup_id is None:
@@ -230,17 +247,27 @@ class DhtNode:
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while self._timers and self._timers[0][0] <= now:
-            _, request_id, hard = heapq.heappop(self._timers)
+            _, request_id, kind = heapq.heappop(self._timers)
             sent = self._outstanding.get(request_id)
             if sent is None:
                 continue
-            if hard:
+            if kind == _HARD:
                 del self._outstanding[request_id]
                 actions += self._failed(request_id, sent, now)
-            elif sent.lookup_id is not None and sent.lookup_id in self._lookups:
-                running = self._lookups[sent.lookup_id]
+                continue
+            running = self._lookups.get(sent.lookup_id) if sent.lookup_id is not None else None
+            if running is None or sent.lookup_id is None:
+                continue
+            if kind == _ABANDON:
+                queries = running.machine.abandon(sent.contact.address)
+            elif sent.soft_at is not None and sent.soft_at <= now:
+                sent.soft_at = None
+                abandon_at = sent.sent_at + (now - sent.sent_at) * self.config.abandon_factor
+                heapq.heappush(self._timers, (abandon_at, request_id, _ABANDON))
                 queries = running.machine.soft_timeout(sent.contact.address)
-                actions += self._drive(sent.lookup_id, running, queries, now)
+            else:
+                continue  # a soft deadline that was brought forward and has fired already
+            actions += self._drive(sent.lookup_id, running, queries, now)
         for value in self.store.expire(now):
             log.debug("value %s (seq %d) expired", value.key.hex(), value.seq)
         if now >= self.maintenance.next_run:
@@ -252,6 +279,8 @@ class DhtNode:
         return actions
 
     def next_deadline(self) -> float:
+        while self._timers and self._timers[0][1] not in self._outstanding:
+            heapq.heappop(self._timers)  # the request was answered or failed: its timers are moot
         deadlines = [self.maintenance.next_run]
         if self._timers:
             deadlines.append(self._timers[0][0])
@@ -268,21 +297,54 @@ class DhtNode:
     def running_lookups(self) -> int:
         return len(self._lookups)
 
+    def stats(self) -> dict[str, float]:
+        """Figures for /metrics, `network_stats` and the network health layer."""
+        srtt = self.rtt.network.srtt
+        return {
+            "contacts": len(self.table),
+            "buckets": len(self.table.bucket_contents()),
+            "pending_contacts": len(self.table.pending()),
+            "values": len(self.store),
+            "requests_outstanding": len(self._outstanding),
+            "lookups_running": len(self._lookups),
+            "rtt_srtt_seconds": srtt if srtt is not None else 0.0,
+            "rtt_timeout_seconds": self.rtt.network.timeout(),
+            **{name: float(count) for name, count in sorted(self.counters.items())},
+        }
+
     # -- internals -----------------------------------------------------------------------------
 
     def _send(self, contact: Contact, request: Request, now: float, lookup_id: int | None) -> Send:
         request_id, self._next_request = self._next_request, self._next_request + 1
+        self.counters["requests_sent"] += 1
         self._outstanding[request_id] = _Outstanding(contact, request, now, lookup_id)
-        heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, True))
+        heapq.heappush(self._timers, (now + self.config.hard_timeout, request_id, _HARD))
         if lookup_id is not None:
-            soft = min(self.rtt.timeout(contact.address), self.config.hard_timeout)
-            heapq.heappush(self._timers, (now + soft, request_id, False))
+            sent = self._outstanding[request_id]
+            sent.soft_at = now + min(self.rtt.timeout(contact.address), self.config.hard_timeout)
+            heapq.heappush(self._timers, (sent.soft_at, request_id, _SOFT))
         return Send(request_id, contact, request)
+
+    def observe_rtt(self, address: bytes, rtt: float) -> None:
+        """A round trip measured outside the DHT (a link's health ping, the peer hello)."""
+        self._observe(address, rtt)
+
+    def _observe(self, address: bytes, rtt: float) -> None:
+        """Feed the estimator, and bring forward the soft deadlines set from an older estimate:
+        a node's first queries are timed by `rtt_initial` until an answer has been measured."""
+        self.rtt.sample(address, rtt)
+        for request_id, sent in self._outstanding.items():
+            if sent.soft_at is not None:
+                soft_at = sent.sent_at + self.rtt.timeout(sent.contact.address)
+                if soft_at < sent.soft_at:
+                    sent.soft_at = soft_at
+                    heapq.heappush(self._timers, (soft_at, request_id, _SOFT))
 
     def _probes(self, probes: list[Probe], now: float) -> list[Action]:
         return [self._send(p.contact, Ping(), now, None) for p in probes]
 
     def _failed(self, request_id: int, sent: _Outstanding, now: float) -> list[Action]:
+        self.counters["requests_failed"] += 1
         actions = self._probes(self.table.failed(sent.contact.address, now), now)
         if sent.lookup_id is None or sent.lookup_id not in self._lookups:
             return actions
@@ -310,6 +372,7 @@ class DhtNode:
             if sent is not None:
                 sent.lookup_id = None
         result = running.machine.result()
+        self.counters["lookups_ok" if result.ok else "lookups_failed"] += 1
         actions: list[Action] = [LookupDone(lookup_id, running.purpose, result)]
         for contact in result.unqueried:  # SPEC 6: named by others, they enter once they answer
             actions += self._probes(self.table.learned(contact, now), now)

@@ -93,8 +93,11 @@ class RoutingTable:
         if address == self.own:
             return []
         self._pending.pop(address, None)
-        index = bucket_index(self.own, address)
-        bucket = self._buckets.setdefault(index, _Bucket())
+        number = as_int(address)
+        index = (number ^ self._own_int).bit_length() - 1
+        bucket = self._buckets.get(index)
+        if bucket is None:
+            bucket = self._buckets[index] = _Bucket()
         entry = bucket.contacts.get(address)
         if entry is not None:
             entry.contact, entry.last_seen, entry.failures = contact, now, 0
@@ -103,8 +106,9 @@ class RoutingTable:
                 bucket.probing = None
             return []
         if len(bucket.contacts) < self.k:
-            bucket.replacements.pop(address, None)
-            bucket.contacts[address] = _Entry(contact, as_int(address), now)
+            if bucket.replacements:
+                bucket.replacements.pop(address, None)
+            bucket.contacts[address] = _Entry(contact, number, now)
             self._size += 1
             return []
         bucket.replacements[address] = contact

@@ -8,6 +8,8 @@ events at one instant run in the order they were scheduled.
   message takes the sum of both ends' delays times a per-message log-normal jitter.
 - Dead nodes (a killed process): a request to one fails after one round trip (a reset).
 - Silent nodes (SIGSTOP): a request to one is never answered; only the hard timeout ends it.
+- Liars: answer every FIND with k made-up contacts nearer the target than any real node
+  (unreachable: a request to one is reset); other requests they answer honestly.
 - Population: `populate()` fills every table as a converged network has it (per bucket, up to k
   random nodes of its range, taken from the sorted ids); `join_all()` instead has nodes join one
   by one through a bootstrap node with real lookups, to test the join path.
@@ -25,11 +27,11 @@ from dataclasses import dataclass, field
 
 from chrnode.dht.ids import ID_BITS, Contact, as_id, as_int
 from chrnode.dht.lookup import Lookup, LookupResult
-from chrnode.dht.messages import Answer, Request
+from chrnode.dht.messages import Answer, FindNode, FindValue, Nodes, Request
 from chrnode.dht.node import Action, DhtConfig, DhtNode, LookupDone, LookupFactory, Published, Send
 from chrnode.dht.store import Value
 
-LIVE, DEAD, SILENT = "live", "dead", "silent"
+LIVE, DEAD, SILENT, LIAR = "live", "dead", "silent", "liar"
 
 
 @dataclass
@@ -68,6 +70,7 @@ class SimNetwork:
         self.done: dict[tuple[bytes, int], tuple[LookupResult, float]] = {}
         self.published: list[tuple[bytes, Published]] = []
         self.messages = 0
+        self.heard: dict[bytes, set[bytes]] = {}  # node -> the nodes whose messages reached it
         for _ in range(self.size):
             address = as_id(self.rng.getrandbits(ID_BITS))
             contact = Contact(address, "sim", 51055, record=address)
@@ -95,9 +98,9 @@ class SimNetwork:
                     break  # our subtree of this size holds only us: every nearer bucket is empty
                 lo = own_lo | ((~x >> index) & 1) << index
                 first, last = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, lo + (1 << index))
-                chosen = range(first, last)
-                if last - first > k:
-                    chosen = sorted(self.rng.sample(range(first, last), k))
+                chosen = list(range(first, last))
+                if len(chosen) > k:
+                    chosen = sorted(self.rng.sample(chosen, k))
                 for i in chosen:
                     sim.dht.table.heard_from(self.contacts[as_id(ids[i])], self.now)
 
@@ -110,9 +113,9 @@ class SimNetwork:
                 continue
             lookup_id, actions = self.nodes[address].dht.join([self.contacts[first]], self.now)
             self._act(address, actions)
-            self.run_until(lambda a=address, i=lookup_id: (a, i) in self.done)
+            self.wait_lookup(address, lookup_id)
 
-    def fail(self, fraction: float, state: str, spare: set[bytes] = frozenset()) -> list[bytes]:  # type: ignore[assignment]
+    def fail(self, fraction: float, state: str, spare: frozenset[bytes] = frozenset()) -> list[bytes]:
         """Make `fraction` of the live nodes (not in `spare`) DEAD or SILENT."""
         live = [a for a, s in self.nodes.items() if s.state == LIVE and a not in spare]
         chosen = self.rng.sample(live, round(fraction * self.size))
@@ -141,9 +144,13 @@ class SimNetwork:
         started = self.now
         lookup_id, actions = self.nodes[origin].dht.lookup(target, started, find_value=find_value)
         self._act(origin, actions)
-        self.run_until(lambda: (origin, lookup_id) in self.done)
-        result, finished = self.done.pop((origin, lookup_id))
+        result, finished = self.wait_lookup(origin, lookup_id)
         return LookupRun(origin, target, result, finished - started)
+
+    def wait_lookup(self, origin: bytes, lookup_id: int) -> tuple[LookupResult, float]:
+        """Run until `origin`'s lookup `lookup_id` is done: its result and the time it ended."""
+        self.run_until(lambda: (origin, lookup_id) in self.done)
+        return self.done.pop((origin, lookup_id))
 
     def publish(self, origin: bytes, value: Value) -> list[Contact]:
         before = len(self.published)
@@ -172,7 +179,7 @@ class SimNetwork:
         heapq.heappush(self._events, (when, self._seq, event))
 
     def _delay(self, a: bytes, b: bytes) -> float:
-        base = self.nodes[a].access + self.nodes[b].access
+        base = sum(self.nodes[x].access if x in self.nodes else self.access_median for x in (a, b))
         return base * self.rng.lognormvariate(0.0, self.jitter_sigma)
 
     def _act(self, address: bytes, actions: list[Action]) -> None:
@@ -212,26 +219,38 @@ class SimNetwork:
             assert isinstance(to, bytes) and isinstance(sender, bytes) and isinstance(request_id, int)
             self._deliver_request(to, sender, request_id, request)  # type: ignore[arg-type]
             return
-        _, to, request_id, answer = event
-        assert isinstance(to, bytes) and isinstance(request_id, int)
+        _, to, source, request_id, answer = event
+        assert isinstance(to, bytes) and isinstance(source, bytes) and isinstance(request_id, int)
         sim = self.nodes[to]
-        if sim.state != LIVE:
+        if sim.state not in (LIVE, LIAR):
             return
         if answer is None:
             self._act(to, sim.dht.on_failure(request_id, self.now))
         else:
+            self.heard.setdefault(to, set()).add(source)
             self._act(to, sim.dht.on_answer(request_id, answer, self.now))  # type: ignore[arg-type]
 
     def _deliver_request(self, to: bytes, sender: bytes, request_id: int, request: Request) -> None:
-        target = self.nodes[to]
-        if target.state == SILENT:
+        target = self.nodes.get(to)  # None: a made-up address, nobody there
+        if target is not None and target.state == SILENT:
             return
         reply: Answer | None = None
-        if target.state == LIVE:
+        if target is not None and target.state in (LIVE, LIAR):
+            self.heard.setdefault(to, set()).add(sender)
             reply, actions = target.dht.on_request(self.contacts[sender], request, self.now)
             self._act(to, actions)
+            if target.state == LIAR and isinstance(request, FindNode | FindValue):
+                reply = Nodes(self._fakes(request.target if isinstance(request, FindNode) else request.key))
         # a dead node's host resets the connection: the failure comes back after the same trip
-        self._at(self.now + self._delay(to, sender), ("answer", sender, request_id, reply))
+        self._at(self.now + self._delay(to, sender), ("answer", sender, to, request_id, reply))
+
+    def _fakes(self, target: bytes) -> list[Contact]:
+        """k addresses nearer `target` than any real node is (sharing its first 144 bits)."""
+        t = as_int(target)
+        return [
+            Contact(as_id(t ^ (self.rng.getrandbits(16) | 1)), "203.0.113.9", 51055)
+            for _ in range(self.config.k)
+        ]
 
 
 def summary(runs: list[LookupRun], truth: Callable[[LookupRun], bool]) -> dict[str, float]:
