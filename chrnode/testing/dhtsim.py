@@ -68,6 +68,7 @@ class SimNetwork:
         self.done: dict[tuple[bytes, int], tuple[LookupResult, float]] = {}
         self.published: list[tuple[bytes, Published]] = []
         self.messages = 0
+        self.heard: dict[bytes, set[bytes]] = {}  # node -> the nodes whose messages reached it
         for _ in range(self.size):
             address = as_id(self.rng.getrandbits(ID_BITS))
             contact = Contact(address, "sim", 51055, record=address)
@@ -95,9 +96,9 @@ class SimNetwork:
                     break  # our subtree of this size holds only us: every nearer bucket is empty
                 lo = own_lo | ((~x >> index) & 1) << index
                 first, last = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, lo + (1 << index))
-                chosen = range(first, last)
-                if last - first > k:
-                    chosen = sorted(self.rng.sample(range(first, last), k))
+                chosen = list(range(first, last))
+                if len(chosen) > k:
+                    chosen = sorted(self.rng.sample(chosen, k))
                 for i in chosen:
                     sim.dht.table.heard_from(self.contacts[as_id(ids[i])], self.now)
 
@@ -110,9 +111,9 @@ class SimNetwork:
                 continue
             lookup_id, actions = self.nodes[address].dht.join([self.contacts[first]], self.now)
             self._act(address, actions)
-            self.run_until(lambda a=address, i=lookup_id: (a, i) in self.done)
+            self.wait_lookup(address, lookup_id)
 
-    def fail(self, fraction: float, state: str, spare: set[bytes] = frozenset()) -> list[bytes]:  # type: ignore[assignment]
+    def fail(self, fraction: float, state: str, spare: frozenset[bytes] = frozenset()) -> list[bytes]:
         """Make `fraction` of the live nodes (not in `spare`) DEAD or SILENT."""
         live = [a for a, s in self.nodes.items() if s.state == LIVE and a not in spare]
         chosen = self.rng.sample(live, round(fraction * self.size))
@@ -141,9 +142,13 @@ class SimNetwork:
         started = self.now
         lookup_id, actions = self.nodes[origin].dht.lookup(target, started, find_value=find_value)
         self._act(origin, actions)
-        self.run_until(lambda: (origin, lookup_id) in self.done)
-        result, finished = self.done.pop((origin, lookup_id))
+        result, finished = self.wait_lookup(origin, lookup_id)
         return LookupRun(origin, target, result, finished - started)
+
+    def wait_lookup(self, origin: bytes, lookup_id: int) -> tuple[LookupResult, float]:
+        """Run until `origin`'s lookup `lookup_id` is done: its result and the time it ended."""
+        self.run_until(lambda: (origin, lookup_id) in self.done)
+        return self.done.pop((origin, lookup_id))
 
     def publish(self, origin: bytes, value: Value) -> list[Contact]:
         before = len(self.published)
@@ -212,14 +217,15 @@ class SimNetwork:
             assert isinstance(to, bytes) and isinstance(sender, bytes) and isinstance(request_id, int)
             self._deliver_request(to, sender, request_id, request)  # type: ignore[arg-type]
             return
-        _, to, request_id, answer = event
-        assert isinstance(to, bytes) and isinstance(request_id, int)
+        _, to, source, request_id, answer = event
+        assert isinstance(to, bytes) and isinstance(source, bytes) and isinstance(request_id, int)
         sim = self.nodes[to]
         if sim.state != LIVE:
             return
         if answer is None:
             self._act(to, sim.dht.on_failure(request_id, self.now))
         else:
+            self.heard.setdefault(to, set()).add(source)
             self._act(to, sim.dht.on_answer(request_id, answer, self.now))  # type: ignore[arg-type]
 
     def _deliver_request(self, to: bytes, sender: bytes, request_id: int, request: Request) -> None:
@@ -228,10 +234,11 @@ class SimNetwork:
             return
         reply: Answer | None = None
         if target.state == LIVE:
+            self.heard.setdefault(to, set()).add(sender)
             reply, actions = target.dht.on_request(self.contacts[sender], request, self.now)
             self._act(to, actions)
         # a dead node's host resets the connection: the failure comes back after the same trip
-        self._at(self.now + self._delay(to, sender), ("answer", sender, request_id, reply))
+        self._at(self.now + self._delay(to, sender), ("answer", sender, to, request_id, reply))
 
 
 def summary(runs: list[LookupRun], truth: Callable[[LookupRun], bool]) -> dict[str, float]:
