@@ -63,12 +63,18 @@ async def start_peer_node(
     )
     holder.append(record)
     node = DhtNode(contact_of(record), config=dht_config, rng=random.Random(seed), now=now)
+    network.pool.rng = random.Random(seed)
     dht = DhtService(network, node, ObjectCodec())
     return PeerNode(key, record, network, dht)
 
 
 async def start_peer_nodes(
-    directory: Path, count: int, *, dht_config: DhtConfig | None = None, first_key: int = 1
+    directory: Path,
+    count: int,
+    *,
+    dht_config: DhtConfig | None = None,
+    net_config: PeerNetworkConfig | None = None,
+    first_key: int = 1,
 ) -> list[PeerNode]:
     """``count`` nodes, keys derived from ``first_key``; none has joined yet."""
     return [
@@ -76,7 +82,8 @@ async def start_peer_nodes(
             directory / f"n{i}",
             PrivateKey.from_bytes((first_key + i).to_bytes(32, "big")),
             dht_config=dht_config,
-            seed=i,
+            net_config=net_config,
+            seed=first_key + i,
         )
         for i in range(count)
     ]
