@@ -244,6 +244,11 @@ class DhtNode:
         sent = self._outstanding.pop(request_id, None)
         return self._failed(request_id, sent, now) if sent is not None else []
 
+    def contact_seen(self, contact: Contact, now: float) -> list[Action]:
+        """`contact` spoke to us itself outside a request of ours (a link came up with its
+        signed record): it is verified, and the table keeps this copy of it."""
+        return self._probes(self.table.heard_from(contact, now), now)
+
     def tick(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while self._timers and self._timers[0][0] <= now:

@@ -36,6 +36,7 @@ __all__ = [
     "RELAY_PORTOPEN",
     "RELAY_PORTSEND",
     "STORE",
+    "Empty",
     "FindNode",
     "FindValue",
     "Forward",
@@ -139,6 +140,11 @@ class Forward:
     target: bytes
     type: int
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    """The empty answer ``{}`` (STORE, relay portopen, relay portclose, forward)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +268,7 @@ NAMES = {
 def parse(msg_type: int, fields: dict[str, Any], *, response: bool, request_id: int | None = None) -> Any:
     """The typed peer message of ``msg_type``; RemoteProtocolError if the fields are not SPEC 4's.
 
-    Empty answers (STORE, relay portopen/portclose, forward) come back as None.
+    Empty answers (STORE, relay portopen/portclose, forward) come back as :class:`Empty`.
     """
     name = NAMES.get(msg_type)
     if name is None:
@@ -272,7 +278,7 @@ def parse(msg_type: int, fields: dict[str, Any], *, response: bool, request_id: 
     reader = _Fields(f"{name} answer" if response else name, fields, request_id)
     if response:
         if msg_type in _EMPTY_ANSWERS:
-            return None
+            return Empty()
         parser = _ANSWERS.get(msg_type)
         if parser is None:
             raise RemoteProtocolError(f"{name} has no answer, got one", codes.UNEXPECTED_MESSAGE, request_id)

@@ -1,0 +1,283 @@
+"""The peer side of the network process: the peer port, dialling, one link per peer (SPEC 4).
+
+:class:`PeerNetwork` is the LinkHost of chrnode.peer.link and the adapter of Connection.Pool's
+decisions (chrnode.peer.pool): it listens on the peer port, dials peers on demand (a DHT request,
+a relay, a bootstrap node), reuses the one link it has to a peer, pings idle links, redials the
+pinned bootstrap nodes with backoff and persists what it learns through ``on_seen`` (peer_history).
+Requests arriving on any link go to the handler registered for their type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chrnode.crypto import PrivateKey
+from chrnode.edge import codes
+from chrnode.edge.ratelimit import KeyedBuckets
+from chrnode.edge.tlslisten import TlsListener, open_tls_connection, start_tls_server
+from chrnode.objects.signed import SignedObject
+from chrnode.peer import messages as pm
+from chrnode.peer.link import LinkConfig, PeerError, PeerLink
+from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
+
+__all__ = ["PeerNetwork", "PeerNetworkConfig"]
+
+_log = logging.getLogger("chrnode.peer")
+
+Handler = Callable[[PeerLink, Any, "int | None"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerNetworkConfig:
+    link: LinkConfig = field(default_factory=LinkConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    handshake_timeout: float = 5.0
+    accepts_per_second_per_ip: float = 20.0  # new inbound links per source address
+    tick_interval: float = 1.0
+
+
+class PeerNetwork:
+    """All peer links of one node, on one event loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: PrivateKey,
+        own_record: Callable[[], SignedObject],
+        server_ctx: ssl.SSLContext,
+        client_ctx: ssl.SSLContext,
+        config: PeerNetworkConfig | None = None,
+    ) -> None:
+        self.loop = loop
+        self.key = key
+        self._own_record = own_record
+        self._server_ctx = server_ctx
+        self._client_ctx = client_ctx
+        self.config = config = config or PeerNetworkConfig()
+        self.pool = Pool(config.pool)
+        self.links: dict[bytes, PeerLink] = {}
+        self.handlers: dict[int, Handler] = {}
+        self.on_link_up: list[Callable[[PeerLink], None]] = []
+        self.on_link_down: list[Callable[[PeerLink], None]] = []
+        self.on_seen: Callable[[bytes, bool, float], None] | None = None
+        self.listener: TlsListener | None = None
+        self._dials: dict[bytes, asyncio.Future[PeerLink]] = {}
+        self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
+        self.last_rtt: dict[bytes, float] = {}
+        self._every: weakref.WeakSet[PeerLink] = weakref.WeakSet()  # proven or not, for close()
+        self._ticker: asyncio.TimerHandle | None = None
+        self._closing = False
+        self.refused = 0
+
+    # ---- LinkHost ---------------------------------------------------------------------------
+    def own_record(self) -> SignedObject:
+        return self._own_record()
+
+    def link_up(self, link: PeerLink) -> None:
+        assert link.node is not None
+        now = self.loop.time()
+        if link.dialer:
+            actions = self.pool.dialed(link.node, now)
+        else:
+            host, port = self._endpoint(link)
+            actions = self.pool.inbound(link.node, host, port, now)
+        if any(isinstance(a, Close) and a.address == link.node for a in actions):
+            reason = next(a.reason for a in actions if isinstance(a, Close) and a.address == link.node)
+            _log.info("closing %s: %s", link.label(), reason)
+            link.close()
+            self._act([a for a in actions if not (isinstance(a, Close) and a.address == link.node)])
+            return
+        self.links[link.node] = link
+        _log.info("%s link up with %s", "outbound" if link.dialer else "inbound", link.label())
+        self._act(actions)
+        for callback in self.on_link_up:
+            callback(link)
+
+    def link_down(self, link: PeerLink) -> None:
+        if link.node is None or self.links.get(link.node) is not link:
+            return
+        del self.links[link.node]
+        _log.info("link down with %s", link.label())
+        self._act(self.pool.closed(link.node, self.loop.time()))
+        for callback in self.on_link_down:
+            callback(link)
+
+    def peer_request(self, link: PeerLink, msg: Any, request_id: int | None) -> None:
+        assert link.node is not None
+        self.pool.activity(link.node, self.loop.time())
+        msg_type, _ = pm.to_fields(msg)
+        handler = self.handlers.get(msg_type)
+        if handler is None:
+            link.error(msg_type, request_id, codes.UNAVAILABLE, "this node does not serve that request yet")
+            return
+        handler(link, msg, request_id)
+
+    # ---- listening ----------------------------------------------------------------------------
+    def listen(self, host: str, port: int) -> int:
+        self.listener = start_tls_server(
+            self.loop, self._server_ctx, host, port, self._accept, self.config.handshake_timeout
+        )
+        self._schedule_tick()
+        return self.listener.port
+
+    def _accept(self, addr: tuple[str, int]) -> PeerLink | None:
+        # Per source address: a token bucket of new links, before any TLS work (SPEC 4 "per-peer
+        # rate limits"); the handshake and the peer hello each have their deadline.
+        if self._closing or not self._accepts.take(addr[0]):
+            self.refused += 1
+            return None
+        link = PeerLink(self, self.config.link)
+        self._every.add(link)
+        return link
+
+    # ---- dialling -----------------------------------------------------------------------------
+    def pin(self, address: bytes, host: str, port: int) -> None:
+        """Keep a link to this peer for ever (a fleet bootstrap node), redialled with backoff."""
+        self._act(self.pool.want(address, host, port, self.loop.time(), pinned=True))
+        self._schedule_tick()
+
+    async def connect(self, address: bytes, host: str, port: int) -> PeerLink:
+        """The link to ``address`` (reused, or dialled now); PeerError if it cannot be had."""
+        link = self.links.get(address)
+        if link is not None and not link.closed:
+            return link
+        if address == self.key.address:
+            raise PeerError("a node does not dial itself", codes.BAD_PAYLOAD)
+        dial = self._dials.get(address)
+        if dial is None:
+            actions = self.pool.want(address, host, port, self.loop.time())
+            if not any(isinstance(a, Dial) for a in actions):
+                peer = self.pool.peers.get(address)
+                state = peer.state.value if peer is not None else "unknown"
+                raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
+            self._act(actions)
+            dial = self._dials[address]
+        return await asyncio.shield(dial)
+
+    def _dial(self, action: Dial) -> None:
+        if action.address in self._dials:
+            return
+        future: asyncio.Future[PeerLink] = self.loop.create_future()
+        self._dials[action.address] = future
+        task = self.loop.create_task(self._dial_now(action, future))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _dial_now(self, action: Dial, future: asyncio.Future[PeerLink]) -> None:
+        link = PeerLink(self, self.config.link, expected=action.address)
+        self._every.add(link)
+        try:
+            await open_tls_connection(
+                action.host, action.port, self._client_ctx, link, self.config.handshake_timeout
+            )
+            await asyncio.wait_for(asyncio.shield(link.ready), self.config.link.hello_timeout + 1)
+        except (OSError, ssl.SSLError, TimeoutError, PeerError) as exc:
+            link.close()
+            _log.debug("dial 0x%s at %s:%d failed: %s", action.address.hex(), action.host, action.port, exc)
+            self._act(self.pool.dial_failed(action.address, self.loop.time()))
+            self._dials.pop(action.address, None)
+            if not future.done():
+                future.set_exception(
+                    PeerError(f"cannot reach 0x{action.address.hex()}: {exc}", codes.UNAVAILABLE)
+                )
+                future.exception()
+            return
+        self._dials.pop(action.address, None)
+        if not future.done():
+            future.set_result(link)
+
+    # ---- the pool's actions and timer ---------------------------------------------------------
+    def _act(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Dial):
+                self._dial(action)
+            elif isinstance(action, Ping):
+                self._ping(action.address)
+            elif isinstance(action, Close):
+                link = self.links.get(action.address)
+                if link is not None:
+                    _log.info("closing %s: %s", link.label(), action.reason)
+                    link.close()
+            elif isinstance(action, Seen) and self.on_seen is not None:
+                self.on_seen(action.address, action.connected, action.reliability)
+
+    def _ping(self, address: bytes) -> None:
+        link = self.links.get(address)
+        if link is None:
+            return
+        sent = time.monotonic()
+
+        def answered(answer: Any) -> None:
+            if isinstance(answer, pm.PeerPingReply):
+                self._act(self.pool.answered(address, self.loop.time()))
+                self.last_rtt[address] = time.monotonic() - sent
+
+        link.request(pm.PeerPing(), answered, self.config.pool.ping_timeout)
+
+    def _schedule_tick(self) -> None:
+        if self._ticker is None and not self._closing:
+            self._ticker = self.loop.call_later(self.config.tick_interval, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        self._act(self.pool.tick(self.loop.time()))
+        self._schedule_tick()
+
+    def answered(self, address: bytes) -> None:
+        """A request to ``address`` was answered (reliability, liveness)."""
+        self._act(self.pool.answered(address, self.loop.time()))
+
+    def failed(self, address: bytes) -> None:
+        self._act(self.pool.failed(address))
+
+    # ---- queries and shutdown -------------------------------------------------------------------
+    def _endpoint(self, link: PeerLink) -> tuple[str, int]:
+        host = link.conn.peername[0] if link.conn is not None else ""
+        port = 0
+        if link.record is not None:
+            port = int(link.record.data.get("peer_port", 0))
+            host = str(link.record.data.get("host", host))
+        return host, port
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per known peer: state, endpoint, reliability, connections (peer_list)."""
+        rows = []
+        for peer in self.pool.peers.values():
+            rows.append(
+                {
+                    "address": "0x" + peer.address.hex(),
+                    "host": peer.host,
+                    "port": peer.port,
+                    "state": peer.state.value,
+                    "pinned": peer.pinned,
+                    "reliability": round(peer.reliability, 3),
+                    "connections": peer.connections,
+                    "rtt_ms": round(self.last_rtt[peer.address] * 1000, 2)
+                    if peer.address in self.last_rtt
+                    else None,
+                }
+            )
+        return rows
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        if self.listener is not None:
+            self.listener.close()
+        for future in self._dials.values():
+            future.cancel()
+        links = list(self._every)
+        for link in links:
+            if link.conn is not None:
+                link.conn.abort()
+        for link in links:
+            if link.conn is not None:
+                await link.conn.wait_closed()
