@@ -76,6 +76,12 @@ class Host:
     def link_down(self, link: PeerLink) -> None:
         self.down.append(link)
 
+    def relay_frame(self, link: PeerLink, ref: int, frame: bytearray | memoryview) -> None:
+        self.requests.append(("relay", ref, bytes(frame)))
+
+    def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None:
+        self.requests.append(("flow", ref, paused))
+
     def peer_request(self, link: PeerLink, msg: Any, request_id: int | None) -> None:
         self.requests.append(msg)
         if isinstance(msg, pm.PeerPing):

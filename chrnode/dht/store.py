@@ -106,3 +106,8 @@ class ValueStore:
 
     def __contains__(self, key: object) -> bool:
         return key in self._held
+
+    def drop(self, key: bytes) -> Value | None:
+        """Forget the value held for `key` (its signer disowned it: the device left that node)."""
+        held = self._held.pop(key, None)
+        return None if held is None else held.value

@@ -183,12 +183,21 @@ class PortTable:
         target_device: bytes | None,
         msg: PortOpen,
         what: str,
+        *,
+        ref: int | None = None,
     ) -> None:
         """Handle ``msg`` from ``opener`` (speaking for ``opener_device``): ``target`` is the end that
         serves the device named by ``what`` (an address or name, for messages), or None if no end
-        was found here or on the network."""
+        was found here or on the network.
+
+        ``ref``: the ref the opener chose (a relay portopen from another node, SPEC 4: one ref names
+        the port on every node it passes); ``ref_in_use`` if this node uses it already."""
         rid = msg.id
         if opener.closing:
+            return
+        if ref is not None and (ref in self._refs or not 0 < ref < 1 << REF_BITS):
+            self._count_error(codes.REF_IN_USE)
+            opener.error(PORTOPEN, rid, codes.REF_IN_USE, f"ref {ref} is in use on this node; pick another")
             return
         if target is None or target_device is None or target.closing:
             self._count_error(codes.NOT_FOUND)
@@ -204,7 +213,11 @@ class PortTable:
             return
         self._pending_as_opener[opener] += 1
         self._pending_on_target[target] += 1
-        self._ask(opener, opener_device, target, target_device, msg, what, REF_ATTEMPTS)
+        if ref is not None:
+            self._refs.add(ref)
+        self._ask(
+            opener, opener_device, target, target_device, msg, what, REF_ATTEMPTS if ref is None else 1, ref
+        )
 
     def _ask(
         self,
@@ -215,8 +228,9 @@ class PortTable:
         msg: PortOpen,
         what: str,
         attempts: int,
+        given: int | None = None,
     ) -> None:
-        ref = self.new_ref()
+        ref = self.new_ref() if given is None else given
         request_port, flags = msg.port, msg.flags
 
         def build(request_id: int) -> Message:

@@ -8,12 +8,16 @@ signer) before it becomes a Value.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from chrnode.dht import DhtProtocolError
 from chrnode.dht.ids import Contact
 from chrnode.dht.store import Value
-from chrnode.objects.errors import BAD_PAYLOAD, ObjectError
+from chrnode.objects.errors import BAD_PAYLOAD, EXPIRED, ObjectError
 from chrnode.objects.kinds import NODE, NodeRecord, check_kind
 from chrnode.objects.signed import SignedObject
+from chrnode.objects.store import DEFAULT_MAX_TTL
 
 __all__ = ["ObjectCodec", "contact_of"]
 
@@ -31,8 +35,10 @@ class ObjectCodec:
     node that requires tickets may refuse it).
     """
 
-    def __init__(self, *, accept_hello: bool = True) -> None:
+    def __init__(self, *, accept_hello: bool = True, clock: Callable[[], float] = time.time) -> None:
         self.accept_hello = accept_hello
+        self.clock = clock
+        self.max_ttl = dict(DEFAULT_MAX_TTL)
 
     def object_of(self, raw: object) -> SignedObject:
         try:
@@ -40,6 +46,11 @@ class ObjectCodec:
             check_kind(obj, accept_hello=self.accept_hello)
         except ObjectError as exc:
             raise DhtProtocolError(exc.code, str(exc)) from None
+        ttl = self.max_ttl.get(obj.kind, 0)
+        if obj.expires > self.clock() + ttl:  # a forged far-future object must not pin a key
+            raise DhtProtocolError(
+                EXPIRED, f"a {obj.kind} object may live at most {ttl} s ahead, this one longer"
+            )
         return obj
 
     def decode_contact(self, record: object) -> Contact:

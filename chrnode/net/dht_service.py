@@ -87,6 +87,16 @@ class DhtService:
         self._act(actions)
         return await future
 
+    def disown(self, key: bytes, signer: bytes) -> bool:
+        """Drop the value held here for ``key`` if ``signer`` signed it (that node says it no
+        longer serves the device); True if one was dropped."""
+        value = self.node.store.get(key, self.clock())
+        obj = value.obj if value is not None else None
+        if isinstance(obj, SignedObject) and obj.signer == signer:
+            self.node.store.drop(key)
+            return True
+        return False
+
     def hold(self, obj: SignedObject) -> str:
         """Keep ``obj`` here without sending it (restored from storage at start)."""
         return self.node.store.put(self.codec.decode_value(obj), self.clock())

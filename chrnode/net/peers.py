@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
@@ -32,6 +32,14 @@ __all__ = ["PeerNetwork", "PeerNetworkConfig"]
 _log = logging.getLogger("chrnode.peer")
 
 Handler = Callable[[PeerLink, Any, "int | None"], None]
+
+
+class RelayHandler(Protocol):
+    """Where a link's port data and port flow control go (chrnode.net.relay)."""
+
+    def relay_frame(self, link: PeerLink, ref: int, frame: bytearray | memoryview) -> None: ...
+
+    def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,7 @@ class PeerNetwork:
         self.on_link_up: list[Callable[[PeerLink], None]] = []
         self.on_link_down: list[Callable[[PeerLink], None]] = []
         self.on_seen: Callable[[bytes, bool, float], None] | None = None
+        self.relay: RelayHandler | None = None  # the cross-node ports (chrnode.net.relay)
         self.listener: TlsListener | None = None
         self._dials: dict[bytes, asyncio.Future[PeerLink]] = {}
         self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
@@ -118,6 +127,14 @@ class PeerNetwork:
             link.error(msg_type, request_id, codes.UNAVAILABLE, "this node does not serve that request yet")
             return
         handler(link, msg, request_id)
+
+    def relay_frame(self, link: PeerLink, ref: int, frame: bytearray | memoryview) -> None:
+        if self.relay is not None:
+            self.relay.relay_frame(link, ref, frame)
+
+    def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None:
+        if self.relay is not None:
+            self.relay.port_flow(link, ref, paused)
 
     # ---- listening ----------------------------------------------------------------------------
     def listen(self, host: str, port: int) -> int:

@@ -28,7 +28,15 @@ from typing import Any, Protocol
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
 from chrnode.edge.frame import FLAG_RESPONSE, Frame
-from chrnode.edge.messages import ErrorReply, PeerMessage, decode_payload, encode_message
+from chrnode.edge.messages import (
+    ErrorReply,
+    PeerMessage,
+    PortPause,
+    PortResume,
+    decode_payload,
+    encode_message,
+)
+from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
 from chrnode.edge.reader import FrameReader
 from chrnode.edge.tlsconn import TlsConnection
@@ -76,6 +84,15 @@ class LinkHost(Protocol):
         """A typed request from the proven peer; answer it with link.answer / link.error."""
         ...
 
+    def relay_frame(self, link: PeerLink, ref: int, frame: bytearray | memoryview) -> None:
+        """A relay portsend frame (0x25, no id) on ``ref``: the data path, not decoded. A
+        memoryview is valid only during the call; the frame may be changed in place."""
+        ...
+
+    def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None:
+        """The peer asks to pause (or resume) the data we send it on ``ref`` (0x2A / 0x2B)."""
+        ...
+
 
 Callback = Callable[[Any], None]
 
@@ -100,6 +117,8 @@ class PeerLink(FrameReader):
         self._faults = TokenBucket(FAULT_RECOVERY, MAX_FAULTS, time.monotonic())
         self.requests_in = 0
         self.requests_out = 0
+        self.write_paused = False
+        self.on_drain: list[Callable[[], None]] = []  # called once when the write buffer drains
 
     @property
     def dialer(self) -> bool:
@@ -153,13 +172,24 @@ class PeerLink(FrameReader):
             self.host.link_down(self)
 
     def pause_writing(self) -> None:
-        return None
+        self.write_paused = True
 
     def resume_writing(self) -> None:
-        return None
+        self.write_paused = False
+        drained, self.on_drain = self.on_drain, []
+        for callback in drained:
+            try:
+                callback()
+            except Exception:
+                _log.exception("%s: drain callback failed", self.label())
 
     # ---- frames in --------------------------------------------------------------------------
     def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
+        if msg_type == pm.RELAY_PORTSEND and flags == 0 and self.node is not None:
+            parsed = parse_portsend(frame)  # the relay's data path (SPEC 4): no decode, no copy
+            if parsed is not None:
+                self.host.relay_frame(self, parsed[0], frame)
+                return
         try:
             msg = decode_payload(Frame(msg_type, flags, bytes(frame[8:])))
             self._message(msg_type, flags, msg)
@@ -175,6 +205,9 @@ class PeerLink(FrameReader):
     def _message(self, msg_type: int, flags: int, msg: Any) -> None:
         if flags & FLAG_RESPONSE:
             self._answer_received(msg)
+            return
+        if isinstance(msg, PortPause | PortResume) and self.node is not None:
+            self.host.port_flow(self, msg.ref, isinstance(msg, PortPause))
             return
         if not isinstance(msg, PeerMessage):
             raise RemoteProtocolError(
@@ -253,9 +286,22 @@ class PeerLink(FrameReader):
         self.host.link_up(self)
 
     # ---- sending ----------------------------------------------------------------------------
-    def _write(self, msg: PeerMessage | ErrorReply) -> None:
+    def _write(self, msg: PeerMessage | ErrorReply | PortPause | PortResume) -> None:
         if self.conn is not None and not self.closed:
             self.conn.write(encode_message(msg))
+
+    def write_frame(self, frame: bytes | bytearray | memoryview) -> None:
+        """A frame already in its final shape (the relay's data path)."""
+        if self.conn is not None and not self.closed:
+            self.conn.write(frame)
+
+    def send_flow(self, ref: int, paused: bool) -> None:
+        """Ask the peer to pause (or resume) what it sends us on ``ref`` (0x2A / 0x2B, no id)."""
+        if self.node is not None:
+            self._write(PortPause(ref=ref) if paused else PortResume(ref=ref))
+
+    def buffered(self) -> int:
+        return self.conn.get_write_buffer_size() if self.conn is not None else 0
 
     def answer(self, request_id: int | None, reply: Any) -> None:
         """Answer a request; ``reply`` is a typed answer, or None for the empty answer ``{}``."""
