@@ -49,6 +49,10 @@ REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
 PRESSURE_LOG_INTERVAL = 60.0  # at most one log line about shed/refused connections per this
 EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
+# Connections that have not sent their first byte wait in the kernel's queue (TCP_DEFER_ACCEPT)
+# and count against the backlog: a deep one keeps a slowloris from crowding out honest SYNs.
+# The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 8192
 
 
 class EdgeServer:
@@ -113,6 +117,7 @@ class EdgeServer:
                         port,
                         self._new_session,
                         self.config.connection_timeout,
+                        backlog=LISTEN_BACKLOG,
                         defer_accept=self.config.handshake_deadline,
                     )
                 )
