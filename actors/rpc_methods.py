@@ -15,23 +15,13 @@ from actors.base import LoopAsks
 from chrnode.crypto import parse_address
 from chrnode.errors import ChrError, CryptoError, RpcError
 from chrnode.jsonrpc import Method, Param
-from chrnode.rpc_api import jsonable
+from chrnode.rpc_api import jsonable, public_chain_error
 
 log = logging.getLogger("chrnode.rpc")
 
 ASK_TIMEOUT = 15.0
 CHAIN_FAILED = -32010  # the chain could not answer (down, wrong chain, reverted): see the message
 
-# What a caller reads when the chain fails. The details (endpoint URLs, file paths, actor names)
-# are for the operator's log, not for unauthenticated callers (issue 8); the code says which case.
-_PUBLIC_CHAIN_ERRORS = {
-    cm.CHAIN_UNAVAILABLE: "the chain cannot be reached right now; try again later",
-    cm.BUSY: "the chain cannot be reached right now; try again later",
-    cm.WRONG_CHAIN: "the node's chain endpoints serve another chain than it is configured for",
-    cm.NOT_CONFIGURED: "a contract this method needs is not configured on this node",
-    cm.CHAIN_ERROR: "the chain answered with an error; the node log has the details",
-}
-_INTERNAL = "the chain service failed; the node log has the details"
 
 ETH_METHODS: dict[str, tuple[Param, ...]] = {
     "eth_blockNumber": (),
@@ -63,7 +53,7 @@ def _raise(answer: cm.ChainAnswer) -> None:
     if answer.code == cm.CONTRACT_ERROR:
         raise RpcError(CHAIN_FAILED, str(error), data)  # the revert of the caller's own call
     log.warning("chain request failed (%s): %s", answer.code or "internal_error", error)
-    raise RpcError(CHAIN_FAILED, _PUBLIC_CHAIN_ERRORS.get(answer.code, _INTERNAL), data)
+    raise RpcError(CHAIN_FAILED, public_chain_error(answer.code or ""), data)
 
 
 def chain_methods(asks: LoopAsks) -> list[Method]:

@@ -103,6 +103,23 @@ def _hex_address(value: Any) -> str | None:
     return None
 
 
+# What a caller reads when the chain fails, by the chain service's error code. The service's own
+# text names endpoint URLs, file paths and actors: that is for the operator's log, not for
+# unauthenticated callers (issue 8).
+PUBLIC_CHAIN_ERRORS: Mapping[str, str] = {
+    "chain_unavailable": "the chain cannot be reached right now; try again later",
+    "busy": "the chain cannot be reached right now; try again later",
+    "wrong_chain": "the node's chain endpoints serve another chain than it is configured for",
+    "not_configured": "a contract this method needs is not configured on this node",
+    "chain_error": "the chain answered with an error; the node log has the details",
+}
+CHAIN_FAILED_TEXT = "the chain service failed; the node log has the details"
+
+
+def public_chain_error(code: str) -> str:
+    return PUBLIC_CHAIN_ERRORS.get(code, CHAIN_FAILED_TEXT)
+
+
 def _section(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = snapshot.get(key)
     return value if isinstance(value, Mapping) else {}
@@ -210,7 +227,10 @@ def build_methods(
         out["seeds_configured"] = bool(out["configured"])
         chain = _section(view.snapshot, "fleet_chain")  # the fleet contract's view (RemoteChain)
         if chain:
-            out["contract"] = jsonable(chain)
+            contract = jsonable(chain)
+            if isinstance(contract, dict) and contract.get("error"):
+                contract["error"] = public_chain_error(str(contract.get("code") or ""))
+            out["contract"] = contract
             out["configured"] = out["seeds_configured"] or bool(chain.get("configured"))
             if out["fleet"] is None and chain.get("fleet"):
                 out["fleet"] = chain["fleet"]

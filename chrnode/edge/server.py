@@ -55,6 +55,10 @@ PRESSURE_LOG_INTERVAL = 60.0  # at most one log line about shed/refused connecti
 EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
 SERVICE = "edge2"  # the name of the device port listeners in the network server
+# Connections that have not sent their first byte wait in the kernel's queue (TCP_DEFER_ACCEPT)
+# and count against the backlog: a deep one keeps a slowloris from crowding out honest SYNs.
+# The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 8192
 
 
 class EdgeServer:
@@ -125,11 +129,12 @@ class EdgeServer:
                         self.ssl_context,
                         self._new_session,
                         self.config.connection_timeout,
+                        backlog=LISTEN_BACKLOG,
                         defer_accept=self.config.handshake_deadline,
                     )
                 )
-            self._listeners[-1].on_failed = self._handshake_failed
-            self._listeners[-1].on_spoke = self.admission.progressed  # type: ignore[assignment]
+                self._listeners[-1].on_failed = self._handshake_failed  # every edge port, not the last
+                self._listeners[-1].on_spoke = self.admission.progressed  # type: ignore[assignment]
         except OSError as exc:
             self.network.close_listeners(SERVICE)
             self._listeners.clear()

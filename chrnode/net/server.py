@@ -72,6 +72,7 @@ class NetworkServer:
         protocol_factory: Callable[[tuple[str, int]], TlsProtocol | None],
         handshake_timeout: float,
         *,
+        backlog: int = 1024,
         defer_accept: float = 0.0,
     ) -> TlsListener:
         """Listen on (host, port) for ``service``; OSError if the port cannot be bound.
@@ -79,7 +80,7 @@ class NetworkServer:
         ``defer_accept`` > 0: the kernel holds back connections that send nothing that long
         (TCP_DEFER_ACCEPT, chrnode.edge.tlslisten), so silent sockets cost no accept."""
         listener = start_tls_server(
-            self.loop, ssl_context, host, port, protocol_factory, handshake_timeout, defer_accept=defer_accept
+            self.loop, ssl_context, host, port, protocol_factory, handshake_timeout, backlog, defer_accept
         )
         self._listeners.setdefault(service, []).append(listener)
         _log.debug("%s listening on %s:%d", service, host, listener.port)
