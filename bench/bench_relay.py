@@ -188,24 +188,33 @@ def bench_node(identity_dir: str, total_mb: int, frame_kib: int, rtt: int) -> tu
     node_proc.start()
     port = port_q.get(timeout=30)
     node = load_node_identity(Path(identity_dir)).address
-    frame = frame_kib * 1024
-    total = _total_bytes(total_mb, _frame_of(1, BLOCK[:frame]))
     try:
-        results = []
-        for mode in ("throughput", "rtt"):
-            q: Queue = ctx.Queue()
-            echo = rtt if mode == "rtt" else 0
-            recv = ctx.Process(target=node_receiver, args=(port, node, total, q, echo))
-            recv.start()
-            target = q.get(timeout=30)
-            send = ctx.Process(target=node_sender, args=(port, node, target, total, frame, q, echo))
-            send.start()
-            results.append(_collect(q, mode))
-            _reap(send, recv)
-        return results[0], results[1]
+        return measure_relay((port, node), (port, node), total_mb, frame_kib, rtt)
     finally:
         stop.set()
         _reap(node_proc)
+
+
+def measure_relay(
+    receiver_node: tuple[int, bytes], sender_node: tuple[int, bytes], total_mb: int, frame_kib: int, rtt: int
+) -> tuple[float, list[float]]:
+    """Throughput (MB/s) and round trips from a sending device on ``sender_node`` to a receiving
+    device on ``receiver_node`` (edge port, node address): the same node, or two nodes."""
+    ctx = mp.get_context("fork")
+    frame = frame_kib * 1024
+    total = _total_bytes(total_mb, _frame_of(1, BLOCK[:frame]))
+    results = []
+    for mode in ("throughput", "rtt"):
+        q: Queue = ctx.Queue()
+        echo = rtt if mode == "rtt" else 0
+        recv = ctx.Process(target=node_receiver, args=(*receiver_node, total, q, echo))
+        recv.start()
+        target = q.get(timeout=60)
+        send = ctx.Process(target=node_sender, args=(*sender_node, target, total, frame, q, echo))
+        send.start()
+        results.append(_collect(q, mode))
+        _reap(send, recv)
+    return results[0], results[1]
 
 
 # ---- through socat ----------------------------------------------------------------------------

@@ -26,16 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_relay import (
-    BLOCK,
-    _collect,
-    _frame_of,
-    _reap,
-    _total_bytes,
-    bench_node,
-    node_receiver,
-    node_sender,
-)
+from bench_relay import _reap, bench_node, measure_relay
 
 from chrnode.dht.ids import Contact
 from chrnode.edge.hooks import DefaultHooks
@@ -89,21 +80,8 @@ def bench_two_nodes(base: str, total_mb: int, frame_kib: int, rtt: int) -> tuple
     b_proc = ctx.Process(target=run_net_node, args=(f"{base}/b", 1, (a_addr, a_peer), port_q, stop))
     b_proc.start()
     b_port, b_addr, _ = port_q.get(timeout=60)
-    frame = frame_kib * 1024
-    total = _total_bytes(total_mb, _frame_of(1, BLOCK[:frame]))
     try:
-        results = []
-        for mode in ("throughput", "rtt"):
-            q: Queue = ctx.Queue()
-            echo = rtt if mode == "rtt" else 0
-            recv = ctx.Process(target=node_receiver, args=(b_port, b_addr, total, q, echo))
-            recv.start()
-            target = q.get(timeout=60)
-            send = ctx.Process(target=node_sender, args=(a_port, a_addr, target, total, frame, q, echo))
-            send.start()
-            results.append(_collect(q, mode))
-            _reap(send, recv)
-        return results[0], results[1]
+        return measure_relay((b_port, b_addr), (a_port, a_addr), total_mb, frame_kib, rtt)
     finally:
         stop.set()
         _reap(a_proc, b_proc)
