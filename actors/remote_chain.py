@@ -1,18 +1,18 @@
-"""RemoteChain: the seed's RemoteChain.Supervisor children (SPEC 7), three thin actors.
+"""RemoteChain: the seed's RemoteChain.Supervisor children (SPEC 7), three thin actors, one module
+each; this one holds the Cache and names all three for actors.tree.
 
-    RemoteChain.RPC      RemoteRpc, uncached: raw reads (EthRequest) and ticket submission
-                         (SubmitTickets, Cron job "ticket_submit" which it registers itself)
-    RemoteChain.Monitor  polls every endpoint's head block, publishes snapshot "chain"
-    RemoteChain.Cache    TieredCache + ChainService: BNS, fleet and payment checks, proxied eth_*
-                         reads; publishes snapshots "cache" and "fleet_chain" (the node's standing
-                         in its fleet) and cache hit/miss counters for metrics
+    RemoteChain.RPC      actors/chain_submit.py: RemoteRpc, uncached: raw reads (EthRequest) and
+                         ticket submission (SubmitTickets, Cron job "ticket_submit")
+    RemoteChain.Monitor  actors/chain_monitor.py: probes every endpoint, follows the Fleet and BNS
+                         events, publishes snapshot "chain", sends CacheInvalidate here
+    RemoteChain.Cache    here: TieredCache + ChainService: BNS, fleet and payment checks, proxied
+                         eth_* reads; drops what CacheInvalidate names; publishes snapshots "cache"
+                         and "fleet_chain" (the node's standing in its fleet) and cache counters
 
-Chain and HTTP work never runs on an actor's own thread: it goes to a thread pool of
-`worker_pool_size` threads and the answer comes back through the ThreadBridge, so every actor
-keeps answering while endpoints time out. The chain may be absent (no anvil, no contracts.json):
-the actors start anyway, report "down" / "not configured" with the reason, and lookups fail at
-once (no endpoint: connection refused; no contract address: ChainNotConfigured, no traffic).
-Messages are in actors/chain_messages.py.
+Chain and HTTP work never runs on an actor's own thread (actors/chain_pool.py). The chain may be
+absent (no anvil, no contracts.json): the actors start anyway, report "down" / "not configured"
+with the reason, and lookups fail at once (no endpoint: connection refused; no contract address:
+ChainNotConfigured, no traffic). Messages are in actors/chain_messages.py.
 """
 
 from __future__ import annotations

@@ -299,7 +299,8 @@ def build_methods(
             network_stats,
             summary="The seed's metrics as JSON (same data as GET /metrics)",
             result="{connections, bandwidth{in, out}, latency{op: {p50, p90, p99, count}}, errors, cache, "
-            "p2p, chain, reward, process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges, "
+            "p2p, chain{..., endpoints[{url, state, latency_ms}], node_balance{eth, can_pay}}, reward, "
+            "process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges, "
             "edge{devices, connections, ports_open, bytes_in, bytes_out}}",
             result_schema=obj,
         ),
@@ -313,8 +314,9 @@ def build_methods(
         Method(
             "fleet_status",
             fleet_status,
-            summary="Connection to the fleet",
-            result="{configured, connected, fleet, seed_nodes[...], connected_nodes}",
+            summary="Connection to the fleet: its seed nodes and its contract",
+            result="{configured, seeds_configured, connected, fleet, seed_nodes[...], connected_nodes, "
+            "contract}",
             result_schema=obj,
         ),
         Method(

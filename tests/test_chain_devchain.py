@@ -89,6 +89,27 @@ def test_devchain_is_idempotent_and_keeps_state_across_restarts(data_dir: Path) 
         assert Fleet(rpc, deployment.fleet).node_allowed(NODE)  # the allowlist survived the restart
 
 
+@pytest.mark.slow
+def test_a_fleet_from_before_the_open_device_list_is_replaced(data_dir: Path) -> None:
+    assert devchain(data_dir, "--port", "0").returncode == 0
+    path = data_dir / "contracts.json"
+    record = json.loads(path.read_text())
+    record["fleet"] = record["chai"]  # code there, but no devicesOpen(): like a Fleet of before
+    path.write_text(json.dumps(record))
+    again = devchain(data_dir, "--port", "0", "--node", NODE)
+    assert again.returncode == 0, again.stderr
+    assert "predates the open device list: deploying a new one" in again.stdout
+    deployment = Deployment.load(path)
+    assert deployment.fleet not in (record["fleet"], record["bns"]) and deployment.chai == record["chai"]
+    with RemoteRpc([url_of(data_dir)], 31337, timeout=5.0) as rpc:
+        fleet = Fleet(rpc, deployment.fleet)
+        assert (
+            fleet.devices_open()
+            and fleet.node_allowed(NODE)
+            and fleet.token() == bytes.fromhex(record["chai"][2:])
+        )
+
+
 def test_devchain_refuses_a_bad_node_address(data_dir: Path) -> None:
     result = devchain(data_dir, "--port", "0", "--node", "0x1234")
     assert result.returncode == 2
