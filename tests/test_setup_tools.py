@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,32 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from chrnode.testing.anvil import REPO_ROOT
+from chrnode.testing.checkout import clean_env, scratch_copy
 
 pytestmark = pytest.mark.slow
 
-BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
-
-
-def scratch_copy(target: Path) -> Path:
-    """The checkout's tracked files (as they are in the working tree), without .venv or data."""
-    listed = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "ls-files", "-z"], capture_output=True, check=True, timeout=60
-    ).stdout
-    for name in filter(None, listed.decode().split("\0")):
-        source = REPO_ROOT / name
-        if source.is_file() and not source.is_symlink():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    return target
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHR_", "VIRTUAL_ENV", "PYTHON"))}
-    env["PYTHON"] = BASE_PYTHON
-    env.update(extra)
-    return env
 
 
 def bootstrap(root: Path) -> subprocess.CompletedProcess[str]:
