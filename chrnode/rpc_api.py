@@ -291,7 +291,8 @@ def build_methods(
             _NodeInfo(view),
             summary="Node identity, ports, uptime and actor tree",
             result="{address (0x-hex), version, uptime (s), started_at, host, ports{rpc, rpcs, edge2, "
-            "peer2, actor_admin}, tree[{name, parent, state, restarts, restart_type, pid, reason, requested_restarts}]}",
+            "peer2, actor_admin}, tree[{name, parent, state, restarts, restart_type, pid, reason, "
+            "requested_restarts}]}",
             result_schema=obj,
         ),
         Method(
