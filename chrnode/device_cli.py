@@ -38,7 +38,20 @@ def _node(args: argparse.Namespace, loaded: Any) -> tuple[str, int]:
         if not host or not port.isdigit():
             raise ChrError(f"--node {args.node!r}: expected HOST:PORT, e.g. 127.0.0.1:41046")
         return host, int(port)
-    return "127.0.0.1", int(loaded.config.edge2_ports[0])
+    cfg = loaded.config
+    port = int(cfg.edge2_ports[0])
+    if port == 0:  # configured 0: the port the node bound, from its ports file
+        from chrnode.ports_file import read_ports
+
+        ports = read_ports(cfg.data_dir) or {}
+        bound = ports.get("edge2") or [0]
+        port = int(bound[0]) if isinstance(bound, list) and bound else 0
+        if not port:
+            raise ChrError(
+                "the device port is configured 0 and the node's ports file names no bound port; "
+                "is the node running? (or give --node HOST:PORT)"
+            )
+    return "127.0.0.1", port
 
 
 def _expect(args: argparse.Namespace) -> bytes | None:

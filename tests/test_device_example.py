@@ -151,7 +151,7 @@ def test_two_devices_and_a_web_page_through_the_node(anvil: AnvilProcess, tmp_pa
 
         # Past the ticket deadline: a device that pays nothing, connected after both, is cut off
         # with ticket_required; the example's devices paid and are still connected.
-        edge_port = int(node.env["CHR_EDGE2_PORTS"].split(",")[0])
+        edge_port = node.edge_ports[0]
         node_address = parse_address(node.rpc("chr_node_info")["address"])
         reason = asyncio.run(unpaid_device("127.0.0.1", edge_port, node_address))
         assert reason is not None and reason.code == "ticket_required", reason

@@ -31,7 +31,7 @@ __all__ = ["DeviceCli", "devchain_node", "edge_address", "run_device"]
 
 def edge_address(node: NodeProcess) -> str:
     """HOST:PORT of the node's first device port (what `--node` takes)."""
-    return f"127.0.0.1:{node.env['CHR_EDGE2_PORTS'].split(',')[0]}"
+    return f"127.0.0.1:{node.edge_ports[0]}"  # the port it bound (it may be configured 0)
 
 
 def device_command(node: NodeProcess, action: str, *args: str) -> list[str]:
