@@ -234,21 +234,27 @@ def start_system(admin_port: int, level: str = "info", log_file: str | None = No
 def shutdown_system(asys: Any) -> None:
     """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
     (they would surface as ResourceWarnings at an arbitrary later moment)."""
-    import warnings
-
     try:
         asys.shutdown()
     finally:
-        transport = getattr(getattr(asys, "_systemBase", None), "transport", None)
-        sockets = [getattr(transport, "socket", None)]
-        for opened in list(getattr(transport, "_openSockets", {}).values()):
-            sockets.append(getattr(opened, "socket", None))
-        for incoming in list(getattr(transport, "_incomingSockets", {}).values()):
-            sockets.append(getattr(incoming, "socket", None))
-        for sock in sockets:
-            if sock is not None and hasattr(sock, "close"):
-                sock.close()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            del asys
-            gc.collect()
+        close_handle(asys)
+
+
+def close_handle(asys: Any) -> None:
+    """Close the sockets of an external handle without shutting the actor system down (for a
+    `transientUnique` handle, whose shutdown() would stop the whole system)."""
+    import warnings
+
+    transport = getattr(getattr(asys, "_systemBase", None), "transport", None)
+    sockets = [getattr(transport, "socket", None)]
+    for opened in list(getattr(transport, "_openSockets", {}).values()):
+        sockets.append(getattr(opened, "socket", None))
+    for incoming in list(getattr(transport, "_incomingSockets", {}).values()):
+        sockets.append(getattr(incoming, "socket", None))
+    for sock in sockets:
+        if sock is not None and hasattr(sock, "close"):
+            sock.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del asys
+        gc.collect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,11 +20,20 @@ from typing import Any
 import psutil
 
 from chrnode import __version__
-from chrnode.actorsys import bind_error, shutdown_system, start_system
+from chrnode.actorsys import bind_error, close_handle, shutdown_system, start_system
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
 from chrnode.logsink import LOG_FORMAT, LocalHandler, LogSink
-from chrnode.procwatch import ADMIN, LOGGER, Death, RebuildBudget, SystemWatch, become_subreaper, reap
+from chrnode.procwatch import (
+    ADMIN,
+    LOGGER,
+    Death,
+    Heartbeat,
+    RebuildBudget,
+    SystemWatch,
+    become_subreaper,
+    reap,
+)
 from chrnode.procwatch import ROOT as ROOT_ROLE
 from chrnode.rpc_server import write_cookie
 
@@ -99,6 +109,8 @@ class Daemon:
         self.root: Any = None
         self.watch: SystemWatch | None = None
         self.budget = RebuildBudget(cfg.max_rebuilds, cfg.rebuild_window)
+        self.heartbeat = Heartbeat()
+        self.pinger: RootPinger | None = None
         self.sink: LogSink | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -163,6 +175,8 @@ class Daemon:
             self.watch = None
         if self.watch is None:
             return "the root supervisor died as the tree became ready"
+        self.heartbeat.start(time.monotonic())
+        self.pinger = RootPinger(cfg.actor_admin_port, self.root, self.heartbeat).start()
         log.info(
             "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https); "
             "root supervisor pid %d, Thespian admin pid %d, logger pid %s",
@@ -189,8 +203,11 @@ class Daemon:
                 return 1
             if self.watch is None:
                 continue
+            now = time.monotonic()
             self.watch.note_reaped(reap())
-            deaths = self.watch.poll()
+            deaths = self.watch.poll() or self.watch.stopped(now)
+            if not deaths and self.heartbeat.overdue(now):
+                deaths = self.watch.hung(self.heartbeat.timeout)
             if deaths and not self._recover(deaths):
                 return 1
         log.info("stopping (%s)", self.stop_reason)
@@ -200,7 +217,7 @@ class Daemon:
         """A process the tree stands on died: the logger alone is replaced by the admin; anything
         else means a new actor system. False: the daemon gives up (and exits non-zero)."""
         for death in deaths:
-            log.error("%s (pid %d) died: %s", death.role, death.pid, death.how)
+            log.error("%s (pid %d) %s", death.role, death.pid, death.how)
         if [d.role for d in deaths] == [LOGGER] and self._logger_replaced():
             return True
         if self.stop_reason:
@@ -242,8 +259,14 @@ class Daemon:
         log.error("no new logger appeared within 1 s")
         return False
 
+    def _stop_pinger(self) -> None:
+        if self.pinger is not None:
+            pinger, self.pinger = self.pinger, None
+            pinger.stop()
+
     def _teardown(self) -> None:
         """Shut down what is left of a broken actor system, and wait for its admin port."""
+        self._stop_pinger()
         admin = self.watch.watched.get(ADMIN) if self.watch is not None else None
         self.watch = None
         self.root = None
@@ -263,6 +286,7 @@ class Daemon:
     def _stop(self) -> None:
         from actors import messages as m
 
+        self._stop_pinger()
         if self.asys is None:
             return
         try:
@@ -273,6 +297,50 @@ class Daemon:
             shutdown_system(asys)
             reap()
         log.info("stopped")
+
+
+class RootPinger:
+    """Asks the root supervisor for a Pong every `heartbeat.every` seconds, from a thread and a
+    Thespian handle of its own: an external `tell` waits until the receiver acknowledges (up to
+    60 s), so a stopped or hung root would otherwise freeze the daemon's loop. The thread only
+    records answers; the loop decides (`Heartbeat.overdue`)."""
+
+    def __init__(self, admin_port: int, root: Any, heartbeat: Heartbeat) -> None:
+        self.admin_port = admin_port
+        self.root = root
+        self.heartbeat = heartbeat
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chr-node-root-pinger", daemon=True)
+
+    def start(self) -> RootPinger:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(1.0)  # a ping stuck on a hung root is abandoned (daemon thread)
+
+    def _run(self) -> None:
+        from thespian.actors import ActorSystem
+
+        from actors import messages as m
+
+        try:
+            # transientUnique: a handle of this thread's own, not the daemon's singleton.
+            asys = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
+        except Exception as exc:  # the loop will see the missing answers
+            log.warning("cannot ping the root supervisor: %s", exc)
+            return
+        try:
+            while not self._stopping.wait(self.heartbeat.every):
+                try:
+                    reply = asys.ask(self.root, m.Ping(), timedelta(seconds=self.heartbeat.every))
+                except Exception:  # a root that cannot be reached is what the heartbeat measures
+                    continue
+                if isinstance(reply, m.Pong):
+                    self.heartbeat.answered(time.monotonic())
+        finally:
+            close_handle(asys)
 
 
 def preload_actor_modules(spec: Any) -> None:
