@@ -176,7 +176,10 @@ class Daemon:
         if self.watch is None:
             return "the root supervisor died as the tree became ready"
         self.heartbeat.start(time.monotonic())
-        self.pinger = RootPinger(cfg.actor_admin_port, self.root, self.heartbeat).start()
+        try:
+            self.pinger = RootPinger(cfg.actor_admin_port, self.root, self.heartbeat).start()
+        except Exception as exc:  # Thespian raises bare exceptions when its admin is unreachable
+            return f"cannot reach the actor system's admin to watch the root: {exc}"
         log.info(
             "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https); "
             "root supervisor pid %d, Thespian admin pid %d, logger pid %s",
@@ -311,8 +314,16 @@ class RootPinger:
         self.heartbeat = heartbeat
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chr-node-root-pinger", daemon=True)
+        self._asys: Any = None
 
     def start(self) -> RootPinger:
+        from thespian.actors import ActorSystem
+
+        # Made here, in the daemon's thread: a handle whose admin is gone starts a new admin,
+        # which must never be forked from a helper thread. (If the admin died just now, that
+        # stray admin holds the port and the rebuild stops with a clear line and status 1.)
+        # transientUnique: a handle of its own, not the daemon's singleton.
+        self._asys = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
         self._thread.start()
         return self
 
@@ -321,16 +332,9 @@ class RootPinger:
         self._thread.join(1.0)  # a ping stuck on a hung root is abandoned (daemon thread)
 
     def _run(self) -> None:
-        from thespian.actors import ActorSystem
-
         from actors import messages as m
 
-        try:
-            # transientUnique: a handle of this thread's own, not the daemon's singleton.
-            asys = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
-        except Exception as exc:  # the loop will see the missing answers
-            log.warning("cannot ping the root supervisor: %s", exc)
-            return
+        asys = self._asys
         try:
             while not self._stopping.wait(self.heartbeat.every):
                 try:
