@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -20,20 +19,12 @@ from typing import Any
 import psutil
 
 from chrnode import __version__
-from chrnode.actorsys import bind_error, close_handle, shutdown_system, start_system
+from chrnode.actorsys import bind_error, shutdown_system, start_system
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
+from chrnode.heartbeat import Heartbeat, RootPinger
 from chrnode.logsink import LOG_FORMAT, LocalHandler, LogSink
-from chrnode.procwatch import (
-    ADMIN,
-    LOGGER,
-    Death,
-    Heartbeat,
-    RebuildBudget,
-    SystemWatch,
-    become_subreaper,
-    reap,
-)
+from chrnode.procwatch import ADMIN, LOGGER, Death, RebuildBudget, SystemWatch, become_subreaper, reap
 from chrnode.procwatch import ROOT as ROOT_ROLE
 from chrnode.rpc_server import write_cookie
 
@@ -132,13 +123,13 @@ class Daemon:
         # reaps it and learns how it died (chrnode.procwatch).
         become_subreaper()
         log.info("chr-node %s starting: node %s, data dir %s", __version__, address, cfg.data_dir)
-        code = 0
         try:
             failure = self._start_tree()
             if failure:
                 log.error("cannot start: %s", failure)
-                return self._close_sink(failure_code(failure))
-            code = self._wait()
+                code = failure_code(failure)
+            else:
+                code = self._wait()
         finally:
             self._stop()
         return self._close_sink(code)
@@ -300,51 +291,6 @@ class Daemon:
             shutdown_system(asys)
             reap()
         log.info("stopped")
-
-
-class RootPinger:
-    """Asks the root supervisor for a Pong every `heartbeat.every` seconds, from a thread and a
-    Thespian handle of its own: an external `tell` waits until the receiver acknowledges (up to
-    60 s), so a stopped or hung root would otherwise freeze the daemon's loop. The thread only
-    records answers; the loop decides (`Heartbeat.overdue`)."""
-
-    def __init__(self, admin_port: int, root: Any, heartbeat: Heartbeat) -> None:
-        self.admin_port = admin_port
-        self.root = root
-        self.heartbeat = heartbeat
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chr-node-root-pinger", daemon=True)
-        self._asys: Any = None
-
-    def start(self) -> RootPinger:
-        from thespian.actors import ActorSystem
-
-        # Made here, in the daemon's thread: a handle whose admin is gone starts a new admin,
-        # which must never be forked from a helper thread. (If the admin died just now, that
-        # stray admin holds the port and the rebuild stops with a clear line and status 1.)
-        # transientUnique: a handle of its own, not the daemon's singleton.
-        self._asys = ActorSystem("multiprocTCPBase", {"Admin Port": self.admin_port}, transientUnique=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(1.0)  # a ping stuck on a hung root is abandoned (daemon thread)
-
-    def _run(self) -> None:
-        from actors import messages as m
-
-        asys = self._asys
-        try:
-            while not self._stopping.wait(self.heartbeat.every):
-                try:
-                    reply = asys.ask(self.root, m.Ping(), timedelta(seconds=self.heartbeat.every))
-                except Exception:  # a root that cannot be reached is what the heartbeat measures
-                    continue
-                if isinstance(reply, m.Pong):
-                    self.heartbeat.answered(time.monotonic())
-        finally:
-            close_handle(asys)
 
 
 def preload_actor_modules(spec: Any) -> None:

@@ -123,26 +123,6 @@ def find_logger(admin_pid: int) -> int | None:
 
 
 @dataclass
-class Heartbeat:
-    """The root supervisor answers a ping every `every` seconds; no answer for `timeout` seconds
-    means it is hung: a death like any other, though no process has ended. Pure: the caller
-    passes the clock (the daemon's pinger thread records answers, its loop asks `overdue`)."""
-
-    every: float = 2.0
-    timeout: float = 15.0
-    last_answer: float = 0.0
-
-    def start(self, now: float) -> None:
-        self.last_answer = now
-
-    def answered(self, now: float) -> None:
-        self.last_answer = max(self.last_answer, now)
-
-    def overdue(self, now: float) -> bool:
-        return now - self.last_answer > self.timeout
-
-
-@dataclass
 class RebuildBudget:
     """At most `max_rebuilds` rebuilds of the actor system within `window` seconds (as OTP's
     restart intensity, one level above the root supervisor); past that the daemon gives up."""

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chrnode.forkhooks import close_inherited_listeners
-from chrnode.procwatch import Heartbeat, RebuildBudget, Watched, describe_status, reap
+from chrnode.heartbeat import Heartbeat
+from chrnode.procwatch import RebuildBudget, Watched, describe_status, reap
 
 
 @given(
