@@ -24,7 +24,16 @@ from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
 from chrnode.heartbeat import Heartbeat, RootPinger
 from chrnode.logsink import LOG_FORMAT, LocalHandler, LogSink
-from chrnode.procwatch import ADMIN, LOGGER, Death, RebuildBudget, SystemWatch, become_subreaper, reap
+from chrnode.procwatch import (
+    ADMIN,
+    LOGGER,
+    Death,
+    RebuildBudget,
+    SystemWatch,
+    become_subreaper,
+    live_descendants,
+    reap,
+)
 from chrnode.procwatch import ROOT as ROOT_ROLE
 from chrnode.rpc_server import write_cookie
 
@@ -259,7 +268,8 @@ class Daemon:
             pinger.stop()
 
     def _teardown(self) -> None:
-        """Shut down what is left of a broken actor system, and wait for its admin port."""
+        """Shut down what is left of a broken actor system, and wait until every process of it
+        is gone (their ports free: a listener still dying would refuse its successor's bind)."""
         self._stop_pinger()
         admin = self.watch.watched.get(ADMIN) if self.watch is not None else None
         self.watch = None
@@ -272,9 +282,13 @@ class Daemon:
             # what is left under it dies with it (PR_SET_PDEATHSIG).
             admin.end(grace=0.2)
         deadline = time.monotonic() + 10
-        while bind_error("127.0.0.1", self.cfg.actor_admin_port) is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             reap()
-            time.sleep(0.05)
+            # As subreaper the daemon is the ancestor of every process of the old tree, orphans
+            # included; each dies with its parent (PR_SET_PDEATHSIG), which takes a moment.
+            if not live_descendants() and bind_error("127.0.0.1", self.cfg.actor_admin_port) is None:
+                break
+            time.sleep(0.02)
         reap()
 
     def _stop(self) -> None:

@@ -72,6 +72,22 @@ def reap() -> dict[int, int]:
         ended[pid] = status
 
 
+def live_descendants() -> list[int]:
+    """This process's descendants that have not ended (zombies excluded)."""
+    out: list[int] = []
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return out
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(int(child.pid))
+        except psutil.Error:
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class Watched:
     role: str
