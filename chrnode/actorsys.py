@@ -281,7 +281,7 @@ def _verify_ours(asys: Any, admin_port: int, nonce: str) -> None:
     # singleton) without asking that system to shut down.
     if getattr(type(asys), "systemBase", None) is getattr(asys, "_systemBase", None):
         delattr(type(asys), "systemBase")
-    _close_handle(asys)
+    close_handle(asys)
     raise AdminPortTaken(
         f"another actor system answered on 127.0.0.1:{admin_port} (another chr-node?); "
         "set CHR_ACTOR_ADMIN_PORT to a free port, or to 0 to let the node pick one"
@@ -291,16 +291,15 @@ def _verify_ours(asys: Any, admin_port: int, nonce: str) -> None:
 def shutdown_system(asys: Any) -> None:
     """`asys.shutdown()`, then collect the sockets Thespian's external handle leaves unclosed
     (they would surface as ResourceWarnings at an arbitrary later moment)."""
-
     try:
         asys.shutdown()
     finally:
-        _close_handle(asys)
+        close_handle(asys)
 
 
-def _close_handle(asys: Any) -> None:
-    """Close this process's handle on a system without stopping the system."""
-    import gc
+def close_handle(asys: Any) -> None:
+    """Close the sockets of an external handle without shutting the actor system down (for a
+    `transientUnique` handle, whose shutdown() would stop the whole system)."""
     import warnings
 
     transport = getattr(getattr(asys, "_systemBase", None), "transport", None)

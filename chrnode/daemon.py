@@ -27,9 +27,19 @@ from chrnode.actorsys import bind_error, shutdown_system, start_system_on
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
 from chrnode.fdlimit import raise_nofile_limit
+from chrnode.heartbeat import Heartbeat, RootPinger
 from chrnode.logsink import LOG_FORMAT, LocalHandler, LogSink
 from chrnode.ports_file import ports_path, read_ports, remove_ports
-from chrnode.procwatch import ADMIN, LOGGER, Death, RebuildBudget, SystemWatch, become_subreaper, reap
+from chrnode.procwatch import (
+    ADMIN,
+    LOGGER,
+    Death,
+    RebuildBudget,
+    SystemWatch,
+    become_subreaper,
+    live_descendants,
+    reap,
+)
 from chrnode.procwatch import ROOT as ROOT_ROLE
 from chrnode.rpc_server import write_cookie
 
@@ -127,6 +137,8 @@ class Daemon:
         self.root: Any = None
         self.watch: SystemWatch | None = None
         self.budget = RebuildBudget(cfg.max_rebuilds, cfg.rebuild_window)
+        self.heartbeat = Heartbeat()
+        self.pinger: RootPinger | None = None
         self.sink: LogSink | None = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -151,14 +163,14 @@ class Daemon:
         become_subreaper()
         log.info("chr-node %s starting: node %s, data dir %s", __version__, address, cfg.data_dir)
         remove_ports(cfg.data_dir)  # left by a node that was killed: stale
-        code = 0
         try:
             failure = self._start_tree()
             if failure:
                 log.error("cannot start: %s", failure)
                 remove_cookie(cfg)
-                return self._close_sink(failure_code(failure))
-            code = self._wait()
+                code = failure_code(failure)
+            else:
+                code = self._wait()
         finally:
             self._stop()
         return self._close_sink(code)
@@ -198,6 +210,11 @@ class Daemon:
             self.watch = None
         if self.watch is None:
             return "the root supervisor died as the tree became ready"
+        self.heartbeat.start(time.monotonic())
+        try:
+            self.pinger = RootPinger(cfg.actor_admin_port, self.root, self.heartbeat).start()
+        except Exception as exc:  # Thespian raises bare exceptions when its admin is unreachable
+            return f"cannot reach the actor system's admin to watch the root: {exc}"
         ports = self._wait_for_ports()
         log.info(
             "chr-node ready in %.1f s: %d actors; JSON-RPC on %s:%s (http) and %s (https); devices on %s; "
@@ -241,8 +258,11 @@ class Daemon:
                 return 1
             if self.watch is None:
                 continue
+            now = time.monotonic()
             self.watch.note_reaped(reap())
-            deaths = self.watch.poll()
+            deaths = self.watch.poll() or self.watch.stopped(now)
+            if not deaths and self.heartbeat.overdue(now):
+                deaths = self.watch.hung(self.heartbeat.timeout)
             if deaths and not self._recover(deaths):
                 return 1
         log.info("stopping (%s)", self.stop_reason)
@@ -252,7 +272,7 @@ class Daemon:
         """A process the tree stands on died: the logger alone is replaced by the admin; anything
         else means a new actor system. False: the daemon gives up (and exits non-zero)."""
         for death in deaths:
-            log.error("%s (pid %d) died: %s", death.role, death.pid, death.how)
+            log.error("%s (pid %d) %s", death.role, death.pid, death.how)
         if [d.role for d in deaths] == [LOGGER] and self._logger_replaced():
             return True
         if self.stop_reason:
@@ -294,8 +314,15 @@ class Daemon:
         log.error("no new logger appeared within 1 s")
         return False
 
+    def _stop_pinger(self) -> None:
+        if self.pinger is not None:
+            pinger, self.pinger = self.pinger, None
+            pinger.stop()
+
     def _teardown(self) -> None:
-        """Shut down what is left of a broken actor system, and wait for its admin port."""
+        """Shut down what is left of a broken actor system, and wait until every process of it
+        is gone (their ports free: a listener still dying would refuse its successor's bind)."""
+        self._stop_pinger()
         admin = self.watch.watched.get(ADMIN) if self.watch is not None else None
         self.watch = None
         self.root = None
@@ -307,14 +334,19 @@ class Daemon:
             # what is left under it dies with it (PR_SET_PDEATHSIG).
             admin.end(grace=0.2)
         deadline = time.monotonic() + 10
-        while bind_error("127.0.0.1", self.cfg.actor_admin_port) is not None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             reap()
-            time.sleep(0.05)
+            # As subreaper the daemon is the ancestor of every process of the old tree, orphans
+            # included; each dies with its parent (PR_SET_PDEATHSIG), which takes a moment.
+            if not live_descendants() and bind_error("127.0.0.1", self.cfg.actor_admin_port) is None:
+                break
+            time.sleep(0.02)
         reap()
 
     def _stop(self) -> None:
         from actors import messages as m
 
+        self._stop_pinger()
         if self.asys is None:
             return
         try:

@@ -72,6 +72,22 @@ def reap() -> dict[int, int]:
         ended[pid] = status
 
 
+def live_descendants() -> list[int]:
+    """This process's descendants that have not ended (zombies excluded)."""
+    out: list[int] = []
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return out
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(int(child.pid))
+        except psutil.Error:
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class Watched:
     role: str
@@ -90,6 +106,13 @@ class Watched:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
+
+    def stopped(self) -> bool:
+        """SIGSTOPped (state T): alive, but it answers nothing."""
+        try:
+            return bool(psutil.Process(self.pid).status() == psutil.STATUS_STOPPED)
+        except psutil.Error:
+            return False
 
     def alive(self) -> bool:
         try:
@@ -134,7 +157,8 @@ class RebuildBudget:
         return True
 
 
-_UNKNOWN = "gone (its parent is Thespian's admin, which reads its exit status)"
+STOPPED_LIMIT = 5.0  # seconds a watched process may stay SIGSTOPped before it counts as dead
+_UNKNOWN = "gone (no exit status: its parent was not the daemon)"
 
 
 @dataclass(frozen=True)
@@ -150,6 +174,7 @@ class SystemWatch:
     def __init__(self, root: Watched, admin: Watched, logger: Watched | None) -> None:
         self.watched = {w.role: w for w in (root, admin, logger) if w is not None}
         self.statuses: dict[int, int] = {}
+        self.stopped_since: dict[str, float] = {}
 
     @classmethod
     def of_root(cls, root_pid: int) -> SystemWatch:
@@ -170,13 +195,46 @@ class SystemWatch:
         gone = [w for w in self.watched.values() if not w.alive()]
         if not gone:
             return []
-        self.note_reaped(reap())  # one that died just now is a zombie until this collects it
+        # One that died just now is a zombie until reaped, and for a moment after SIGKILL not even
+        # that: wait up to 0.2 s for the daemon's own children (the admin) to become reapable.
+        deadline = time.monotonic() + 0.2
+        self.note_reaped(reap())
+        while any(w.pid not in self.statuses for w in gone) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.note_reaped(reap())
         deaths = []
         for w in gone:
             status = self.statuses.get(w.pid)
-            deaths.append(Death(w.role, w.pid, describe_status(status) if status is not None else _UNKNOWN))
+            how = describe_status(status) if status is not None else _UNKNOWN
+            deaths.append(Death(w.role, w.pid, f"died: {how}"))
             del self.watched[w.role]
         return deaths
+
+    def stopped(self, now: float, limit: float = STOPPED_LIMIT) -> list[Death]:
+        """Processes stopped (SIGSTOP) for `limit` seconds: SIGKILLed and reported as deaths."""
+        deaths = []
+        for role, w in list(self.watched.items()):
+            if not w.stopped():
+                self.stopped_since.pop(role, None)
+                continue
+            since = self.stopped_since.setdefault(role, now)
+            if now - since >= limit:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGKILL)
+                del self.watched[role]
+                deaths.append(Death(role, w.pid, f"was stopped (SIGSTOP) for {limit:g} s: killed it"))
+        return deaths
+
+    def hung(self, seconds: float) -> list[Death]:
+        """The root did not answer for `seconds`: SIGKILL it and the admin (a stopped process
+        cannot shut down politely), and report it as the death of the root."""
+        root = self.watched.pop(ROOT, None)
+        for w in (root, self.watched.get(ADMIN)):
+            if w is not None and w.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.pid, signal.SIGKILL)
+        how = f"did not answer the daemon's heartbeat for {seconds:g} s (hung): killed it and the admin"
+        return [Death(ROOT, root.pid if root is not None else 0, how)]
 
     def adopt_logger(self) -> int | None:
         """After the logger died: the admin's replacement, if it started one."""

@@ -174,7 +174,8 @@ def test_sigkill_of_the_root_supervisor_rebuilds_the_tree(tmp_path: Path, nodes:
 def test_sigkill_of_thespians_admin_rebuilds_the_system(tmp_path: Path, nodes: list[NodeProcess]) -> None:
     node = _kill_and_recover(tmp_path, nodes, "admin", "Thespian admin")
     text = (node.data_dir / "chr-node.log").read_text()
-    assert re.search(r"Thespian admin \(pid \d+\) died: killed by SIGKILL", text)
+    daemon_lines = [line for line in text.splitlines() if "chrnode.daemon" in line]
+    assert re.search(r"Thespian admin \(pid \d+\) died: killed by SIGKILL", text), daemon_lines
     assert node.stop() == 0
     assert node.leftovers() == []
 
@@ -219,3 +220,28 @@ def test_past_max_rebuilds_the_daemon_exits_1_with_a_clear_line(
     text = (node.data_dir / "chr-node.log").read_text()
     assert "giving up: the actor system was rebuilt 0 times within 60 s; exiting with status 1" in text
     wait_until(lambda: not node.leftovers(), timeout=15, what="no process left")
+
+
+@pytest.mark.parametrize(("role", "named"), [("root", "root supervisor"), ("admin", "Thespian admin")])
+def test_a_stopped_root_or_admin_is_killed_and_the_tree_rebuilt(
+    tmp_path: Path, nodes: list[NodeProcess], role: str, named: str
+) -> None:
+    """SIGSTOP leaves a process alive that answers nothing: the daemon kills it after 5 s."""
+    node = NodeProcess(tmp_path / "data")
+    nodes.append(node)
+    node.start()
+    before = tree_pids(node)
+    target = footing(node)[role]
+    stopped_at = time.time()
+    os.kill(target, signal.SIGSTOP)
+    whole_again(node, before)
+    noticed = logged_at(node, rf"{named} \(pid {target}\) was stopped \(SIGSTOP\) for 5 s: killed it")
+    assert 5.0 <= noticed - stopped_at < 6.5
+    daemon = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+    wait_until(
+        lambda: all(p.status() != psutil.STATUS_ZOMBIE for p in daemon.children(recursive=True)),
+        timeout=5,
+        what="no zombie after the rebuild",
+    )
+    assert node.stop() == 0
+    assert node.leftovers() == []

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chrnode.forkhooks import close_inherited_listeners
+from chrnode.heartbeat import Heartbeat
 from chrnode.procwatch import RebuildBudget, Watched, describe_status, reap
 
 
@@ -99,3 +100,18 @@ def test_a_forked_child_keeps_no_inherited_listening_socket() -> None:
         os.close(read_fd)
         for sock in (listener, peer_a, peer_b):
             sock.close()
+
+
+@given(st.floats(0.5, 30), st.lists(st.tuples(st.floats(0, 10), st.booleans()), max_size=50))
+def test_heartbeat_is_overdue_exactly_when_no_answer_came_for_the_timeout(
+    timeout: float, steps: list[tuple[float, bool]]
+) -> None:
+    heartbeat = Heartbeat(timeout=timeout)
+    heartbeat.start(0.0)
+    now = last = 0.0
+    for step, answered in steps:
+        now += step
+        if answered:
+            heartbeat.answered(now)
+            last = now
+        assert heartbeat.overdue(now) == (now - last > timeout)
