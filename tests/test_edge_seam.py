@@ -100,8 +100,11 @@ async def test_a_slow_reader_pauses_only_its_own_port_at_the_source(tmp_path: Pa
         big = os.urandom(1 << 20) * 24
         stalled = asyncio.ensure_future(to_slow.write(big))  # the slow device reads nothing yet
         session = node.server.devices[source.address]
-        await wait_for(lambda: to_slow.ref in session._held, what="the slow port paused at its source")
-        assert not to_slow._sendable.is_set()  # the device client honoured port_pause
+        await wait_for(
+            lambda: to_slow.ref in session.paused_refs(), what="the slow port paused at its source"
+        )
+        # the device client honours port_pause once the frame reaches it
+        await wait_for(lambda: not to_slow._sendable.is_set(), what="the client holding the port")
         # the source's other port flows at full speed meanwhile, and its connection is never paused
         data = os.urandom(1 << 20) * 16
         writer = asyncio.ensure_future(to_fast.write(data))
@@ -124,7 +127,7 @@ async def test_a_slow_reader_pauses_only_its_own_port_at_the_source(tmp_path: Pa
             got += len(chunk)
         await asyncio.wait_for(stalled, 30)
         assert digest.digest() == hashlib.sha256(big).digest()
-        await wait_for(lambda: not session._held, what="the port resumed")
+        await wait_for(lambda: not session.paused_refs(), what="the port resumed")
         await asyncio.gather(source.close(), slow.close(), fast.close())
     finally:
         await node.stop()
@@ -160,7 +163,7 @@ def test_a_device_that_ignores_port_pause_is_paused_as_a_whole(tmp_path: Path) -
             session = next(s for s in thread.node.server.sessions if s.device == key.address)
             src = next(s for s in thread.node.server.sessions if s.device not in (key.address, None))
             assert session.conn is not None
-            return src._pauses, session.conn.get_write_buffer_size(), len(src._held)
+            return src._pauses, session.conn.get_write_buffer_size(), len(src.paused_refs())
 
         pauses, queued, held = thread.run(state)
         assert pauses >= 1 and held == 1

@@ -41,8 +41,11 @@ class PortFlow(FrameReader):
         self.recent_refs: collections.deque[int] = collections.deque(maxlen=recent_refs)
         self._pauses = 0
         self._blocked: set[Port] | None = None  # ports paused at their source because of this reader
-        self._held: dict[int, int] = {}  # ref -> bytes received since the device was asked to pause it
-        self._forced: set[int] = set()  # paused refs it ignored: the connection is paused for them
+        # Made on first use: most connections never see a pause (an idle connection costs no dict).
+        self._held: dict[int, int] | None = (
+            None  # ref -> bytes received since the device was asked to pause it
+        )
+        self._forced: set[int] | None = None  # paused refs it ignored: the connection is paused for them
 
     def send(self, msg: Message) -> None:
         raise NotImplementedError
@@ -69,39 +72,51 @@ class PortFlow(FrameReader):
     # ---- this end as the source ----------------------------------------------------------------
 
     def pause_port(self, port: Port) -> None:
-        if port.ref in self._held or self.closed:
+        held = self._held
+        if held is None:
+            held = self._held = {}
+        if port.ref in held or self.closed:
             return
-        self._held[port.ref] = 0
+        held[port.ref] = 0
         self.send(PortPause(ref=port.ref))
 
     def resume_port(self, port: Port) -> None:
-        if self._held.pop(port.ref, None) is None:
+        if self._held is None or self._held.pop(port.ref, None) is None:
             return
         if port.ref in self.ports:
             self.send(PortResume(ref=port.ref))
-        if port.ref in self._forced:
-            self._forced.discard(port.ref)
-            self.resume()
+        self._unforce(port.ref)
 
     def port_closed(self, port: Port) -> None:
         if self._blocked is not None:
             self._blocked.discard(port)
-        self._held.pop(port.ref, None)
-        if port.ref in self._forced:
-            self._forced.discard(port.ref)
-            self.resume()
+        if self._held is not None:
+            self._held.pop(port.ref, None)
+        self._unforce(port.ref)
+
+    def paused_refs(self) -> frozenset[int]:
+        """Refs this end's device was asked to pause (port_pause) and not resumed yet."""
+        return frozenset(self._held or ())
 
     def sent_while_paused(self, ref: int, nbytes: int) -> None:
         """Count data on a port this device was asked to pause; past the allowance it is not
         honouring port_pause, so its whole connection waits for the port to resume."""
-        held = self._held.get(ref)
-        if held is None:
+        pauses = self._held
+        held = pauses.get(ref) if pauses else None
+        if pauses is None or held is None:
             return
         held += nbytes
-        self._held[ref] = held
-        if held > PAUSE_ALLOWANCE and ref not in self._forced:
+        pauses[ref] = held
+        if held > PAUSE_ALLOWANCE and (self._forced is None or ref not in self._forced):
+            if self._forced is None:
+                self._forced = set()
             self._forced.add(ref)
             self.pause()
+
+    def _unforce(self, ref: int) -> None:
+        if self._forced is not None and ref in self._forced:
+            self._forced.discard(ref)
+            self.resume()
 
     # ---- the connection as a whole (counted: rate limits and ignored pauses stack) ------------
 

@@ -244,7 +244,9 @@ class Handlers:
                 self.server.ports.relay(session, msg.ref, b"")
             return
         header, data = encode_portsend_parts(msg.ref, msg.data)
-        self.server.ports.relay(session, msg.ref, header + data)
+        frame = header + data
+        session.sent_while_paused(msg.ref, len(frame))  # compressed data counts against a pause too
+        self.server.ports.relay(session, msg.ref, frame)
         if msg.id is not None:
             session.send(Ack(PORTSEND, msg.id))
 
