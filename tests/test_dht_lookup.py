@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from chrnode.dht.ids import ID_BITS, Contact, as_id, as_int
 from chrnode.dht.lockstep import LockstepLookup
-from chrnode.dht.lookup import Lookup, LookupMachine
+from chrnode.dht.lookup import Lookup, LookupMachine, State
 from chrnode.dht.store import Value
 
 TARGET = as_id(0)
@@ -203,3 +203,25 @@ def test_lookup_finds_the_k_closest_live_nodes_it_heard_of(
     assert closest == live_heard[:k]
     if all(state == "ok" for state in world.values()):
         assert closest == [x.address for x in by_target[:k]] or len(heard) < len(world)
+
+
+def test_past_the_three_closest_a_soft_timeout_abandons_at_once() -> None:
+    lookup = Lookup(TARGET, [c(n) for n in range(1, 7)], k=5, alpha=5)
+    assert lookup.start() == [c(1), c(2), c(3), c(4), c(5)]
+    for n in (1, 2, 3, 4):
+        lookup.answered(c(n).address, [])
+    # c(5) is 5th of the window: not worth the wait, c(6) is asked in its place at once.
+    assert lookup.soft_timeout(c(5).address) == [c(6)]
+    assert lookup.candidates.by_address[c(5).address].state is State.ABANDONED
+    lookup.answered(c(6).address, [])
+    assert lookup.done and lookup.result().closest == [c(1), c(2), c(3), c(4), c(6)]
+
+
+def test_among_the_three_closest_a_soft_timeout_keeps_the_contact_in_the_window() -> None:
+    lookup = Lookup(TARGET, [c(n) for n in range(1, 7)], k=5, alpha=5)
+    lookup.start()
+    for n in (2, 3, 4, 5):
+        lookup.answered(c(n).address, [])
+    assert lookup.soft_timeout(c(1).address) == []
+    assert lookup.candidates.by_address[c(1).address].state is State.SLOW and not lookup.done
+    assert lookup.abandon(c(1).address) == [c(6)]

@@ -6,6 +6,7 @@ A lookup holds the candidates it has heard of, by distance to the target, each i
     HEARD --query--> WAITING --answer--> ANSWERED
                         |  \--failure (reset, error, hard timeout)--> FAILED
                         \--soft timeout--> SLOW --abandon--> ABANDONED
+                                   \ (not among the BETA closest) --> ABANDONED
                                              (both: an answer -> ANSWERED, a failure -> FAILED)
 
 At most `alpha` candidates are WAITING. The "window" is the k closest candidates that are
@@ -17,13 +18,14 @@ paper's final step, "resend the FIND_NODE to all of the k closest not already qu
 event-driven); otherwise k answers at alpha in flight would take k / alpha round trips.
 
 Two timeouts come before the hard one, both set by the caller from measured round trips (see
-`rtt`): the soft timeout frees the contact's slot, so the next contact is asked at once; a
-second one (`abandon`, by default three times the soft one) takes it out of the window, so a
-silent contact costs the lookup about three round-trip timeouts, never the hard timeout,
-while a merely slow one (the closest node may be one) still gets the time to answer. The
-query stays open throughout: a late answer counts while the lookup runs. The lookup is done
-when the window holds only ANSWERED candidates, or for FIND_VALUE as soon as a candidate
-returns the value.
+`rtt`). The soft timeout frees the contact's slot, so the next contact is asked at once. A
+contact among the BETA = 3 closest of the window then stays in the window until a second
+timeout (`abandon`, by default three times the soft one), so a merely slow closest node still
+gets the time to answer; any other leaves the window at its soft timeout (libp2p's "beta":
+only the closest few are worth a wait). A silent contact therefore costs a lookup one
+round-trip timeout, or three near the top, never the hard timeout. The query stays open
+throughout: a late answer counts while the lookup runs. The lookup is done when the window
+holds only ANSWERED candidates, or for FIND_VALUE as soon as a candidate returns the value.
 
 The lookup is pure: the node sends the queries it returns and reports what happens to them.
 Hops: a seed is queried at hop 1, a contact first named by a hop-h answer at hop h + 1.
@@ -50,6 +52,8 @@ class State(Enum):
     ANSWERED = "answered"
     FAILED = "failed"
 
+
+BETA = 3  # the closest candidates a soft timeout keeps in the window until abandoned
 
 _OPEN = (State.WAITING, State.SLOW, State.ABANDONED)  # a query is out
 _WINDOW = (State.HEARD, State.WAITING, State.SLOW, State.ANSWERED)
@@ -201,9 +205,11 @@ class Lookup:
         candidate = self.candidates.by_address.get(address)
         if candidate is None or candidate.state is not State.WAITING:
             return []
-        candidate.state = State.SLOW
         self._waiting -= 1
         self._slow += 1
+        # Only the closest few are worth waiting for past the soft timeout (libp2p's beta).
+        protected = self.candidates.closest_in(*_WINDOW, n=BETA)
+        candidate.state = State.SLOW if candidate in protected else State.ABANDONED
         return self._advance()
 
     def abandon(self, address: bytes) -> list[Contact]:

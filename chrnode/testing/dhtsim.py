@@ -21,7 +21,6 @@ import bisect
 import heapq
 import math
 import random
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -251,18 +250,3 @@ class SimNetwork:
             Contact(as_id(t ^ (self.rng.getrandbits(16) | 1)), "203.0.113.9", 51055)
             for _ in range(self.config.k)
         ]
-
-
-def summary(runs: list[LookupRun], truth: Callable[[LookupRun], bool]) -> dict[str, float]:
-    """Success, hops, queries and latency figures of a set of lookups."""
-    latencies = sorted(r.latency for r in runs)
-    cuts = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {
-        "lookups": len(runs),
-        "success": sum(1 for r in runs if truth(r)) / len(runs),
-        "hops_mean": statistics.fmean(r.result.hops for r in runs),
-        "hops_max": max(r.result.hops for r in runs),
-        "queries_mean": statistics.fmean(r.result.queries for r in runs),
-        "latency_median": statistics.median(latencies),
-        "latency_p95": cuts[18],
-    }
