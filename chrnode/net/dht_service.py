@@ -206,10 +206,10 @@ class DhtService:
             self._act(self.node.on_failure(send.request_id, now))
             return
         self.network.answered(send.to.address)
-        actions = self.node.on_answer(send.request_id, parsed, now)
-        if link.record is not None:  # the table keeps the contact with its signed record
-            actions += self.node.contact_seen(contact_of(link.record), now)
-        self._act(actions)
+        # The sender as the link's hello proved it, with its signed record (a fleet node from
+        # config has none until then): the table keeps that copy.
+        sender = contact_of(link.record) if link.record is not None else None
+        self._act(self.node.on_answer(send.request_id, parsed, now, sender=sender))
 
     def _as_dht_answer(self, request: dm.Request, answer: Any) -> dm.Answer | None:
         if answer is None or isinstance(answer, PeerError):
