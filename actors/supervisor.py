@@ -409,7 +409,8 @@ class Supervisor(RegistryKeeper):
 
     def receiveMsg_StopTree(self, msg: m.StopTree, sender: Any) -> None:
         self.stop_requester = sender
-        if self.machine is None:
+        if self.machine is None or self.machine.phase == "done":  # nothing left (it gave up)
+            self.stop_requester = None
             self.send(sender, m.TreeStopped())
             return
         self._do(s.Stop())
