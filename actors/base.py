@@ -117,6 +117,8 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             if self.bridge is not None:
                 self.bridge.close()
                 self.bridge = None
+        if self.parent_address is not None and not self.crashed:
+            self.send(self.parent_address, m.Exiting(self.name))
 
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         pubsub_before = self.registry.get("PubSub")
@@ -231,6 +233,25 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             self.send_to("Stats", m.StatsReport(self.name, batch))
 
 
+_SCANNED_MODULES: set[str] = set()
+_MODULE_LOGGERS: set[logging.Logger] = set()
+
+
+def _module_loggers() -> set[logging.Logger]:
+    """The loggers the modules hold, scanning only modules not seen before. The cache is
+    inherited through fork, so an actor's Init scans the few modules its parent had not
+    (scanning all 700 took about 8 ms of every start)."""
+    for name, module in list(sys.modules.items()):
+        if name in _SCANNED_MODULES:
+            continue
+        _SCANNED_MODULES.add(name)
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, logging.Logger) and not value.name.lower().startswith("thespian"):
+                _MODULE_LOGGERS.add(value)
+                _MODULE_LOGGERS.add(value.manager.root)
+    return _MODULE_LOGGERS
+
+
 def apply_log_level(level: str) -> None:
     """Set `level` on every logger of this process.
 
@@ -241,12 +262,7 @@ def apply_log_level(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         return
-    loggers = {logging.getLogger(), logging.getLogger("chrnode")}
-    for module in list(sys.modules.values()):
-        for value in list(getattr(module, "__dict__", {}).values()):
-            if isinstance(value, logging.Logger) and not value.name.lower().startswith("thespian"):
-                loggers.add(value)
-                loggers.add(value.manager.root)
+    loggers = {logging.getLogger(), logging.getLogger("chrnode")} | _module_loggers()
     for logger in loggers:
         logger.setLevel(numeric)
 
