@@ -122,6 +122,8 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             if self.bridge is not None:
                 self.bridge.close()
                 self.bridge = None
+        if self.parent_address is not None and not self.crashed:
+            self.send(self.parent_address, m.Exiting(self.name))
 
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         pubsub_before = self.registry.get("PubSub")

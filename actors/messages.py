@@ -89,6 +89,14 @@ class Stopping:
 
 
 @dataclass(frozen=True)
+class Exiting:
+    """A child asked to exit has released what it holds (`on_stop` done) and is exiting: its
+    supervisor may go on with the next stop without waiting for the process to be reaped."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class RegistryUpdate:
     """The root pushes the whole name -> address map whenever it changes."""
 

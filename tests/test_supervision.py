@@ -183,6 +183,9 @@ def test_intensity_exceeded_escalates_to_tree_failure() -> None:
         failure = tree.asys.listen(20)
         assert isinstance(failure, m.TreeFailed), failure
         assert "A needed more than 2 restarts" in failure.reason
+        started = time.monotonic()  # a root that gave up has nothing to stop: it answers at once
+        assert isinstance(tree.asys.ask(tree.root, m.StopTree(), 10), m.TreeStopped)
+        assert time.monotonic() - started < 2.0
 
 
 def test_child_that_cannot_start_fails_the_tree_with_its_reason() -> None:

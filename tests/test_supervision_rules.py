@@ -118,7 +118,7 @@ class World:
     def exit(self, name: str, abnormal: bool) -> None:
         proc = self.procs[name]
         proc.alive = False
-        restarts = abnormal or self.rule[name].restart == "permanent"
+        restarts = abnormal or proc.doomed or self.rule[name].restart == "permanent"
         if restarts and (proc.doomed or not (proc.stop_asked or proc.killed)):
             self.crashes += 1
         if self.rule[name].restart == "temporary" and not proc.admin:
