@@ -13,7 +13,7 @@ from actors import chain_messages as cm
 from actors import messages as m
 from actors.base import LoopAsks
 from chrnode.crypto import parse_address
-from chrnode.errors import ChrError, CryptoError, RpcError
+from chrnode.errors import ActorRestarting, ChrError, CryptoError, RpcError
 from chrnode.jsonrpc import Method, Param
 from chrnode.rpc_api import jsonable, public_chain_error
 
@@ -60,6 +60,9 @@ def chain_methods(asks: LoopAsks) -> list[Method]:
     async def chain(message: Any) -> Any:
         try:
             answer = await asks.ask("RemoteChain.Cache", message, ASK_TIMEOUT)
+        except ActorRestarting as exc:  # failed at once (issue 9): say so, not "in time"
+            log.info("chain service restarting: %s", exc)
+            raise RpcError(CHAIN_FAILED, "the chain service is restarting; try again in a moment") from exc
         except ChrError as exc:
             log.warning("chain service did not answer: %s", exc)
             raise RpcError(CHAIN_FAILED, "the chain service did not answer in time; try again later") from exc
