@@ -27,7 +27,7 @@ from chrnode.errors import ChrError
 PORTS_FILE = "ports.json"
 
 # Listeners that must report before the file is first written; a new listener adds its kind here.
-LISTENER_KINDS = ("rpc", "rpcs", "edge2")
+LISTENER_KINDS = ("rpc", "rpcs", "edge2", "peer2")
 
 
 def ports_path(data_dir: Path | str) -> Path:
