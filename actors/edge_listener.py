@@ -39,6 +39,7 @@ START_TIMEOUT = 15.0
 ASK_TIMEOUT = 10.0
 STOP_DRAIN = 3.0
 RESTORE_LIMIT = 100_000  # the ObjectStore's own cap
+RESTORE_TRIES = 10
 
 _log = logging.getLogger("chrnode.net")
 
@@ -119,18 +120,24 @@ class ActorHooks:
             raise StorageError(reply.error)
 
     async def stored_objects(self) -> list[Any]:
-        """The live DHT objects Model.Sql holds (restored at start); [] if it cannot say."""
-        try:
-            reply = await self.asks.ask(
-                "Model.Sql.Cache", m.SqlRead("dht_live", (time.time(), RESTORE_LIMIT)), ASK_TIMEOUT
-            )
-        except ChrError as exc:
-            _log.warning("stored DHT objects not restored: %s", exc)
-            return []
-        if not reply.ok:
-            _log.warning("stored DHT objects not restored: %s", reply.error)
-            return []
-        return list(reply.result)
+        """The live DHT objects Model.Sql holds (restored at start); [] if it cannot say.
+        Tried a few times: at start the registry may not name Model.Sql.Cache yet."""
+        error = ""
+        for _ in range(RESTORE_TRIES):
+            try:
+                reply = await self.asks.ask(
+                    "Model.Sql.Cache", m.SqlRead("dht_live", (time.time(), RESTORE_LIMIT)), ASK_TIMEOUT
+                )
+            except ChrError as exc:
+                error = str(exc)
+                await asyncio.sleep(1.0)
+                continue
+            if reply.ok:
+                return list(reply.result)
+            error = str(reply.error)
+            break
+        _log.warning("stored DHT objects not restored: %s", error)
+        return []
 
     async def report(self, stats: dict[str, Any]) -> None:
         # Nothing to do: the listener pulls `EdgeServer.snapshot()` itself once a second.
@@ -218,7 +225,6 @@ class EdgeListener(ChrActor):
             loop, self.identity_key, server_ctx, client_ctx, dataclasses.replace(settings, peer_port=again),
             self.persistence,
         )  # fmt: skip
-        self.net.restore(objects_of(await hooks.stored_objects(), self.net.codec))
         try:
             self.peer_port = self.net.start(cfg.bind_address, self.server.bound_ports)
         except OSError:
@@ -227,6 +233,15 @@ class EdgeListener(ChrActor):
             self.net.settings = settings  # the old port was taken meanwhile: a fresh one
             self.peer_port = self.net.start(cfg.bind_address, self.server.bound_ports)
         self.server.presence = self.net
+        # Model.Sql answers only once this actor runs (its thread sends the asks), so the
+        # objects held before a restart come back in a task; MERKLE waits for them.
+        self.network.spawn(self._restore(hooks))
+        # The cross-node DeviceResolver (chrnode/net/relay.py) plugs in here, on this loop:
+        # self.server.resolver = ...(self.net.network, self.net.dht)
+
+    async def _restore(self, hooks: ActorHooks) -> None:
+        rows = await hooks.stored_objects()
+        self.net.restore(objects_of(rows, self.net.codec))
 
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,11 +25,13 @@ from chrnode.objects.store import ObjectStore
 from chrnode.peer import messages as pm
 from chrnode.peer.link import PeerError, PeerLink
 
-__all__ = ["MerkleSync", "SyncResult"]
+__all__ = ["HELD", "NEW", "REFUSED", "MerkleSync", "SyncResult"]
 
 _log = logging.getLogger("chrnode.objects")
 
 IN_FLIGHT = 16
+RECENT = 16
+NEW, HELD, REFUSED = "new", "held", "refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,19 @@ class SyncResult:
     fetched: int
     pushed: int
     refused: int
+    had: int  # fetched, but a STORE had brought it meanwhile
     gave_up: bool
+    fetched_keys: tuple[bytes, ...] = ()
+    pushed_keys: tuple[bytes, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """For network_stats: with whom, and which keys moved each way (0x-hex)."""
+        return {
+            "peer": "0x" + self.peer.hex(),
+            "queries": self.queries,
+            "fetched": ["0x" + k.hex() for k in self.fetched_keys],
+            "pushed": ["0x" + k.hex() for k in self.pushed_keys],
+        }
 
 
 class MerkleSync:
@@ -48,18 +63,22 @@ class MerkleSync:
         self,
         store: ObjectStore,
         codec: ObjectCodec,
-        accept: Callable[[SignedObject], bool],
+        accept: Callable[[SignedObject], str],
         clock: Callable[[], float],
         *,
         timeout: float = 5.0,
     ) -> None:
         self.store = store
         self.codec = codec
-        self.accept = accept  # offers an object to the node's rules; True if it is now held
+        # Offers an object to the node's rules: NEW (now held), HELD (it came meanwhile, by a
+        # STORE over the same new link) or REFUSED.
+        self.accept = accept
         self.clock = clock
         self.timeout = timeout
-        self.totals = {"runs": 0, "queries": 0, "fetched": 0, "pushed": 0, "refused": 0, "answered": 0}
-        self.last: SyncResult | None = None
+        self.totals = {
+            "runs": 0, "queries": 0, "fetched": 0, "pushed": 0, "refused": 0, "had": 0, "answered": 0
+        }  # fmt: skip
+        self.recent: deque[SyncResult] = deque(maxlen=RECENT)  # runs that moved something
         self._running: set[bytes] = set()
 
     def answer(self, link: PeerLink, msg: Any, request_id: int | None) -> None:
@@ -89,8 +108,9 @@ class MerkleSync:
         totals["fetched"] += result.fetched
         totals["pushed"] += result.pushed
         totals["refused"] += result.refused
-        self.last = result
+        totals["had"] += result.had
         if result.fetched or result.pushed:
+            self.recent.append(result)
             _log.info(
                 "MERKLE with %s: %d queries, fetched %d, pushed %d, refused %d",
                 link.label(),
@@ -116,20 +136,33 @@ class MerkleSync:
                     queries += rec.on_answer(q, reply)
                 except ValueError as exc:
                     _log.info("bad MERKLE answer from %s: %s", link.label(), exc)
-        fetched = refused = pushed = 0
+        refused = had = 0
+        fetched: list[bytes] = []
+        pushed: list[bytes] = []
         for key in sorted(rec.fetch):
             obj = await self._fetch(link, key)
-            if obj is None:
-                refused += 1
-            elif self.accept(obj):
-                fetched += 1
+            status = REFUSED if obj is None else self.accept(obj)
+            if status == NEW:
+                fetched.append(key)
+            elif status == HELD:
+                had += 1
             else:
                 refused += 1
         for key in sorted(rec.push):
             obj = self.store.get(key, self.clock())
             if obj is not None and await self._push(link, obj):
-                pushed += 1
-        return SyncResult(peer, rec.sent, fetched, pushed, refused, rec.gave_up)
+                pushed.append(key)
+        return SyncResult(
+            peer,
+            rec.sent,
+            len(fetched),
+            len(pushed),
+            refused,
+            had,
+            rec.gave_up,
+            tuple(fetched),
+            tuple(pushed),
+        )
 
     async def _ask(self, link: PeerLink, query: merkle.Query) -> tuple[merkle.Query, Any]:
         try:

@@ -1,8 +1,8 @@
 """The peer side of a running node (SPEC 4, 6): peer port, DHT, its own objects, fleet, MERKLE.
 
     net = NodeNetwork(loop, key, server_ctx, client_ctx, settings, persistence)
-    net.restore(objects)                 # what Model.Sql held (before listening)
     port = net.start(bind, edge_ports)   # listens on the peer port, publishes the node object
+    net.restore(objects)                 # what Model.Sql held (read once the actors answer)
     net.device_hello(...); net.device_ticket(...); net.device_left(...)   # from the edge
     net.status()                         # for the snapshot: peers, fleet, p2p
     await net.close()
@@ -36,9 +36,10 @@ from chrnode.crypto import PrivateKey
 from chrnode.dht import DhtProtocolError
 from chrnode.dht.ids import Contact
 from chrnode.dht.node import DhtConfig, DhtNode
+from chrnode.edge import codes
 from chrnode.net.codecs import ObjectCodec, contact_of
 from chrnode.net.dht_service import DhtService
-from chrnode.net.merkle_sync import MerkleSync
+from chrnode.net.merkle_sync import HELD, NEW, REFUSED, MerkleSync
 from chrnode.net.peers import PeerNetwork, PeerNetworkConfig
 from chrnode.objects.errors import ObjectError
 from chrnode.objects.kinds import NODE, NodeRecord
@@ -52,6 +53,8 @@ from chrnode.ticket import Ticket
 __all__ = ["NetworkSettings", "NodeNetwork", "Persistence"]
 
 _log = logging.getLogger("chrnode.net")
+
+RESTORE_WAIT = 30.0  # seconds a reconciliation waits for the restore from storage
 
 
 class Persistence(Protocol):
@@ -101,13 +104,13 @@ class NodeNetwork:
         self.network.on_seen = self._seen
         self.network.on_link_up.append(self._link_up)
         self.sync = MerkleSync(self.objects, self.codec, self._accept, clock)
-        self.network.handlers[pm.MERKLE] = self.sync.answer
+        self.network.handlers[pm.MERKLE] = self._merkle
         self.dht: DhtService | None = None
         self.publisher: Publisher | None = None
         self.port = 0
         self.joins = 0
         self.published = 0
-        self._restored: list[SignedObject] = []
+        self._restored = asyncio.Event()  # MERKLE waits for it: compare what we really hold
         self._reliability: dict[bytes, float] = {}
         self._last_join = -float("inf")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -116,8 +119,23 @@ class NodeNetwork:
 
     # ---- start ----------------------------------------------------------------------------------
     def restore(self, objects: Iterable[SignedObject]) -> None:
-        """Objects held before a restart (checked again by the caller's codec); kept, not sent."""
-        self._restored.extend(objects)
+        """Objects held before a restart (checked by the caller's codec), after start; kept, not
+        sent. Call it once, with [] when storage could not say: reconciliations wait for it."""
+        assert self.dht is not None, "start() first"
+        now = self.clock()
+        held = 0
+        for obj in objects:
+            if obj.kind == NODE and obj.key == self.key.address:
+                continue  # our own old record: the new one replaces it
+            try:
+                if self.dht.hold(obj) == "stored":
+                    self.objects.offer(obj, now)
+                    held += 1
+            except (ObjectError, DhtProtocolError, ValueError) as exc:
+                _log.debug("restored object 0x%s dropped: %s", obj.key.hex(), exc)
+        if held:
+            _log.info("restored %d signed objects from storage", held)
+        self._restored.set()
 
     def start(self, bind: str, edge_ports: Iterable[int]) -> int:
         """Listen on the peer port, make and publish the node object, join through the fleet."""
@@ -132,19 +150,6 @@ class NodeNetwork:
         self.network.pool.rng = random.Random()
         self.dht = DhtService(self.network, node, self.codec, clock=self.clock)
         self.dht.on_stored.append(self._stored)
-        held = 0
-        for obj in self._restored:
-            if obj.kind == NODE and obj.key == self.key.address:
-                continue  # our own old record: the new one replaces it
-            try:
-                self.dht.hold(obj)
-                self.objects.offer(obj, now)
-                held += 1
-            except (ObjectError, DhtProtocolError, ValueError) as exc:
-                _log.debug("restored object 0x%s dropped: %s", obj.key.hex(), exc)
-        self._restored.clear()
-        if held:
-            _log.info("restored %d signed objects from storage", held)
         self._offer_own(first)
         for seed in self._seeds():
             self.network.pin(seed.address, seed.host, seed.peer_port)
@@ -232,23 +237,43 @@ class NodeNetwork:
         except ObjectError:
             pass  # an equal seq the DHT took as a refresh; the held one stays
 
-    def _accept(self, obj: SignedObject) -> bool:
-        """An object fetched in a MERKLE sync: the same rules as a STORE."""
+    def _accept(self, obj: SignedObject) -> str:
+        """An object fetched in a MERKLE sync: the same rules as a STORE (merkle_sync NEW...)."""
         assert self.dht is not None
+        held = self.objects.get(obj.key, self.clock())
+        if held is not None and held.seq == obj.seq and held.signature == obj.signature:
+            return HELD
         try:
-            if self.dht.hold(obj) != "stored":
-                return False
-            changed = self.objects.offer(obj, self.clock())
+            status = self.dht.hold(obj)
+            if status != "stored":
+                _log.info("object 0x%s from MERKLE refused: %s", obj.key.hex(), status)
+                return REFUSED
+            self.objects.offer(obj, self.clock())
         except (ObjectError, DhtProtocolError) as exc:
             _log.info("object 0x%s from MERKLE refused: %s", obj.key.hex(), exc)
-            return False
-        if changed:
-            self.persistence.object_held(obj)
-        return changed
+            return REFUSED
+        self.persistence.object_held(obj)
+        return NEW
 
     def _link_up(self, link: PeerLink) -> None:
         if not self._closing:
-            self._spawn(self.sync.reconcile(link))
+            self._spawn(self._reconcile(link))
+
+    def _merkle(self, link: PeerLink, msg: Any, request_id: int | None) -> None:
+        # Until the restore, the store lacks what the database holds: a peer comparing now would
+        # push it all again. It is told to wait; our own reconciliation after the restore
+        # exchanges both ways.
+        if not self._restored.is_set():
+            link.error(pm.MERKLE, request_id, codes.UNAVAILABLE, "restoring objects from storage; ask later")
+            return
+        self.sync.answer(link, msg, request_id)
+
+    async def _reconcile(self, link: PeerLink) -> None:
+        try:
+            await asyncio.wait_for(self._restored.wait(), RESTORE_WAIT)
+        except TimeoutError:
+            _log.warning("reconciling with %s before storage restored the objects", link.label())
+        await self.sync.reconcile(link)
 
     def _seen(self, address: bytes, connected: bool, reliability: float) -> None:
         # The pool says how reliable the peer is now; peer_history keeps its own moving score,
@@ -336,7 +361,7 @@ class NodeNetwork:
             "published": self.published,
             "serving_locations": len(self.publisher.serving()) if self.publisher is not None else 0,
             "dht": {**dht, "counters": counters},
-            "merkle": dict(self.sync.totals),
+            "merkle": {**self.sync.totals, "recent": [r.summary() for r in self.sync.recent]},
         }
 
     async def close(self) -> None:
