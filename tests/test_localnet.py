@@ -8,7 +8,9 @@ and converging through MERKLE, exchanging only what differs.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 from chrnode.client import DeviceClient, connect
 from chrnode.crypto import PrivateKey
-from chrnode.edge.messages import ErrorReply, GetObject, GetObjectReply
+from chrnode.edge.messages import ErrorReply, GetNode, GetNodeReply, GetObject, GetObjectReply
 from chrnode.errors import RequestRefused
 from chrnode.objects.kinds import make_hello_location
 from chrnode.objects.signed import SignedObject
@@ -82,6 +84,26 @@ def test_every_node_links_the_others(net: Localnet) -> None:
     fleet = net.nodes[1].rpc("fleet_status")
     assert fleet["seeds_configured"] and fleet["connected_nodes"] == 1
     assert net.nodes[0].rpc("health")["layers"]["network"]["status"] == "ok"
+    assert "chr_p2p_links 2.0" in metrics(net.nodes[0])
+    # peer_history, persisted through Model.Sql: one row per peer, first and last seen, links.
+    rows = wait_until("peer_history rows of both peers", lambda: peer_history(net.nodes[0]), 10)
+    assert {row[0] for row in rows} == addresses - {"0x" + address(net.nodes[0]).hex()}
+    assert all(row[1] <= row[2] and row[3] >= 1 and 0 <= row[4] <= 1 for row in rows)
+
+
+def peer_history(node: NodeProcess) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(f"file:{node.data_dir / 'chr-node.sqlite'}?mode=ro", uri=True)
+    try:
+        query = "SELECT peer_id, first_seen, last_seen, connection_count, reliability_score FROM peer_history"
+        rows = db.execute(query).fetchall()
+    finally:
+        db.close()
+    return rows if len(rows) == 2 else []
+
+
+def metrics(node: NodeProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.rpc_port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
 
 
 def test_a_location_is_found_from_another_node_and_forgeries_are_refused(
@@ -107,6 +129,13 @@ def test_a_location_is_found_from_another_node_and_forgeries_are_refused(
             reply = await get_object(asker, device.key.address)
             assert isinstance(reply, GetObjectReply)
             assert SignedObject.from_wire(reply.object) == found.object
+            # getnode for another node: its signed node object, with its real ports.
+            record = await asker.request(GetNode(node=address(net.nodes[0])))
+            assert isinstance(record, GetNodeReply)
+            node_object = SignedObject.from_wire(record.record)
+            assert node_object.kind == "node" and node_object.signer == address(net.nodes[0])
+            assert node_object.data["peer_port"] == int(net.nodes[0].ports["peer2"])
+            assert node_object.data["edge_ports"] == net.nodes[0].edge_ports
 
             # A raw peer claims the device with a forged hello proof, and forges a node object.
             forged = make_hello_location(
