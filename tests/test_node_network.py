@@ -5,6 +5,7 @@ and the write batching of OpsPersistence."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -175,6 +176,35 @@ async def test_bad_merkle_ranges_are_refused_and_the_link_stays_up(tmp_path: Pat
         for peer in raws:
             await peer.stop()
         await net.close()
+
+
+@async_test(timeout=90)
+async def test_a_fleet_node_that_comes_back_is_redialled_and_joined(tmp_path: Path) -> None:
+    seed, _ = start(tmp_path, 41)
+    seed.restore([])
+    port = seed.port
+    await seed.close()  # the fleet node is down when the other starts
+    node, _ = start(tmp_path, 42, (FleetNode("0x" + key(41).address.hex(), "127.0.0.1", port),))
+    node.restore([])
+    back: NodeNetwork | None = None
+    try:
+        await wait_for(lambda: node.joins >= 1, 10, "a first join attempt")
+        assert len(node.dht.node.table) == 0 and not node.fleet_status()["connected"]
+        cert, pem = ensure_node_certificate(key(41), tmp_path / "n41")
+        settings = dataclasses.replace(seed.settings, peer_port=port)
+        back = NodeNetwork(
+            asyncio.get_running_loop(), key(41), edge_server_context(pem, cert), edge_client_context(),
+            settings, Recorded(),
+        )  # fmt: skip
+        back.start("127.0.0.1", [41046])
+        back.restore([])
+        # Pinned: redialled with backoff until it answers; then both tables hold each other.
+        await wait_for(lambda: node.fleet_status()["connected"], 30, "the fleet node linked again")
+        await wait_for(lambda: len(node.dht.node.table) == 1 and len(back.dht.node.table) == 1, 30, "tables")
+    finally:
+        await node.close()
+        if back is not None:
+            await back.close()
 
 
 @async_test(timeout=30)
