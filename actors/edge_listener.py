@@ -1,8 +1,9 @@
 """Network.EdgeV2.Listener: the network process with the device port (SPEC 3-5), transient.
 
 A NetworkServer (chrnode.net) runs on an asyncio loop in a thread of this actor's process and
-hosts the EdgeServer's listeners (and, next, the peer port and links); every byte stream and the
-whole relay stay inside it, and this actor only starts, stops and reports. What the edge needs of
+hosts the EdgeServer's listeners and the peer side (chrnode.net.node_network: the peer port, its
+links, the DHT, the node's objects, MERKLE); every byte stream and the whole relay stay inside
+it, and this actor only starts, stops and reports. What the edge needs of
 the rest of the node (tickets, names, fleet and payment checks) it asks through `ActorHooks`,
 which turns each hook into a message to the actor that owns the answer, awaited on the loop.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,23 @@ from actors.base import ChrActor, LoopAsks, LoopThread
 from chrnode.edge.hooks import NameRecord
 from chrnode.edge.server import EdgeServer
 from chrnode.errors import ChrError, StorageError
-from chrnode.identity import edge_server_context, load_node_identity
+from chrnode.identity import edge_client_context, edge_server_context, load_node_identity
+from chrnode.net.node_network import NodeNetwork
+from chrnode.net.persist import OpsPersistence, objects_of
 from chrnode.net.server import NetworkServer
+from chrnode.net.settings import network_settings
+from chrnode.objects.kinds import NODE
 from chrnode.ports_file import ports_to_bind, previous_ports
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
 from chrnode.ticket import Ticket, epoch_of
 
 START_TIMEOUT = 15.0
 ASK_TIMEOUT = 10.0
+STOP_DRAIN = 3.0
+RESTORE_LIMIT = 100_000  # the ObjectStore's own cap
+RESTORE_TRIES = 10
+
+_log = logging.getLogger("chrnode.net")
 
 
 class ActorHooks:
@@ -95,10 +106,38 @@ class ActorHooks:
         return NameRecord(tuple(found.devices), found.owner, found.namespace)
 
     async def node_record(self, node: bytes) -> dict[str, Any] | None:
-        return None
+        obj = await self.actor.net.find(node)
+        return obj.to_wire() if obj is not None and obj.kind == NODE else None
 
     async def get_object(self, key: bytes) -> dict[str, Any] | None:
-        return None
+        obj = await self.actor.net.find(key)
+        return obj.to_wire() if obj is not None else None
+
+    async def write(self, ops: list[Any]) -> None:
+        """Network records (objects held, peer_history) to Model.Sql, one transaction."""
+        reply = await self.asks.ask("Model.Sql.Worker", m.SqlWrite(tuple(ops)), ASK_TIMEOUT)
+        if not reply.ok:
+            raise StorageError(reply.error)
+
+    async def stored_objects(self) -> list[Any]:
+        """The live DHT objects Model.Sql holds (restored at start); [] if it cannot say.
+        Tried a few times: at start the registry may not name Model.Sql.Cache yet."""
+        error = ""
+        for _ in range(RESTORE_TRIES):
+            try:
+                reply = await self.asks.ask(
+                    "Model.Sql.Cache", m.SqlRead("dht_live", (time.time(), RESTORE_LIMIT)), ASK_TIMEOUT
+                )
+            except ChrError as exc:
+                error = str(exc)
+                await asyncio.sleep(1.0)
+                continue
+            if reply.ok:
+                return list(reply.result)
+            error = str(reply.error)
+            break
+        _log.warning("stored DHT objects not restored: %s", error)
+        return []
 
     async def report(self, stats: dict[str, Any]) -> None:
         # Nothing to do: the listener pulls `EdgeServer.snapshot()` itself once a second.
@@ -128,6 +167,12 @@ class EdgeListener(ChrActor):
         hooks = ActorHooks(self, self.asks)
         self.network = NetworkServer()
         self.server = EdgeServer(_with_fleet(cfg), identity.key, context, hooks, network=self.network)
+        # The peer port (SPEC 4) on the same loop; its own context (the edge's disables
+        # renegotiation for the device hello), dialling out with the client one.
+        peer_server = edge_server_context(identity.key_pem_path, identity.cert_path)
+        self.peer_contexts = (peer_server, edge_client_context())
+        self.identity_key = identity.key
+        self.peer_port = 0
         self.thread = LoopThread("edge-loop")
         self.ports: tuple[int, ...] = tuple(self.thread.start(lambda: self._serve(hooks), START_TIMEOUT))
 
@@ -145,6 +190,7 @@ class EdgeListener(ChrActor):
         else:
             ports = await self.server.start()
         loop = asyncio.get_running_loop()
+        await self._start_peers(hooks, cfg, loop)
         stats = LocalStats(self.name)
 
         def flush() -> None:
@@ -158,19 +204,60 @@ class EdgeListener(ChrActor):
                 hooks.last_in, hooks.last_out = total_in, total_out
                 self.bridge.post("Stats", m.StatsReport(self.name, stats.drain()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "edge", snap))
+                p2p = self.net.p2p_status()
+                p2p["persist"] = self.persistence.status()
+                self.bridge.post("PubSub", m.Publish("snapshot", "peers", self.net.peer_rows()))
+                self.bridge.post("PubSub", m.Publish("snapshot", "fleet", self.net.fleet_status()))
+                self.bridge.post("PubSub", m.Publish("snapshot", "p2p", p2p))
             loop.call_later(1.0, flush)
 
         loop.call_soon(flush)
         return ports
 
+    async def _start_peers(self, hooks: ActorHooks, cfg: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """The peer side (chrnode.net.node_network): restore, listen, publish, join the fleet."""
+        self.persistence = OpsPersistence(loop, hooks.write)
+        settings = network_settings(cfg)
+        # Ports 0 on a restart: the peer port this node had, so its published record stays true.
+        again = ports_to_bind((cfg.peer2_port,), previous_ports(cfg.data_dir, "peer2"))[0]
+        server_ctx, client_ctx = self.peer_contexts
+        self.net = NodeNetwork(
+            loop, self.identity_key, server_ctx, client_ctx, dataclasses.replace(settings, peer_port=again),
+            self.persistence,
+        )  # fmt: skip
+        try:
+            self.peer_port = self.net.start(cfg.bind_address, self.server.bound_ports)
+        except OSError:
+            if again == cfg.peer2_port:
+                raise
+            self.net.settings = settings  # the old port was taken meanwhile: a fresh one
+            self.peer_port = self.net.start(cfg.bind_address, self.server.bound_ports)
+        self.server.presence = self.net
+        # Model.Sql answers only once this actor runs (its thread sends the asks), so the
+        # objects held before a restart come back in a task; MERKLE waits for them.
+        self.network.spawn(self._restore(hooks))
+        # The cross-node DeviceResolver (chrnode/net/relay.py) plugs in here, on this loop:
+        # self.server.resolver = ...(self.net.network, self.net.dht)
+
+    async def _restore(self, hooks: ActorHooks) -> None:
+        rows = await hooks.stored_objects()
+        self.net.restore(objects_of(rows, self.net.codec))
+
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
         self.send_to("Globals", m.PortsBound("edge2", self.ports))
+        self.send_to("Globals", m.PortsBound("peer2", (self.peer_port,)))
 
     def on_stop(self) -> None:
         self.thread.stop(self._stop)
 
     async def _stop(self) -> None:
+        if hasattr(self, "net"):
+            try:
+                await asyncio.wait_for(self.persistence.drain(), STOP_DRAIN)
+            except TimeoutError:
+                _log.warning("network records still queued at stop: %s", self.persistence.status())
+            await self.net.close()
         await self.server.stop()
         await self.network.stop()
 

@@ -80,6 +80,9 @@ class Config:
     ticket_registry_contract: str = ""
     # [fleet]
     fleet_nodes: tuple[str, ...] = ()
+    peer_max_links: int = 64
+    dht_request_timeout: float = 5.0
+    location_ttl: int = 600
     # [logging]
     log_level: str = "info"
     log_file: str = "chr-node.log"
@@ -300,6 +303,21 @@ SPECS: dict[str, FieldSpec] = {
         Kind.STR_LIST,
         cf.list_of(cf.fleet_node_check, cf.FLEET_NODE_ALLOWED, min_len=0, max_len=1000),
         "seed nodes to join the network through",
+    ),
+    "peer_max_links": _spec(
+        "fleet", _INT, cf.int_range(1, 10000), "peer links kept at once (fleet nodes are always kept)"
+    ),
+    "dht_request_timeout": _spec(
+        "fleet",
+        _FLOAT,
+        cf.float_range(60.0, "a number of seconds > 0 and at most 60"),
+        "seconds before an unanswered DHT request to a peer counts as failed",
+    ),
+    "location_ttl": _spec(
+        "fleet",
+        _INT,
+        cf.int_range(10, 7200),
+        "seconds a device's location lives after its last republish (its lapse after the device left)",
     ),
     "log_level": _spec("logging", _STR, cf.choice(("debug", "info", "warning", "error")), "log level"),
     "log_file": _spec(

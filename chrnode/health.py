@@ -112,9 +112,14 @@ def network_layer(snapshot: Mapping[str, Any]) -> Layer:
     not_up = sorted(str(k) for k, up in listeners.items() if not up)
     if not_up:
         return _layer("down", "listener(s) not up: " + _names(not_up))
-    # Until the DHT reports peers, the Connectivity actor's seed checks stand in for them.
-    connected = _int(conn.get("peers_connected")) or _int(conn.get("seeds_reachable"))
-    known = max(_int(conn.get("peers_known")), _int(conn.get("seeds")))
+    # The peer side's links (snapshot "p2p", issue 10); before it reports, the Connectivity
+    # actor's seed checks stand in for them.
+    p2p = snapshot.get("p2p")
+    p2p = p2p if isinstance(p2p, Mapping) else {}
+    connected = (
+        _int(p2p.get("links")) or _int(conn.get("peers_connected")) or _int(conn.get("seeds_reachable"))
+    )
+    known = max(_int(p2p.get("known")), _int(conn.get("peers_known")), _int(conn.get("seeds")))
     up = ", ".join(sorted(str(k) for k in listeners)) or "none reported"
     if known > 0 and connected == 0:
         return _layer("degraded", f"listeners up ({up}); no peer connected of {known} known")

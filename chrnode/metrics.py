@@ -150,6 +150,7 @@ def summarize(snapshot: Mapping[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "cache": caches,
         "p2p": {"connected": connected, "known": known, "health": connected / known if known else 0.0},
+        "dht": _dht_part(_section(snapshot, "p2p")),
         "chain": {
             "configured": bool(chain.get("configured")),
             "reachable": bool(chain.get("reachable")),
@@ -286,6 +287,20 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily(
             "chr_p2p_health", "Connected peers / known peers (0..1)", value=s["p2p"]["health"]
         )
+        dht = s["dht"]
+        yield GaugeMetricFamily("chr_p2p_links", "Open peer links", value=dht["links"])
+        yield GaugeMetricFamily("chr_dht_routing_table", "Contacts in the routing table", value=dht["table"])
+        yield GaugeMetricFamily("chr_dht_objects", "Signed objects held", value=dht["objects"])
+        lookups = CounterMetricFamily("chr_dht_lookups", "Finished DHT lookups by result", labels=["result"])
+        lookups.add_metric(["ok"], dht["lookups_ok"])
+        lookups.add_metric(["failed"], dht["lookups_failed"])
+        yield lookups
+        merkle = CounterMetricFamily(
+            "chr_merkle_objects", "Objects exchanged by MERKLE reconciliation", labels=["direction"]
+        )
+        merkle.add_metric(["fetched"], dht["merkle_fetched"])
+        merkle.add_metric(["pushed"], dht["merkle_pushed"])
+        yield merkle
         chain = s["chain"]
         yield GaugeMetricFamily(
             "chr_chain_reachable", "1 when a chain endpoint answers", value=float(chain["reachable"])
@@ -413,3 +428,20 @@ class MetricsExporter:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _dht_part(p2p: Mapping[str, Any]) -> dict[str, float]:
+    """The peer side's figures (snapshot "p2p", issue 10); 0 where not reported."""
+    dht = p2p.get("dht")
+    dht = dht if isinstance(dht, Mapping) else {}
+    merkle = p2p.get("merkle")
+    merkle = merkle if isinstance(merkle, Mapping) else {}
+    return {
+        "links": _num(p2p.get("links")) or 0,
+        "objects": _num(p2p.get("objects")) or 0,
+        "table": _num(dht.get("routing_table")) or 0,
+        "lookups_ok": _num(dht.get("lookups_done")) or 0,
+        "lookups_failed": _num(dht.get("lookups_failed")) or 0,
+        "merkle_fetched": _num(merkle.get("fetched")) or 0,
+        "merkle_pushed": _num(merkle.get("pushed")) or 0,
+    }

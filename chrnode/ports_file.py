@@ -8,7 +8,7 @@ guessing a free port, and a restarted listener configured with 0 binds the port 
 so that clients keep reaching it. The format (docs/configuration.md, "The ports file"):
 
     {"pid": 1234, "rpc": 8545, "rpcs": 8443, "edge2": [41046, 41047], "peer2": 51055,
-     "actor_admin": 41900, "listening": ["edge2", "rpc", "rpcs"]}
+     "actor_admin": 41900, "listening": ["edge2", "peer2", "rpc", "rpcs"]}
 
 `pid` is the daemon's process id; `listening` names the kinds whose listener has reported (a port
 of a kind not listed is the configured value: nothing listens there yet, 0 if configured 0).
@@ -27,7 +27,7 @@ from chrnode.errors import ChrError
 PORTS_FILE = "ports.json"
 
 # Listeners that must report before the file is first written; a new listener adds its kind here.
-LISTENER_KINDS = ("rpc", "rpcs", "edge2")
+LISTENER_KINDS = ("rpc", "rpcs", "edge2", "peer2")
 
 
 def ports_path(data_dir: Path | str) -> Path:

@@ -206,6 +206,8 @@ def build_methods(
         # The device port's live figures (Network.EdgeV2.Listener's last report), for `chr-node status`.
         edge = _section(snapshot, "edge")
         stats["edge"] = {k: jsonable(edge.get(k, 0)) for k in _EDGE_FIELDS}
+        # The peer side's live figures (links, routing table, lookups, MERKLE exchanges), issue 10.
+        stats["p2p"].update(jsonable(_section(snapshot, "p2p")))
         return stats
 
     def peer_list() -> dict[str, Any]:

@@ -64,9 +64,10 @@ def test_node_info_names_the_node_and_its_ports(node: NodeProcess) -> None:
     assert node.env["CHR_RPC_PORT"] == "0" and node.env["CHR_EDGE2_PORTS"] == "0,0", "the OS picks"
     assert info["ports"]["edge2"] == node.edge_ports and len(set(node.edge_ports)) == 2
     assert all(p > 0 for p in (info["ports"]["rpc"], info["ports"]["rpcs"], info["ports"]["actor_admin"]))
-    assert info["ports"]["peer2"] == 0, "configured 0 and nothing listens there yet: shown as 0"
+    assert info["ports"]["peer2"] == node.ports["peer2"] > 0, "the peer port the OS picked (issue 10)"
     ports_file = json.loads((node.data_dir / "ports.json").read_text())
-    assert ports_file == {**info["ports"], "pid": node.proc.pid, "listening": ["edge2", "rpc", "rpcs"]}  # type: ignore[union-attr]
+    listening = ["edge2", "peer2", "rpc", "rpcs"]
+    assert ports_file == {**info["ports"], "pid": node.proc.pid, "listening": listening}  # type: ignore[union-attr]
     names = [a["name"] for a in info["tree"]]
     assert names[:3] == ["Globals", "Stats", "Network.Stats"], "children start in the seed's order"
     assert {"Model.Sql.Worker", "PubSub", "Cron", "Network.RpcHttp", "Network.EdgeV2.Listener"} <= set(names)

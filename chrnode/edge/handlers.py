@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from chrnode.config import Config
-    from chrnode.edge.hooks import EdgeHooks
+    from chrnode.edge.hooks import DevicePresence, EdgeHooks
     from chrnode.edge.usage import DeviceAccount, TicketDesk
 
 __all__ = ["HandlerHost", "Handlers"]
@@ -80,6 +80,7 @@ class HandlerHost(Protocol):
     fleet: bytes
     epoch: int
     tickets_accepted: int
+    presence: DevicePresence | None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
@@ -138,6 +139,8 @@ class Handlers:
         server = self.server
         account = server.register_device(session, msg.device)
         session.authenticated(msg.device, account, msg.compress)
+        if server.presence is not None:
+            server.presence.device_hello(msg.device, session.conn.channel_binding(), msg.device_sig)
         session.send(
             HelloReply(
                 node=server.node_address,
@@ -285,6 +288,8 @@ class Handlers:
             session.error(TICKET, msg.id, codes.INTERNAL_ERROR, "the node failed to check the ticket; retry")
             return
         server.tickets_accepted += 1
+        if server.presence is not None:
+            server.presence.device_ticket(account.device, accepted.ticket)
         session.send(TicketReply(status="thanks", paid_bytes=accepted.ticket.total_bytes, id=msg.id))
         session.ticket_deadline = None
         session.request_deadline = None

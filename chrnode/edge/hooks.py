@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from chrnode.ticket import DEFAULT_EPOCH_LENGTH, Ticket, epoch_of
 
-__all__ = ["DefaultHooks", "EdgeHooks", "NameRecord"]
+__all__ = ["DefaultHooks", "DevicePresence", "EdgeHooks", "NameRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,23 @@ class NameRecord:
     devices: tuple[bytes, ...]
     owner: bytes
     namespace: str
+
+
+class DevicePresence(Protocol):
+    """Who is served here, for the network (the node's `location` objects, SPEC 6). Called on the
+    edge loop and must not block: the network side publishes in tasks of its own."""
+
+    def device_hello(self, device: bytes, binding: bytes, device_sig: bytes) -> None:
+        """``device`` proved its hello on this session (tls-unique ``binding``)."""
+        ...
+
+    def device_ticket(self, device: bytes, ticket: Ticket) -> None:
+        """A valid ticket of ``device`` naming this node was accepted."""
+        ...
+
+    def device_left(self, device: bytes) -> None:
+        """The device's session here ended (not replaced by a newer one of the same device)."""
+        ...
 
 
 class EdgeHooks(Protocol):

@@ -36,7 +36,7 @@ from chrnode.edge import codes
 from chrnode.edge.admission import TOTAL, Admission, AdmissionLimits, Refuse
 from chrnode.edge.frame import VERSION
 from chrnode.edge.handlers import Handlers
-from chrnode.edge.hooks import DefaultHooks, EdgeHooks
+from chrnode.edge.hooks import DefaultHooks, DevicePresence, EdgeHooks
 from chrnode.edge.messages import Message
 from chrnode.edge.ports import DeviceResolver, PortEnd, PortTable
 from chrnode.edge.ratelimit import KeyedBuckets
@@ -77,6 +77,7 @@ class EdgeServer:
         self.network = network if network is not None else NetworkServer()
         self._owns_network = network is None
         self.resolver = resolver  # finds devices not connected here (the network; issue 10)
+        self.presence: DevicePresence | None = None  # told who is served here (location objects)
         self.node_key = node_key
         self.node_address = node_key.address
         # Renegotiation would change tls-unique under the hello proof (SPEC 3).
@@ -255,6 +256,8 @@ class EdgeServer:
         """``session`` is closing: it is no longer the device's session and its ports end."""
         if session.device is not None and self.devices.get(session.device) is session:
             del self.devices[session.device]
+            if self.presence is not None:
+                self.presence.device_left(session.device)
         self.ports.session_closed(session)
 
     def session_ended(self, session: Session) -> None:

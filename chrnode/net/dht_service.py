@@ -55,6 +55,7 @@ class DhtService:
         self.lookups_done = 0
         self.lookups_failed = 0
         self.stores_refused: dict[str, int] = {}
+        self.on_stored: list[Callable[[SignedObject], None]] = []  # a peer's STORE was kept
         for msg_type in (pm.PING, pm.STORE, pm.FIND_NODE, pm.FIND_VALUE):
             network.handlers[msg_type] = self._request
         network.on_link_up.append(self._link_up)
@@ -123,6 +124,11 @@ class DhtService:
             return
         answer, actions = self.node.on_request(contact_of(link.record), request, self.clock())
         self._answer(link, msg_type, request_id, answer)
+        if isinstance(request, dm.Store) and isinstance(answer, dm.Stored):
+            obj = request.value.obj
+            for callback in self.on_stored:
+                if isinstance(obj, SignedObject):
+                    callback(obj)
         self._act(actions)
 
     def _as_dht_request(self, msg: Any) -> dm.Request:
