@@ -28,6 +28,8 @@ from chrnode.errors import ChrError, StorageError
 from chrnode.identity import edge_client_context, edge_server_context, load_node_identity
 from chrnode.net.node_network import NodeNetwork
 from chrnode.net.persist import OpsPersistence, objects_of
+from chrnode.net.relay import PeerRelay
+from chrnode.net.resolver import NetworkResolver
 from chrnode.net.server import NetworkServer
 from chrnode.net.settings import network_settings
 from chrnode.objects.kinds import NODE
@@ -206,6 +208,8 @@ class EdgeListener(ChrActor):
                 self.bridge.post("PubSub", m.Publish("snapshot", "edge", snap))
                 p2p = self.net.p2p_status()
                 p2p["persist"] = self.persistence.status()
+                if hasattr(self, "relay"):
+                    p2p["relay"] = {**self.relay.status(), **self.resolver.status()}
                 self.bridge.post("PubSub", m.Publish("snapshot", "peers", self.net.peer_rows()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "fleet", self.net.fleet_status()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "p2p", p2p))
@@ -236,8 +240,12 @@ class EdgeListener(ChrActor):
         # Model.Sql answers only once this actor runs (its thread sends the asks), so the
         # objects held before a restart come back in a task; MERKLE waits for them.
         self.network.spawn(self._restore(hooks))
-        # The cross-node DeviceResolver (chrnode/net/relay.py) plugs in here, on this loop:
-        # self.server.resolver = ...(self.net.network, self.net.dht)
+        # Ports across nodes (SPEC 4 relay messages): the port table reaches devices served by
+        # other nodes through their peer links, found by their location in the DHT.
+        assert self.net.dht is not None  # made by start()
+        self.relay = PeerRelay(self.net.network, self.server.ports, self.server.devices.get)
+        self.resolver = NetworkResolver(self.relay, self.net.dht, accept_hello=self.net.settings.accept_hello)
+        self.server.resolver = self.resolver
 
     async def _restore(self, hooks: ActorHooks) -> None:
         rows = await hooks.stored_objects()
