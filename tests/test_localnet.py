@@ -8,6 +8,8 @@ and converging through MERKLE, exchanging only what differs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import sqlite3
 import time
 import urllib.request
@@ -89,6 +91,49 @@ def test_every_node_links_the_others(net: Localnet) -> None:
     rows = wait_until("peer_history rows of both peers", lambda: peer_history(net.nodes[0]), 10)
     assert {row[0] for row in rows} == addresses - {"0x" + address(net.nodes[0]).hex()}
     assert all(row[1] <= row[2] and row[3] >= 1 and 0 <= row[4] <= 1 for row in rows)
+
+
+def test_devices_on_different_nodes_open_a_port_and_move_data_intact(net: Localnet) -> None:
+    first, last = net.nodes[0], net.nodes[-1]
+
+    async def run() -> None:
+        opener = await device_on(first, 301)
+        target = await device_on(last, 302)
+
+        async def accept(_offer: Any) -> bool:
+            return True
+
+        target.on_portopen = accept
+        try:
+            deadline = time.monotonic() + 30
+            while not isinstance(await get_object(opener, target.address), GetObjectReply):
+                assert time.monotonic() < deadline, "the target's location never reached the network"
+                await asyncio.sleep(0.3)
+            port = await opener.open_port(target.address, "data")
+            remote = await target.accept()
+            up, down = os.urandom(2 * 1024 * 1024 + 3), os.urandom(512 * 1024 + 1)
+
+            async def send(p: Any, data: bytes) -> None:
+                for i in range(0, len(data), 50_000):
+                    await p.write(data[i : i + 50_000])
+
+            got_up, got_down, _, _ = await asyncio.gather(
+                remote.readexactly(len(up)), port.readexactly(len(down)), send(port, up), send(remote, down)
+            )
+            assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+            assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+            await port.close()
+            assert await remote.read() == b""
+        finally:
+            await asyncio.gather(opener.close(), target.close(), return_exceptions=True)
+
+    asyncio.run(run())
+
+    def relayed() -> bool:  # the network process reports once a second
+        relay = first.rpc("network_stats")["p2p"].get("relay") or {}
+        return relay.get("relayed_out", 0) >= 2 * 1024 * 1024 and relay.get("locations_found", 0) >= 1
+
+    wait_until("the relay's figures in network_stats", relayed, timeout=10)
 
 
 def peer_history(node: NodeProcess) -> list[tuple[Any, ...]]:
