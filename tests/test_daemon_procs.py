@@ -119,7 +119,7 @@ def test_a_log_flood_from_several_actors_is_kept_whole(node: NodeProcess) -> Non
     from chrnode.testing.join import joined
 
     count = 12_000
-    with joined(int(node.env["CHR_ACTOR_ADMIN_PORT"])) as system:
+    with joined(node.admin_port) as system:
         boxes = [system.asys.createActor("chrnode.testing.chatter.Chatterbox") for _ in range(4)]
         for n, box in enumerate(boxes):
             system.asys.tell(box, Chatter(f"flood{n}", count, 240))
@@ -198,7 +198,7 @@ def test_sigkill_of_the_logger_is_survived_and_logs_still_arrive(
     )
     assert footing(node)["logger"] != pids["logger"] and footing(node)["admin"] == pids["admin"]
     assert tree_pids(node) == before
-    with joined(int(node.env["CHR_ACTOR_ADMIN_PORT"])) as system:
+    with joined(node.admin_port) as system:
         box = system.asys.createActor("chrnode.testing.chatter.Chatterbox")
         assert isinstance(system.asys.ask(box, Chatter("after-logger", 3), 30), Chattered)
     wait_until(

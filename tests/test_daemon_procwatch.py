@@ -94,7 +94,10 @@ def test_a_forked_child_keeps_no_inherited_listening_socket() -> None:
     answer = os.read(read_fd, 100).decode()
     os.waitpid(pid, 0)
     try:
-        assert answer == "1 False True", answer
+        replaced, still_listening, pair_kept = answer.split()
+        # 1 here, or 0 when an at-fork hook (chrnode.forkhooks, registered once any test imported
+        # the actor system) already replaced it in this child: either way it is gone.
+        assert replaced in ("0", "1") and (still_listening, pair_kept) == ("False", "True"), answer
         assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1, "the parent keeps its own"
     finally:
         os.close(read_fd)
