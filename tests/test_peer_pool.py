@@ -142,3 +142,17 @@ def test_invariants_under_generated_events(events: list[tuple[str, bytes, float]
             assert 0 < peer.reliability < 1
             if peer.state is State.BACKOFF:
                 assert peer.next_attempt <= now + p.config.backoff_max
+
+
+def test_a_wanted_link_beyond_the_cap_replaces_the_least_recently_used_one() -> None:
+    p = pool(max_links=2)
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.dialed(A, 0.0)
+    p.want(B, "h", 2, 1.0)
+    p.dialed(B, 1.0)
+    actions = p.want(C, "h", 3, 2.0)
+    assert actions == [Close(B, "at the link limit: least recently used"), Dial(C, "h", 3)]
+    p.closed(B, 2.1)
+    assert B not in p.peers  # no backoff for a link closed to make room: it may be dialled again
+    p.dialed(C, 2.2)
+    assert p.want(B, "h", 2, 3.0) == [Close(C, "at the link limit: least recently used"), Dial(B, "h", 2)]

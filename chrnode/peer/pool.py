@@ -5,8 +5,8 @@ state machine. Events in (``want``, ``dialed``, ``dial_failed``, ``inbound``, ``
 
 Rules:
 - one link per peer, reused by every request to it; a dial already in progress is not repeated;
-- at most ``max_links`` links; an inbound link beyond the cap closes the least useful unpinned
-  link (oldest activity), or is itself refused when every link is pinned;
+- at most ``max_links`` links; a link wanted (dialled or inbound) beyond the cap closes the least
+  recently used unpinned link, or is refused when every link is pinned;
 - pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
   exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
   caller's RNG so that many nodes do not redial in step); unpinned peers are forgotten after a
@@ -164,7 +164,9 @@ class Pool:
         peer = self.peers.get(address)
         if peer is None:
             return []
-        if peer.pinned or peer.wanted:
+        if peer.state is State.IDLE and not peer.pinned:
+            del self.peers[address]  # closed to make room (least recently used): no backoff
+        elif peer.pinned or peer.wanted:
             self._back_off(peer, now)
         else:
             del self.peers[address]
@@ -220,10 +222,17 @@ class Pool:
             return []
         if peer.state is State.BACKOFF and now < peer.next_attempt:
             return []
+        actions: list[Action] = []
         if self._busy() >= self.config.max_links:
-            return []
+            # A link wanted now is worth more than the least recently used unpinned one: close
+            # that (a DHT contact can be dialled again) rather than fail the request.
+            victim = self._least_useful()
+            if victim is None:
+                return []
+            victim.state = State.IDLE
+            actions.append(Close(victim.address, "at the link limit: least recently used"))
         peer.state = State.DIALING
-        return [Dial(peer.address, peer.host, peer.port)]
+        return [*actions, Dial(peer.address, peer.host, peer.port)]
 
     def _up(self, peer: Peer, now: float) -> list[Action]:
         peer.state = State.UP
