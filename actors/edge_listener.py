@@ -213,6 +213,8 @@ class EdgeListener(ChrActor):
                 self.bridge.post("PubSub", m.Publish("snapshot", "peers", self.net.peer_rows()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "fleet", self.net.fleet_status()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "p2p", p2p))
+                if self.network.lag is not None:  # the network loop's lag (chrnode.net.looplag)
+                    self.bridge.post("PubSub", m.Publish("snapshot", "loop_lag", self.network.lag.status()))
             loop.call_later(1.0, flush)
 
         loop.call_soon(flush)

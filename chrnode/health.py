@@ -8,7 +8,8 @@ reason}}}`` out. Each layer is ``ok``, ``degraded`` or ``down``; the node's stat
                  stopped, is down; one starting or restarting is degraded
     network      listeners up (down if one is not) and, where peers are known, one connected
     storage      the database was writable at the last report, and that report is recent
-    performance  request latency p90 under the threshold (degraded above it)
+    performance  request latency p90 under the threshold, and the network loop's lag p99 over the
+                 last minute under its own (degraded above either)
     integration  chain and fleet reachable where configured; "not configured" is ok; degraded
                  when a chain endpoint fails (the node fails over) or the node's account cannot
                  pay the gas of ticket submission
@@ -47,6 +48,10 @@ class HealthLimits:
     # Timers (names in stats.timers) that measure requests served to others; internal work such
     # as SQLite fsyncs is not "request latency" and is left out.
     latency_prefixes: tuple[str, ...] = ("rpc", "edge", "peer", "request")
+    # The network loop's lag p99 over the last minute (snapshot "loop_lag", chrnode.net.looplag):
+    # above it every device and peer link waits that long for its turn; judged from 100 samples on.
+    loop_lag_p99_s: float = 0.1
+    loop_lag_min_samples: int = 100
 
 
 def _layer(status: str, reason: str) -> Layer:
@@ -157,11 +162,27 @@ def performance_layer(snapshot: Mapping[str, Any], limits: HealthLimits) -> Laye
         if p90 > limits.latency_p90_s:
             slow.append(f"{stat_key(name, labels)} p90 {p90 * 1000:.0f} ms")
     limit_ms = f"{limits.latency_p90_s * 1000:.0f} ms"
-    if slow:
-        return _layer("degraded", f"latency over {limit_ms}: " + _names(sorted(slow)))
+    problems = [f"latency over {limit_ms}: " + _names(sorted(slow))] if slow else []
+    lagging = _loop_lag_problem(snapshot, limits)
+    if lagging:
+        problems.append(lagging)
+    if problems:
+        return _layer("degraded", "; ".join(problems))
     if not measured:
         return _layer("ok", "no request latency measured yet")
     return _layer("ok", f"request latency p90 under {limit_ms} ({measured} timers)")
+
+
+def _loop_lag_problem(snapshot: Mapping[str, Any], limits: HealthLimits) -> str | None:
+    """A network loop lagging past its limit (snapshot "loop_lag"), or None."""
+    lag = snapshot.get("loop_lag")
+    if not isinstance(lag, Mapping) or (_float(lag.get("samples")) or 0) < limits.loop_lag_min_samples:
+        return None
+    p99 = _float(lag.get("p99_ms"))
+    limit = limits.loop_lag_p99_s * 1000
+    if p99 is None or p99 <= limit:
+        return None
+    return f"network loop lag p99 {p99:.0f} ms over the last minute (limit {limit:.0f} ms)"
 
 
 def integration_layer(snapshot: Mapping[str, Any]) -> Layer:

@@ -21,7 +21,12 @@ from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from chrnode.chain.monitor import balance_summary, endpoint_rows
@@ -241,6 +246,7 @@ class _SnapshotCollector(Collector):
             self._process_metrics,
             self._tree_metrics,
             self._health_metrics,
+            _loop_lag_metrics,
         )
         for build in builders:
             try:
@@ -445,3 +451,33 @@ def _dht_part(p2p: Mapping[str, Any]) -> dict[str, float]:
         "merkle_fetched": _num(merkle.get("fetched")) or 0,
         "merkle_pushed": _num(merkle.get("pushed")) or 0,
     }
+
+
+def _loop_lag_metrics(snapshot: Mapping[str, Any]) -> Iterator[Metric]:
+    """The network loop's lag (snapshot "loop_lag", chrnode.net.looplag): the histogram of every
+    sample since start, and p50/p99/max over the last minute."""
+    lag = _section(snapshot, "loop_lag")
+    rows = lag.get("buckets")
+    if not isinstance(rows, list) or not rows:
+        return
+    buckets = []
+    for row in rows:
+        pair = row if isinstance(row, list | tuple) and len(row) == 2 else (None, None)
+        n, bound = _num(pair[1]), pair[0] if pair[0] == "+Inf" else _num(pair[0])
+        if n is None or bound is None:
+            return  # a malformed report gives no metric rather than a wrong one
+        buckets.append((bound if isinstance(bound, str) else repr(float(bound)), n))
+    yield HistogramMetricFamily(
+        "chr_network_loop_lag_seconds",
+        "How late the network loop ran its lag timer, since start",
+        buckets=buckets,
+        sum_value=_num(lag.get("sum_s")) or 0.0,
+    )
+    recent = GaugeMetricFamily(
+        "chr_network_loop_lag_recent_seconds",
+        "Network loop lag over the last minute, by quantile",
+        labels=["quantile"],
+    )
+    for key, q in (("p50_ms", "0.5"), ("p99_ms", "0.99"), ("max_ms", "1")):
+        recent.add_metric([q], (_num(lag.get(key)) or 0.0) / 1000)
+    yield recent

@@ -208,6 +208,8 @@ def build_methods(
         stats["edge"] = {k: jsonable(edge.get(k, 0)) for k in _EDGE_FIELDS}
         # The peer side's live figures (links, routing table, lookups, MERKLE exchanges), issue 10.
         stats["p2p"].update(jsonable(_section(snapshot, "p2p")))
+        # How late the network process's loop runs (chrnode.net.looplag): p50/p99/max, last minute.
+        stats["loop_lag"] = jsonable(_section(snapshot, "loop_lag"))
         return stats
 
     def peer_list() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 from chrnode.edge.tlsconn import TlsConnection, TlsProtocol
 from chrnode.edge.tlslisten import TlsListener, open_tls_connection, start_tls_server
 from chrnode.errors import ChrError
+from chrnode.net.looplag import LoopLagSampler
 
 __all__ = ["NetworkServer"]
 
@@ -45,11 +46,14 @@ class NetworkServer:
         self._links: dict[str, set[TlsConnection]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self.lag: LoopLagSampler | None = None  # how late this loop runs (chrnode.net.looplag)
 
     async def start(self) -> None:
-        """Bind the server to the running loop (idempotent)."""
+        """Bind the server to the running loop (idempotent) and start sampling its lag."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self.lag = LoopLagSampler(self._loop)
+            self.lag.start()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -146,6 +150,8 @@ class NetworkServer:
         if self._loop is None or self._stopping:
             return
         self._stopping = True
+        if self.lag is not None:
+            self.lag.stop()
         for service in list(self._listeners):
             self.close_listeners(service)
         for links in self._links.values():
