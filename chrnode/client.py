@@ -64,6 +64,9 @@ __all__ = ["DeviceClient", "DeviceKey", "Port", "PortOffer", "connect"]
 _log = logging.getLogger("chrnode.client")
 
 REQUEST_TIMEOUT = 30.0
+# What the kernel may hold unsent (TCP_NOTSENT_LOWAT): a port_pause (SPEC 4) stops what is still
+# ours; what was already given to the kernel reaches the node and waits there for the slow reader.
+UNSENT_LIMIT = 128 * 1024
 KEEPALIVE_INTERVAL = 60.0  # well under the node's default idle_timeout (300 s)
 _NOTIFY_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -91,7 +94,9 @@ async def connect(
     client = DeviceClient(private, compress)
     context = ssl_context or edge_client_context()
     try:
-        conn = await open_tls_connection(host, port, context, client.link, timeout)
+        conn = await open_tls_connection(
+            host, port, context, client.link, timeout, notsent_lowat=UNSENT_LIMIT
+        )
     except (OSError, ssl.SSLError, TimeoutError) as exc:
         raise ConnectionClosed(f"cannot connect to node at {host}:{port}: {exc}", codes.UNAVAILABLE) from exc
     client.conn = conn

@@ -124,6 +124,10 @@ class Port:
             raise ChrError(f"port {self.ref} was opened with flags {self.flags!r}: this side may not write")
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
+            if not self._sendable.is_set():  # the reader is slow: wait for port_resume (SPEC 4)
+                await self._sendable.wait()
+                if self._closed:
+                    raise ConnectionClosed(f"port {self.ref} closed while paused")
             chunk = view[start : start + WRITE_CHUNK]
             header, body = encode_portsend_parts(self.ref, chunk)
             if len(chunk) < JOIN_LIMIT:
@@ -136,10 +140,6 @@ class Port:
             await self.client.drain()
             if len(view) > WRITE_CHUNK:
                 await asyncio.sleep(0)  # let a port_pause that arrived meanwhile be read
-            if not self._sendable.is_set():  # the reader is slow: wait for port_resume (SPEC 4)
-                await self._sendable.wait()
-                if self._closed:
-                    raise ConnectionClosed(f"port {self.ref} closed while paused")
 
     async def close(self) -> None:
         """Close the port on both sides (portclose); reading returns b"" afterwards."""

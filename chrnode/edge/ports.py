@@ -112,6 +112,16 @@ class PortEnd(Protocol):
         """``port`` ended (either side): forget any pause state it holds."""
         ...
 
+    def pause(self) -> None:
+        """Stop reading this end's connection until resume() (counted). Only for a source that
+        has more in flight on a paused port than the node holds for it (chrnode.net.relay); a
+        peer link is never paused (SPEC 4), so a link's end does nothing."""
+        ...
+
+    def resume(self) -> None:
+        """Undo one pause()."""
+        ...
+
 
 class DeviceResolver(Protocol):
     """Finds the end serving a device that is not connected here (issue 10: asks the DHT for its

@@ -27,6 +27,8 @@ __all__ = ["TlsListener", "open_tls_connection", "start_tls_server"]
 
 _log = logging.getLogger("chrnode.edge")
 
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux 3.12+; Python names it from 3.13
+
 ACCEPTS_PER_CALLBACK = 64
 
 
@@ -198,8 +200,14 @@ async def open_tls_connection(
     ssl_context: ssl.SSLContext,
     protocol: TlsProtocol,
     handshake_timeout: float = 30.0,
+    *,
+    notsent_lowat: int = 0,
 ) -> TlsConnection:
     """Connect to (host, port), do the TLS client handshake, and attach ``protocol``.
+
+    ``notsent_lowat`` > 0 caps the bytes the kernel holds unsent for this socket
+    (TCP_NOTSENT_LOWAT): what is written is then still ours to hold back (a paused port, SPEC 4)
+    rather than committed to the stream in front of everything written later.
 
     Raises OSError/ssl.SSLError from the connect or handshake, TimeoutError when it takes longer
     than ``handshake_timeout``.
@@ -211,6 +219,8 @@ async def open_tls_connection(
     try:
         raw.setblocking(False)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if notsent_lowat > 0:
+            raw.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, notsent_lowat)
         await asyncio.wait_for(loop.sock_connect(raw, address), handshake_timeout)
         sock = ssl_context.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
     except BaseException:

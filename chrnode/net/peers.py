@@ -41,6 +41,8 @@ class RelayHandler(Protocol):
 
     def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None: ...
 
+    def port_credit(self, link: PeerLink, ref: int, nbytes: int) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class PeerNetworkConfig:
@@ -135,6 +137,10 @@ class PeerNetwork:
     def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None:
         if self.relay is not None:
             self.relay.port_flow(link, ref, paused)
+
+    def port_credit(self, link: PeerLink, ref: int, nbytes: int) -> None:
+        if self.relay is not None:
+            self.relay.port_credit(link, ref, nbytes)
 
     # ---- listening ----------------------------------------------------------------------------
     def listen(self, host: str, port: int) -> int:

@@ -21,8 +21,13 @@ its own device (its session counts its own connection's bytes).
 
 Backpressure is per port: B's reader that cannot keep up pauses the port at its source, which for
 a RemoteEnd means a port_pause over the link, which A passes to its device; the link itself is
-never paused. If the link's send buffer grows past LINK_HIGH_WATER anyway, each port that writes
-into it is paused at its source until the link drains.
+never paused. Where both nodes credit (chrnode.peer.credit, 0x2C), a port also has at most
+WINDOW bytes on the link that B has not passed on yet: what does not fit waits in A's RemoteEnd,
+and the port is paused at its source until B credits more, so a slow reader costs B's node at
+most the window, however much the link and the kernels between the nodes hold. If the link's
+send buffer grows past LINK_HIGH_WATER anyway, each port that writes into it is paused at its
+source until the link drains. A source port paused for several of these reasons resumes when
+the last one ends.
 
 Finding the node that serves a device is chrnode.net.resolver's.
 """
@@ -47,6 +52,7 @@ from chrnode.edge.messages import (
 )
 from chrnode.edge.ports import Port, PortEnd, PortTable, describe
 from chrnode.peer import messages as pm
+from chrnode.peer.credit import CreditLedger, SendWindow
 from chrnode.peer.link import PeerLink
 
 if TYPE_CHECKING:
@@ -58,6 +64,15 @@ _log = logging.getLogger("chrnode.relay")
 
 LINK_HIGH_WATER = 4 * 1024 * 1024  # bytes queued on a link before the ports writing into it pause
 RECENT_REFS = 64
+DRAIN_CHECK = 0.001  # seconds between checks of frames queued towards a reader, while any waits
+# A reader whose connection queues at most this much keeps up: what it was given counts as passed
+# on (credited at once), so a port that flows pays no wait for its credit; the reader's node then
+# holds at most WINDOW + PASS_QUEUE for the port.
+PASS_QUEUE = 128 * 1024
+# Port data a paused source may still have in flight (its kernel's buffers and ours) is held here
+# up to this much; beyond it the source's connection is not read until the port gets credit, so
+# the rest waits in the kernel (docs/protocol.md: devices keep their unsent data small).
+HOLD_LIMIT = 256 * 1024
 
 Frame = bytes | bytearray | memoryview
 
@@ -65,7 +80,10 @@ Frame = bytes | bytearray | memoryview
 class RemoteEnd:
     """One remote device's side of its ports, over one peer link (a PortEnd)."""
 
-    __slots__ = ("_blocked", "_held", "device", "link", "ports", "recent_refs", "relay", "retarget")
+    __slots__ = (
+        "_blocked", "_choked", "_flows", "_held", "_reasons", "device", "link", "ports", "recent_refs",
+        "relay", "retarget",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -84,6 +102,9 @@ class RemoteEnd:
         self.recent_refs: collections.deque[int] = collections.deque(maxlen=RECENT_REFS)
         self._blocked: set[Port] = set()  # ports paused at their source until the link drains
         self._held: set[int] = set()  # refs the peer was asked to pause
+        self._reasons: dict[Port, set[str]] = {}  # why a port is paused at its source: link, peer, credit
+        self._flows: dict[int, SendWindow] = {}  # ref -> what the peer has not credited (credit links)
+        self._choked: dict[int, PortEnd] = {}  # ref -> the source whose connection waits for its credit
 
     def __repr__(self) -> str:
         return f"RemoteEnd({describe(self.device)} via {self.link.label()})"
@@ -100,6 +121,11 @@ class RemoteEnd:
     def send(self, msg: Message) -> None:
         if isinstance(msg, PortClose):
             self.relay.forget(self, msg.ref)
+            flow = self._flows.get(msg.ref)
+            if flow is not None and flow.held:
+                flow.closing = True  # the portclose follows the frames still waiting for credit
+                return
+            self._flows.pop(msg.ref, None)
             self.link.send(pm.RelayPortClose(msg.ref))
         elif isinstance(msg, PortOpenReply):
             # We are the opener's end on the target's node: the target accepted; data may follow.
@@ -178,20 +204,97 @@ class RemoteEnd:
             return
         out = frame if not isinstance(frame, bytes) else bytearray(frame)
         out[1] = pm.RELAY_PORTSEND
+        if self.link.credits:
+            flow = self._flows.get(port.ref)
+            if flow is None:
+                flow = self._flows[port.ref] = SendWindow()
+                self.relay.sends(self, port.ref)
+            if not flow.can_send(len(out)):
+                # A view points into the reader's scratch buffer: keep a copy of what waits.
+                flow.hold(bytearray(out) if isinstance(out, memoryview) else out)
+                self._hold_source(port, "credit")
+                if flow.held_bytes > HOLD_LIMIT and port.ref not in self._choked:
+                    self._choked[port.ref] = source
+                    source.pause()
+                return
+            flow.sent(len(out))
+            if flow.blocked:
+                self._hold_source(port, "credit")
         self.link.write_frame(out)
         self.relay.bytes_out += len(out)
         if self.link.buffered() > LINK_HIGH_WATER and port not in self._blocked:
             self._blocked.add(port)
-            source.pause_port(port)
+            self._hold_source(port, "link")
             if len(self._blocked) == 1:
                 self.link.on_drain.append(self._drained)
 
     def _drained(self) -> None:
         blocked, self._blocked = self._blocked, set()
         for port in blocked:
+            self._release_source(port, "link")
+
+    def credited(self, ref: int, nbytes: int) -> None:
+        """The peer passed ``nbytes`` of ``ref`` on: send what waited, resume the source."""
+        flow = self._flows.get(ref)
+        if flow is None:
+            return
+        for frame in flow.credit(nbytes):
+            self.link.write_frame(frame)
+            self.relay.bytes_out += len(frame)
+        if flow.held_bytes <= HOLD_LIMIT // 2:
+            self._unchoke(ref)
+        if flow.closing and not flow.held:
+            del self._flows[ref]
+            self.link.send(pm.RelayPortClose(ref))
+            return
+        port = self.ports.get(ref)
+        if port is not None and not flow.blocked:
+            self._release_source(port, "credit")
+
+    def _unchoke(self, ref: int) -> None:
+        source = self._choked.pop(ref, None)
+        if source is not None:
+            source.resume()
+
+    def link_lost(self) -> None:
+        """The link is gone: nothing waits for its credit any more."""
+        for ref in list(self._choked):
+            self._unchoke(ref)
+        self._flows.clear()
+
+    def pause(self) -> None:
+        return None  # the link is never paused (SPEC 4)
+
+    def resume(self) -> None:
+        return None
+
+    def peer_flow(self, port: Port, paused: bool) -> None:
+        """The peer asks to pause (port_pause) or resume the data we send it on ``port``."""
+        if paused:
+            self._hold_source(port, "peer")
+        else:
+            self._release_source(port, "peer")
+
+    def _hold_source(self, port: Port, reason: str) -> None:
+        reasons = self._reasons.setdefault(port, set())
+        if not reasons:
+            port.other(self).pause_port(port)
+        reasons.add(reason)
+
+    def _release_source(self, port: Port, reason: str) -> None:
+        reasons = self._reasons.get(port)
+        if reasons is None or reason not in reasons:
+            return
+        reasons.discard(reason)
+        if not reasons:
+            del self._reasons[port]
             source = port.other(self)
             if not source.closed:
                 source.resume_port(port)
+
+    def held_bytes(self) -> int:
+        """Port data waiting here for the peer's credit (for the figures)."""
+        return sum(flow.held_bytes for flow in self._flows.values())
 
     def pause_port(self, port: Port) -> None:
         """The local reader of ``port`` cannot keep up: ask the remote source to pause it."""
@@ -207,8 +310,13 @@ class RemoteEnd:
 
     def port_closed(self, port: Port) -> None:
         self._blocked.discard(port)
+        self._reasons.pop(port, None)
         self._held.discard(port.ref)
         self.relay.forget(self, port.ref)
+        flow = self._flows.get(port.ref)
+        if flow is not None and not flow.closing:  # closed by the peer: what waits has no reader
+            del self._flows[port.ref]
+            self._unchoke(port.ref)
 
 
 class PeerRelay:
@@ -227,6 +335,9 @@ class PeerRelay:
         self._targets: dict[bytes, RemoteEnd] = {}  # device -> target's end (its link may change)
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_ref: dict[tuple[PeerLink, int], RemoteEnd] = {}
+        self._senders: dict[tuple[PeerLink, int], RemoteEnd] = {}  # credit links: who sends on ref
+        self._ledgers: dict[tuple[PeerLink, int], tuple[CreditLedger, Any]] = {}  # (ledger, reader conn)
+        self._drain_timer: asyncio.TimerHandle | None = None
         self.faults: collections.Counter[str] = collections.Counter()
         self.bytes_in = 0
         self.bytes_out = 0
@@ -265,6 +376,10 @@ class PeerRelay:
     def forget(self, end: RemoteEnd, ref: int) -> None:
         if self._by_ref.get((end.link, ref)) is end:
             del self._by_ref[(end.link, ref)]
+        self._ledgers.pop((end.link, ref), None)
+
+    def sends(self, end: RemoteEnd, ref: int) -> None:
+        self._senders[(end.link, ref)] = end
 
     def moved(self, device: bytes) -> None:
         for callback in self.on_moved:
@@ -299,30 +414,71 @@ class PeerRelay:
             return
         self.bytes_in += len(frame)
         frame[1] = PORTSEND  # back to a device portsend, in place
+        size = len(frame)
         self.table.relay(end, ref, frame)
+        if link.credits:
+            self._passed_on(link, end, ref, size)
+
+    def _passed_on(self, link: PeerLink, end: RemoteEnd, ref: int, size: int) -> None:
+        """Credit the frame once the reader's connection has handed it to the kernel."""
+        entry = self._ledgers.get((link, ref))
+        if entry is None:
+            port = end.ports.get(ref)
+            reader = port.other(end) if port is not None else None
+            entry = self._ledgers[(link, ref)] = (CreditLedger(), getattr(reader, "conn", None))
+        ledger, conn = entry
+        if conn is None or conn.is_closing:
+            credit = ledger.received(0, size, 0)  # nothing of it waits here
+        else:
+            credit = ledger.received(conn.bytes_out, size, _passed(conn))
+        if credit:
+            link.send_credit(ref, credit)
+        if ledger.pending and self._drain_timer is None:
+            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_CHECK, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_timer = None
+        waiting = False
+        for (link, ref), (ledger, conn) in list(self._ledgers.items()):
+            if not ledger.pending:
+                continue
+            gone = conn is None or conn.is_closing
+            credit = ledger.drained(1 << 62 if gone else _passed(conn))
+            if credit:
+                link.send_credit(ref, credit)
+            waiting = waiting or bool(ledger.pending)
+        if waiting:
+            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_CHECK, self._drain)
+
+    def port_credit(self, link: PeerLink, ref: int, nbytes: int) -> None:
+        end = self._senders.get((link, ref))
+        if end is None:
+            return  # the port ended: credit for it is normal in flight
+        end.credited(ref, nbytes)
+        if ref not in end._flows:
+            del self._senders[(link, ref)]
 
     def port_flow(self, link: PeerLink, ref: int, paused: bool) -> None:
         end = self._by_ref.get((link, ref))
         port = end.ports.get(ref) if end is not None else None
         if end is None or port is None:
             return
-        source = port.other(end)
-        if paused:
-            source.pause_port(port)
-        else:
-            source.resume_port(port)
+        end.peer_flow(port, paused)
 
     def _link_down(self, link: PeerLink) -> None:
         for key, end in list(self._ends.items()):
             if end.link is link:
                 del self._ends[key]
                 self.table.end_closed(end)
+                end.link_lost()
         for device, end in list(self._targets.items()):
             if end.link is link:
                 del self._targets[device]
                 self.table.end_closed(end)
-        for routed in [k for k in self._by_ref if k[0] is link]:
-            del self._by_ref[routed]
+                end.link_lost()
+        for table in (self._by_ref, self._senders, self._ledgers):
+            for routed in [k for k in table if k[0] is link]:
+                del table[routed]
 
     def status(self) -> dict[str, Any]:
         return {
@@ -332,3 +488,10 @@ class PeerRelay:
             "relay_opens": self.opened,
             "faults": dict(self.faults),
         }
+
+
+def _passed(conn: Any) -> int:
+    """How much of what a reader's connection was given has left this node (SPEC 4 credit)."""
+    queued: int = conn.get_write_buffer_size()
+    total: int = conn.bytes_out
+    return total if queued <= PASS_QUEUE else total - queued

@@ -25,10 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgpack
+
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
-from chrnode.edge.frame import FLAG_RESPONSE, Frame
+from chrnode.edge.bounds import PayloadError, unpack
+from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE, Frame, encode_frame
 from chrnode.edge.messages import (
+    TYPE_NAMES,
     ErrorReply,
     PeerMessage,
     PortPause,
@@ -44,6 +48,7 @@ from chrnode.errors import CryptoError, FrameError, ProtocolError, RemoteProtoco
 from chrnode.identity import node_address_from_cert
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
+from chrnode.peer.credit import PORT_CREDIT, encode_credit, read_credit
 from chrnode.peer.hello import check_peer_hello, check_peer_hello_reply, make_peer_hello
 
 __all__ = ["LinkConfig", "LinkHost", "PeerError", "PeerLink"]
@@ -93,6 +98,10 @@ class LinkHost(Protocol):
         """The peer asks to pause (or resume) the data we send it on ``ref`` (0x2A / 0x2B)."""
         ...
 
+    def port_credit(self, link: PeerLink, ref: int, nbytes: int) -> None:
+        """The peer credits ``nbytes`` more of ``ref`` (0x2C, chrnode.peer.credit)."""
+        ...
+
 
 Callback = Callable[[Any], None]
 
@@ -119,6 +128,7 @@ class PeerLink(FrameReader):
         self.requests_out = 0
         self.write_paused = False
         self.on_drain: list[Callable[[], None]] = []  # called once when the write buffer drains
+        self.credits = False  # the peer credits port data (chrnode.peer.credit): set by its probe
 
     @property
     def dialer(self) -> bool:
@@ -190,6 +200,9 @@ class PeerLink(FrameReader):
             if parsed is not None:
                 self.host.relay_frame(self, parsed[0], frame)
                 return
+        if msg_type == PORT_CREDIT and self.node is not None:
+            self._credit_frame(flags, frame)
+            return
         try:
             msg = decode_payload(Frame(msg_type, flags, bytes(frame[8:])))
             self._message(msg_type, flags, msg)
@@ -228,6 +241,21 @@ class PeerLink(FrameReader):
             )
         self.requests_in += 1
         self.host.peer_request(self, typed, msg.id)
+
+    def _credit_frame(self, flags: int, frame: bytearray | memoryview) -> None:
+        try:
+            kind, value, nbytes = read_credit(unpack(bytes(frame[8:])), flags)
+        except (PayloadError, ValueError):
+            self._count_fault()
+            return
+        if kind == "credit":
+            if self.credits:
+                self.host.port_credit(self, value, nbytes)
+        elif kind == "probe":
+            self.credits = True  # it credits, so it reads credits: both directions use them
+            self.write_frame(encode_credit(0, 0, value, response=True))
+        elif kind == "answer":
+            self.credits = True
 
     def _hello_received(self, typed: Any, request_id: int | None) -> None:
         if self.dialer or not isinstance(typed, pm.PeerHello):
@@ -283,6 +311,8 @@ class PeerLink(FrameReader):
         self.node, self.record = node, record
         if not self.ready.done():
             self.ready.set_result(self)
+        self._next_id += 1  # ask whether the peer credits port data (an error answer: it does not)
+        self.write_frame(encode_credit(0, 0, self._next_id))
         self.host.link_up(self)
 
     # ---- sending ----------------------------------------------------------------------------
@@ -299,6 +329,11 @@ class PeerLink(FrameReader):
         """Ask the peer to pause (or resume) what it sends us on ``ref`` (0x2A / 0x2B, no id)."""
         if self.node is not None:
             self._write(PortPause(ref=ref) if paused else PortResume(ref=ref))
+
+    def send_credit(self, ref: int, nbytes: int) -> None:
+        """Credit the peer ``nbytes`` more of ``ref`` (only on a link whose peer credits)."""
+        if self.credits:
+            self.write_frame(encode_credit(ref, nbytes))
 
     def buffered(self) -> int:
         return self.conn.get_write_buffer_size() if self.conn is not None else 0
@@ -318,7 +353,13 @@ class PeerLink(FrameReader):
             self._write(PeerMessage(msg_type, fields, True, request_id))
 
     def error(self, msg_type: int, request_id: int | None, code: str, message: str) -> None:
-        self._write(ErrorReply(msg_type, code, message[:4000], request_id))
+        if msg_type in TYPE_NAMES:
+            self._write(ErrorReply(msg_type, code, message[:4000], request_id))
+        elif self.conn is not None and not self.closed:
+            # An unknown type (a newer peer's message): answer it in kind, which the codec will
+            # not encode for us (SPEC 4: an error answer where an id can be read).
+            fields = {"id": request_id, "code": code, "message": message[:4000]}
+            self.conn.write(encode_frame(msg_type & 0xFF, msgpack.packb(fields), FLAG_RESPONSE | FLAG_ERROR))
 
     def request(self, msg: Any, on_answer: Callback, timeout: float | None = None) -> None:
         """Send a typed request; ``on_answer`` gets the typed answer, an ErrorReply, or None."""

@@ -1,0 +1,254 @@
+"""Per-port credit over a peer link (chrnode.peer.credit, docs/protocol.md 0x2C): the window and
+the ledger with generated inputs, the codec against malformed payloads, the probe between two
+real links (and a peer that does not know it), and two nodes where a reader that reads nothing
+costs its node at most the window while another port on the same link flows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chrnode.client import DeviceClient, PortOffer
+from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE
+from chrnode.errors import RemoteProtocolError
+from chrnode.net.relay import HOLD_LIMIT, PASS_QUEUE, RemoteEnd
+from chrnode.peer import messages as pm
+from chrnode.peer.credit import PORT_CREDIT, CreditLedger, SendWindow, encode_credit, read_credit
+from chrnode.peer.link import PeerLink
+from chrnode.testing.edge import async_test, wait_for
+from chrnode.testing.netnodes import NetNode, start_net_nodes
+from tests.test_peer_link import A_KEY, B_KEY, CFG, Host, peer_test
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("frame"), st.integers(1, 300_000)),
+        st.tuples(st.just("credit"), st.integers(1, 400_000)),
+    ),
+    max_size=200,
+)
+
+
+@given(events, st.integers(1, 1_000_000))
+def test_the_window_bounds_what_is_uncredited_and_keeps_order(
+    script: list[tuple[str, int]], window: int
+) -> None:
+    flow = SendWindow(window)
+    sent: list[int] = []
+    offered = 0
+    largest_sent = 0
+    for kind, n in script:
+        if kind == "frame":
+            frame = offered.to_bytes(4, "big") * (n // 4 + 1)
+            offered += 1
+            if flow.can_send(len(frame)):
+                flow.sent(len(frame))
+                sent.append(int.from_bytes(frame[:4], "big"))
+                largest_sent = max(largest_sent, len(frame))
+            else:
+                flow.hold(frame)
+        else:
+            released = flow.credit(n)
+            sent.extend(int.from_bytes(f[:4], "big") for f in released)
+            largest_sent = max([largest_sent, *(len(f) for f in released)])
+        # never more uncredited than the window, except one frame larger than it, sent alone
+        assert flow.outstanding <= max(window, largest_sent)
+        assert flow.held_bytes == sum(len(f) for f in flow.held)
+        assert flow.blocked == (bool(flow.held) or flow.outstanding >= window)
+    assert sent == sorted(sent) == list(range(len(sent)))  # in the order offered, none lost
+    while flow.held:  # enough credit lets everything go
+        sent.extend(int.from_bytes(f[:4], "big") for f in flow.credit(flow.outstanding or 1))
+    assert sent == list(range(offered))
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 100_000), st.integers(0, 300_000)), max_size=100),
+    st.integers(1, 200_000),
+)
+def test_the_ledger_credits_exactly_what_left_the_node(frames: list[tuple[int, int]], batch: int) -> None:
+    ledger = CreditLedger(batch)
+    end = flushed = credited = 0
+    for size, drained in frames:
+        end += size
+        flushed = min(end, flushed + drained)
+        got = ledger.received(end, size, flushed)
+        assert got == 0 or got >= batch
+        credited += got
+        assert credited + ledger.ready + sum(n for _, n in ledger.pending) == end
+        assert credited + ledger.ready <= flushed or not ledger.pending
+    credited += ledger.drained(end)
+    assert credited + ledger.ready == end and not ledger.pending
+
+
+def test_the_codec_round_trips() -> None:
+    for frame, flags, expected in (
+        (encode_credit(7, 4096), 0, ("credit", 7, 4096)),
+        (encode_credit(0, 0, 9), 0, ("probe", 9, 0)),
+        (encode_credit(0, 0, 9, response=True), FLAG_RESPONSE, ("answer", 9, 0)),
+    ):
+        assert frame[1] == PORT_CREDIT and int.from_bytes(frame[4:8], "big") == len(frame) - 8
+        assert read_credit(msgpack.unpackb(frame[8:]), flags) == expected
+    assert read_credit({"id": 3, "code": "unknown_type"}, FLAG_RESPONSE | FLAG_ERROR)[0] == "refused"
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["ref", "bytes", "id", "x"]), st.one_of(st.integers(), st.text(), st.none())
+    )
+)
+def test_a_malformed_credit_is_a_value_error(fields: dict[str, Any]) -> None:
+    try:
+        kind, a, b = read_credit(fields, 0)
+    except ValueError:
+        return
+    assert kind in ("credit", "probe") and a >= 0 and b >= 0
+
+
+class LegacyLink(PeerLink):
+    """A peer written before 0x2C: it never probes, and answers a probe as an unknown type."""
+
+    def write_frame(self, frame: bytes | bytearray | memoryview) -> None:
+        if frame[1] != PORT_CREDIT:
+            super().write_frame(frame)
+
+    def _credit_frame(self, flags: int, frame: bytearray | memoryview) -> None:
+        request_id = msgpack.unpackb(bytes(frame[8:])).get("id")
+        exc = RemoteProtocolError("unknown peer message type 0x2c", "unknown_type", request_id)
+        self._bad_frame(PORT_CREDIT, flags, exc)
+
+
+@peer_test
+async def test_two_links_agree_to_credit(tmp_path: Path) -> None:
+    a, b = Host(A_KEY, tmp_path), Host(B_KEY, tmp_path)
+    link = await a.dial(b.listen(CFG), B_KEY.address, CFG)
+    await wait_for(lambda: link.credits and b.up and b.up[0].credits, what="both sides crediting")
+    assert await link.ask(pm.PeerPing()) == pm.PeerPingReply(123)
+
+
+@peer_test
+async def test_a_peer_that_does_not_know_credit_keeps_its_link(tmp_path: Path) -> None:
+    a, b = Host(A_KEY, tmp_path), Host(B_KEY, tmp_path)
+    from chrnode.edge.tlslisten import start_tls_server
+
+    b.listener = start_tls_server(
+        b.loop, b.server_ctx, "127.0.0.1", 0, lambda _addr: b._link(LegacyLink(b, CFG)), 5.0
+    )
+    link = await a.dial(b.listener.port, B_KEY.address, CFG)
+    assert await link.ask(pm.PeerPing()) == pm.PeerPingReply(123)  # after the probe's error answer
+    assert not link.credits and not b.up[0].credits
+    link.send_credit(5, 1 << 20)  # nothing goes out on a link whose peer does not credit
+    assert await link.ask(pm.PeerPing()) == pm.PeerPingReply(123)
+    assert not link.closed
+
+
+class RecordingLink(PeerLink):
+    """A link that records the frames it receives by type (to see the peer's answers)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[int, int, Any]] = []
+
+    def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
+        self.seen.append((msg_type, flags, msgpack.unpackb(bytes(frame[8:]))))
+        super().frame_received(msg_type, flags, frame)
+
+
+@peer_test
+async def test_an_unknown_peer_type_is_answered_in_kind_and_the_link_lives(tmp_path: Path) -> None:
+    from chrnode.edge.frame import encode_frame
+    from chrnode.edge.tlslisten import open_tls_connection
+    from chrnode.identity import edge_client_context
+
+    a, b = Host(A_KEY, tmp_path), Host(B_KEY, tmp_path)
+    port = b.listen(CFG)
+    link = a._link(RecordingLink(a, CFG, expected=B_KEY.address))
+    await open_tls_connection("127.0.0.1", port, edge_client_context(), link, 5.0)
+    await asyncio.wait_for(link.ready, 5.0)
+    link.write_frame(encode_frame(0x31, msgpack.packb({"id": 77, "what": "a newer message"})))
+    await wait_for(lambda: any(t == 0x31 for t, _, _ in link.seen), what="the error answer")
+    _type, flags, payload = next(e for e in link.seen if e[0] == 0x31)
+    assert flags == FLAG_RESPONSE | FLAG_ERROR and payload["id"] == 77 and payload["code"] == "unknown_type"
+    assert await link.ask(pm.PeerPing()) == pm.PeerPingReply(123)
+
+
+async def _accepting(node: NetNode) -> DeviceClient:
+    client = await node.edge.device()
+
+    async def accept(_offer: PortOffer) -> bool:
+        return True
+
+    client.on_portopen = accept
+    return client
+
+
+def _held_for(node: NetNode, device: bytes) -> int:
+    ends: list[RemoteEnd] = [e for e in node.relay._targets.values() if e.device == device]
+    return sum(end.held_bytes() for end in ends)
+
+
+@pytest.mark.slow
+@async_test(timeout=180)
+async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp_path: Path) -> None:
+    from chrnode.dht.node import DhtConfig
+    from chrnode.peer.credit import WINDOW
+
+    nodes = await start_net_nodes(tmp_path, 2, DhtConfig(k=4, hard_timeout=2.0, rtt_initial=0.5))
+    a, b = nodes
+    sender, other = await a.edge.device(), await a.edge.device()
+    slow, fast = await _accepting(b), await _accepting(b)
+    try:
+        await b.announce(slow.key)
+        await b.announce(fast.key)
+        to_slow = await sender.open_port(slow.address, 1)
+        slow_end = await slow.accept()
+        big = os.urandom(1 << 20) * 12
+        writing = asyncio.ensure_future(to_slow.write(big))  # the slow device reads nothing yet
+        reader = b.edge.server.devices[slow.address]
+        await wait_for(lambda: bool(_held_for(a, slow.address)), timeout=30, what="data held for credit")
+        link_b = next(iter(b.network.links.values()))
+        peaks = {"b": 0, "a": 0}
+
+        def sample() -> None:
+            assert reader.conn is not None
+            peaks["b"] = max(peaks["b"], reader.conn.get_write_buffer_size() + link_b.assembling)
+            peaks["a"] = max(peaks["a"], _held_for(a, slow.address))
+
+        # Another port on the same link, between two other devices, moves 8 MB meanwhile.
+        to_fast = await other.open_port(fast.address, 1)
+        fast_end = await fast.accept()
+        data = os.urandom(1 << 20) * 8
+        sending = asyncio.ensure_future(to_fast.write(data))
+        digest, got = hashlib.sha256(), 0
+        while got < len(data):
+            chunk = await fast_end.read()
+            digest.update(chunk)
+            got += len(chunk)
+            sample()
+        await asyncio.wait_for(sending, 30)
+        assert digest.digest() == hashlib.sha256(data).digest()
+        for _ in range(50):
+            sample()
+            await asyncio.sleep(0.01)
+        assert not writing.done()
+        assert peaks["b"] <= WINDOW + PASS_QUEUE, peaks
+        assert peaks["a"] <= HOLD_LIMIT + (256 << 10), peaks
+        assert link_b.conn is not None and link_b.conn.is_reading()  # the link is never paused
+        # the reader catches up: every byte arrives, in order
+        digest, got = hashlib.sha256(), 0
+        while got < len(big):
+            chunk = await slow_end.read()
+            digest.update(chunk)
+            got += len(chunk)
+        await asyncio.wait_for(writing, 60)
+        assert digest.digest() == hashlib.sha256(big).digest()
+    finally:
+        await asyncio.gather(*(c.close() for c in (sender, other, slow, fast)), return_exceptions=True)
+        for node in nodes:
+            await node.stop()
