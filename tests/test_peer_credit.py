@@ -252,3 +252,41 @@ async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp
         await asyncio.gather(*(c.close() for c in (sender, other, slow, fast)), return_exceptions=True)
         for node in nodes:
             await node.stop()
+
+
+# ---- the per-iteration budget of the links' requests (chrnode.peer.budget) -------------------
+
+
+@async_test()
+async def test_the_budget_runs_work_in_order_in_bounded_slices() -> None:
+    from chrnode.peer.budget import LoopBudget
+
+    clock = [0.0]
+    work = LoopBudget(asyncio.get_running_loop(), budget=0.005, clock=lambda: clock[0])
+    done: list[int] = []
+    iterations: list[int] = []
+
+    def job(i: int) -> None:
+        done.append(i)
+        clock[0] += 0.002  # each job "takes" 2 ms of the budget
+
+    for i in range(10):
+        work.submit(job, i)
+    while len(done) < 10:
+        before = len(done)
+        await asyncio.sleep(0)  # one loop iteration
+        iterations.append(len(done) - before)
+    assert done == list(range(10))
+    assert max(iterations) <= 3  # 2 ms jobs in a 5 ms slice: three at most, then the next turn
+    assert work.deferred >= 3 and len(work) == 0
+
+    def failing() -> None:
+        raise RuntimeError("boom")
+
+    work.submit(failing)
+    work.submit(job, 10)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert done[-1] == 10  # a failing job is logged, the next one runs
+    with pytest.raises(ValueError, match="budget must be positive"):
+        LoopBudget(asyncio.get_running_loop(), budget=0)

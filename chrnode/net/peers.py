@@ -24,6 +24,7 @@ from chrnode.edge.ratelimit import KeyedBuckets
 from chrnode.edge.tlslisten import TlsListener, open_tls_connection, start_tls_server
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
+from chrnode.peer.budget import LoopBudget
 from chrnode.peer.link import LinkConfig, PeerError, PeerLink
 from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
 
@@ -73,6 +74,7 @@ class PeerNetwork:
         self.config = config = config or PeerNetworkConfig()
         self.pool = Pool(config.pool)
         self.links: dict[bytes, PeerLink] = {}
+        self.work = LoopBudget(loop)  # requests and answers of every link, bounded per iteration
         self.handlers: dict[int, Handler] = {}
         self.on_link_up: list[Callable[[PeerLink], None]] = []
         self.on_link_down: list[Callable[[PeerLink], None]] = []

@@ -48,6 +48,7 @@ from chrnode.errors import CryptoError, FrameError, ProtocolError, RemoteProtoco
 from chrnode.identity import node_address_from_cert
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
+from chrnode.peer.budget import LoopBudget
 from chrnode.peer.credit import PORT_CREDIT, encode_credit, read_credit
 from chrnode.peer.hello import check_peer_hello, check_peer_hello_reply, make_peer_hello
 
@@ -129,6 +130,8 @@ class PeerLink(FrameReader):
         self.write_paused = False
         self.on_drain: list[Callable[[], None]] = []  # called once when the write buffer drains
         self.credits = False  # the peer credits port data (chrnode.peer.credit): set by its probe
+        self.work: LoopBudget | None = getattr(host, "work", None)  # the host's per-iteration budget
+        self._backlog = 0  # frames of this link waiting in it
 
     @property
     def dialer(self) -> bool:
@@ -195,6 +198,25 @@ class PeerLink(FrameReader):
 
     # ---- frames in --------------------------------------------------------------------------
     def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
+        work = self.work
+        if work is None or self.node is None:
+            self._frame(msg_type, flags, frame)
+        elif not self._backlog and msg_type in (pm.RELAY_PORTSEND, PORT_CREDIT):
+            self._frame(msg_type, flags, frame)  # the data path and its credit: at once
+        else:
+            # Requests and answers take their turn in the network's budget (chrnode.peer.budget);
+            # while any wait, so does this link's data, which may depend on them (a portopen).
+            self._backlog += 1
+            work.submit(
+                self._later, msg_type, flags, frame if isinstance(frame, bytearray) else bytearray(frame)
+            )
+
+    def _later(self, msg_type: int, flags: int, frame: bytearray) -> None:
+        self._backlog -= 1
+        if not self.closed and not self._rx_stopped:
+            self._frame(msg_type, flags, frame)
+
+    def _frame(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
         if msg_type == pm.RELAY_PORTSEND and flags == 0 and self.node is not None:
             parsed = parse_portsend(frame)  # the relay's data path (SPEC 4): no decode, no copy
             if parsed is not None:
