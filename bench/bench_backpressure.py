@@ -9,8 +9,9 @@ processes of their own: A and C on node 1, B and D on node 2. Port 1: A sends ``
 which reads at ``--rate`` MB/s. Port 2: C sends ``--mb2`` MB to D, which reads as fast as it can.
 Both ports cross the one peer link between the nodes.
 
-Each round: port 2 alone (the baseline of the round), then port 1 starts and, once B is
-backpressured, port 2 again; then port 1 runs to its end. Targets: port 2 keeps >= 90% of its
+Each round: port 2 alone (after a warm-up), then port 1 starts and, once B is backpressured,
+port 2 again; port 1 runs to its end, and port 2 runs alone once more. The baseline of the round
+is the mean of port 2's two runs alone. Targets: port 2 keeps >= 90% of its
 alone throughput; memory per port on each node < 1 MiB.
 
 Memory per port is what a node holds for port 1, sampled every millisecond on the node's loop
@@ -254,14 +255,15 @@ def one_round(base: str, mb: int, rate: float, mb2: int) -> dict[str, Any]:
             assert dev[opener].recv() == dev[target].recv()  # the same ref on both ends
         total1, total2 = mb * MB, mb2 * MB
 
-        def port2_run() -> float:
-            dev["D"].send(("read", (total2, 0.0)))
-            assert _ask(dev["C"], "send", total2) == "sent"
+        def port2_run(size: int = total2) -> float:
+            dev["D"].send(("read", (size, 0.0)))
+            assert _ask(dev["C"], "send", size) == "sent"
             got, seconds = dev["D"].recv()
-            assert got == total2, got
+            assert got == size, got
             return got / seconds / MB
 
-        alone = port2_run()
+        port2_run(total2 // 4)  # warm-up: fresh connections and a fresh link run slower at first
+        before = port2_run()
         for node in (n1, n2):
             _ask(node, "phase", "port1")
         dev["B"].send(("read", (total1, rate * MB)))
@@ -276,9 +278,14 @@ def one_round(base: str, mb: int, rate: float, mb2: int) -> dict[str, Any]:
         assert got == total1, got
         assert dev["A"].recv() == "sent"
         reports = [_ask(node, "report") for node in (n1, n2)]
+        after = port2_run()
+        alone = (before + after) / 2
         for conn in (*dev.values(), n1, n2):
             conn.send(("stop", None))
-        return {"alone": alone, "loaded": loaded, "port1_rate": got / seconds / MB, "nodes": reports}
+        return {
+            "alone": alone, "before": before, "after": after, "loaded": loaded,
+            "port1_rate": got / seconds / MB, "nodes": reports,
+        }  # fmt: skip
     finally:
         for proc in procs:
             proc.join(20)
@@ -329,7 +336,8 @@ def main() -> None:
             rounds.append(r)
             mem = [port_memory(r["nodes"][0], 1), port_memory(r["nodes"][1], 2)]
             print(
-                f"  round {i + 1}: port 2 alone {r['alone']:.1f} MB/s, with port 1 backpressured "
+                f"  round {i + 1}: port 2 alone {r['alone']:.1f} MB/s ({r['before']:.1f} before, "
+                f"{r['after']:.1f} after), with port 1 backpressured "
                 f"{r['loaded']:.1f} MB/s ({r['loaded'] / r['alone']:.2f}); port 1 read at "
                 f"{r['port1_rate']:.2f} MB/s; port 1 held: node 1 {mem[0]['total'] / 1024:.0f} KiB "
                 f"{_parts(mem[0])}, node 2 {mem[1]['total'] / 1024:.0f} KiB {_parts(mem[1])}",
