@@ -1,7 +1,7 @@
 """Per-port backpressure across nodes (SPEC 4, issue 10): a slow reader must cost its own port a
 bounded amount of memory and must not slow the other ports of the same peer link.
 
-    .venv/bin/python bench/bench_backpressure.py [--mb 100] [--rate 1] [--mb2 200] [--rounds 3]
+    .venv/bin/python bench/bench_backpressure.py [--mb 100] [--rate 1] [--mb2 100] [--repeats 3] [--rounds 3]
 
 Two nodes in processes of their own (an EdgeServer and the peer side each: chrnode.testing.
 netnodes, joined over the peer port), four real device clients (chrnode.client, asyncio) in
@@ -9,10 +9,11 @@ processes of their own: A and C on node 1, B and D on node 2. Port 1: A sends ``
 which reads at ``--rate`` MB/s. Port 2: C sends ``--mb2`` MB to D, which reads as fast as it can.
 Both ports cross the one peer link between the nodes.
 
-Each round: port 2 alone (after a warm-up), then port 1 starts and, once B is backpressured,
-port 2 again; port 1 runs to its end, and port 2 runs alone once more. The baseline of the round
-is the mean of port 2's two runs alone. Targets: port 2 keeps >= 90% of its
-alone throughput; memory per port on each node < 1 MiB.
+Each round: port 2 alone (after a warm-up), ``--repeats`` times; then port 1 starts and, once B
+is backpressured, port 2 ``--repeats`` times while port 1 is held back; port 1 runs to its end,
+and port 2 runs alone ``--repeats`` times more. The baseline of the round is the median of port
+2's runs alone (before and after), compared with the median of its runs beside port 1.
+Targets: port 2 keeps >= 90% of its alone throughput; memory per port on each node < 1 MiB.
 
 Memory per port is what a node holds for port 1, sampled every millisecond on the node's loop
 (max over the run, each buffer's own max, summed): the write buffer of the reader's connection
@@ -225,7 +226,7 @@ def _ask(conn: Conn, cmd: str, arg: Any = None) -> Any:
     return conn.recv()
 
 
-def one_round(base: str, mb: int, rate: float, mb2: int) -> dict[str, Any]:
+def one_round(base: str, mb: int, rate: float, mb2: int, repeats: int = 3) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     procs: list[Any] = []
 
@@ -263,7 +264,8 @@ def one_round(base: str, mb: int, rate: float, mb2: int) -> dict[str, Any]:
             return got / seconds / MB
 
         port2_run(total2 // 4)  # warm-up: fresh connections and a fresh link run slower at first
-        before = port2_run()
+        # Several short measures of each, medians: on a shared machine single transfers vary 5x.
+        before = [port2_run() for _ in range(repeats)]
         for node in (n1, n2):
             _ask(node, "phase", "port1")
         dev["B"].send(("read", (total1, rate * MB)))
@@ -271,19 +273,20 @@ def one_round(base: str, mb: int, rate: float, mb2: int) -> dict[str, Any]:
         time.sleep(3.0)  # B's buffers fill and port 1 is paused at A
         for node in (n1, n2):
             _ask(node, "phase", "both")
-        loaded = port2_run()
+        loaded = statistics.median(port2_run() for _ in range(repeats))
         for node in (n1, n2):
             _ask(node, "phase", "port1")
         got, seconds = dev["B"].recv()
         assert got == total1, got
         assert dev["A"].recv() == "sent"
         reports = [_ask(node, "report") for node in (n1, n2)]
-        after = port2_run()
-        alone = (before + after) / 2
+        after = [port2_run() for _ in range(repeats)]
+        alone = statistics.median(before + after)
         for conn in (*dev.values(), n1, n2):
             conn.send(("stop", None))
         return {
-            "alone": alone, "before": before, "after": after, "loaded": loaded,
+            "alone": alone, "before": statistics.median(before), "after": statistics.median(after),
+            "loaded": loaded,
             "port1_rate": got / seconds / MB, "nodes": reports,
         }  # fmt: skip
     finally:
@@ -326,13 +329,14 @@ def main() -> None:
     )
     parser.add_argument("--mb", type=int, default=100, help="MB A sends to the slow reader B (default 100)")
     parser.add_argument("--rate", type=float, default=1.0, help="B's reading rate, MB/s (default 1)")
-    parser.add_argument("--mb2", type=int, default=200, help="MB C sends to D per measure (default 200)")
+    parser.add_argument("--mb2", type=int, default=100, help="MB C sends to D per measure (default 100)")
+    parser.add_argument("--repeats", type=int, default=3, help="port 2 measures per phase (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args()
     rounds = []
     with tempfile.TemporaryDirectory(prefix="bench-backpressure-") as tmp:
         for i in range(args.rounds):
-            r = one_round(f"{tmp}/r{i}", args.mb, args.rate, args.mb2)
+            r = one_round(f"{tmp}/r{i}", args.mb, args.rate, args.mb2, args.repeats)
             rounds.append(r)
             mem = [port_memory(r["nodes"][0], 1), port_memory(r["nodes"][1], 2)]
             print(
