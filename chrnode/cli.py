@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("params", nargs="*", help="positional params (JSON values), or one JSON object/array")
     sub.add_parser("shell", help="interactive admin shell on the running node")
     try:
-        from chrnode.device_cli import add_device_commands
+        from chrnode.device.cli import add_device_commands
     except ImportError:  # the device client is optional for the daemon
         pass
     else:

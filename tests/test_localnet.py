@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from chrnode.client import DeviceClient, connect
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, connect
 from chrnode.edge.messages import ErrorReply, GetNode, GetNodeReply, GetObject, GetObjectReply
 from chrnode.errors import RequestRefused
 from chrnode.objects.kinds import make_hello_location

@@ -35,7 +35,7 @@ from chrnode.edge.messages import (
 from chrnode.errors import ChrError, ConnectionClosed, describe
 
 if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
+    from chrnode.device.client import DeviceClient
 
 __all__ = ["Acceptor", "Port", "PortOffer", "answer_portopen", "pump", "tunnel"]
 

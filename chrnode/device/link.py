@@ -23,7 +23,7 @@ from chrnode.edge.tlsconn import TlsConnection
 from chrnode.errors import FrameError, RemoteProtocolError
 
 if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
+    from chrnode.device.client import DeviceClient
 
 __all__ = ["Link"]
 

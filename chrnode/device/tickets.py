@@ -17,7 +17,7 @@ from chrnode.errors import ChrError, ConnectionClosed, describe
 from chrnode.ticket import Ticket
 
 if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
+    from chrnode.device.client import DeviceClient
 
 __all__ = ["TicketAgent"]
 
