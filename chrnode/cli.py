@@ -90,7 +90,7 @@ def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
 
 
 def cmd_rpc(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient
 
     client = RpcClient.for_config(loaded.config)
     result = client.call(args.method, parse_params(args.params))
@@ -99,7 +99,7 @@ def cmd_rpc(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient, format_status
+    from chrnode.rpc.client import RpcClient, format_status
 
     client = RpcClient.for_config(loaded.config)
     info = client.call("chr_node_info", [])
@@ -110,7 +110,7 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def cmd_shell(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient
     from chrnode.shell import AdminShell
 
     client = RpcClient.for_config(loaded.config)

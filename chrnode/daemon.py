@@ -41,7 +41,7 @@ from chrnode.procwatch import (
     reap,
 )
 from chrnode.procwatch import ROOT as ROOT_ROLE
-from chrnode.rpc_server import write_cookie
+from chrnode.rpc.server import write_cookie
 
 log = logging.getLogger("chrnode.daemon")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from chrnode.errors import ChrError
-from chrnode.rpc_client import RpcClient, format_status
+from chrnode.rpc.client import RpcClient, format_status
 
 LEVELS = ("debug", "info", "warning", "error")
 

@@ -351,7 +351,7 @@ def test_status_shows_devices_ports_bytes_and_peers(node: NodeProcess, tmp_path:
 def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
     import io
 
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient
     from chrnode.shell import AdminShell
 
     client = RpcClient("127.0.0.1", node.rpc_port, node.token())

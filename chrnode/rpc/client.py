@@ -23,7 +23,7 @@ class RpcClient:
     @classmethod
     def for_config(cls, cfg: Any) -> RpcClient:
         host = "127.0.0.1" if cfg.rpc_bind in ("0.0.0.0", "", "::") else cfg.rpc_bind
-        from chrnode.rpc_server import read_cookie
+        from chrnode.rpc.server import read_cookie
 
         try:
             token: str | None = read_cookie(Path(cfg.cookie_path))

@@ -23,9 +23,9 @@ from typing import Any, Protocol
 import chrnode
 from chrnode.errors import ChrError, RpcError
 from chrnode.health import HealthLimits, compute_health
-from chrnode.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
 from chrnode.metrics import ProcessSampler, summarize
-from chrnode.openrpc import openrpc_document
+from chrnode.rpc.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
+from chrnode.rpc.openrpc import openrpc_document
 
 log = logging.getLogger("chrnode.rpc")
 
