@@ -6,10 +6,30 @@ import http.client
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chrnode.errors import ChrError, RpcError
+
+
+def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
+    """`chr-node rpc M a b` (and the shell's `call M a b`) -> positional params; each is JSON if it
+    parses, else a string. A single JSON object or array is passed as the params themselves."""
+    if len(raw) == 1:
+        try:
+            whole = json.loads(raw[0])
+        except ValueError:
+            whole = None
+        if isinstance(whole, (dict, list)):
+            return whole
+    out: list[Any] = []
+    for item in raw:
+        try:
+            out.append(json.loads(item))
+        except ValueError:
+            out.append(item)
+    return out
 
 
 class RpcClient:
