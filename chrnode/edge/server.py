@@ -332,7 +332,7 @@ class EdgeServer:
             for session in list(self.sessions):
                 if not session.closed:
                     try:
-                        self.handlers.tick(session, now)
+                        session.tick(now)
                     except Exception:
                         _log.exception("sweep of %s failed", session.label())
             if now >= next_prune:
