@@ -237,3 +237,16 @@ def test_the_device_client_needs_no_node() -> None:
         if any(e == f or e.startswith(f + ".") for f in DEVICE_FORBIDDEN)
     )
     assert not offenders, offenders
+
+
+def test_the_running_tree_imports_no_test_helper() -> None:
+    """chrnode/testing/ starts real nodes and chains for tests; no actor depends on it."""
+    graph = import_graph()
+    offenders = sorted(
+        f"{name} -> {e}"
+        for name, edges in graph.items()
+        if name.startswith("actors")
+        for e in edges
+        if e.startswith("chrnode.testing")
+    )
+    assert not offenders, offenders
