@@ -156,8 +156,10 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         if self.bridge is None:
             return
         for env in self.bridge.drain():
-            if env.target == "__self__":
-                self.on_bridge(env.message, env.extra)
+            if env.target == self.name:
+                # A thread of this process reporting back (a pool's result): the same handlers as
+                # a message from another actor, run here on the actor's own thread.
+                ActorTypeDispatcher.receiveMessage(self, env.message, self.myAddress)
                 continue
             address = self.registry.get(env.target)
             self.send_to(env.target, env.message)
@@ -193,9 +195,6 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def on_pubsub_ready(self) -> None:
         """PubSub (re)appeared: publish any state others should see (it retains the last one)."""
-
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        """A message a thread posted to `__self__` through the bridge."""
 
     # -- helpers ------------------------------------------------------------------------------
 

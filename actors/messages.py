@@ -330,11 +330,11 @@ class PortsBound:
 
 @dataclass
 class Envelope:
-    """Used by ThreadBridge: a message a thread wants sent to a named actor."""
+    """Used by ThreadBridge: a message a thread wants sent to a named actor (its own actor's name:
+    handled by that actor, on its thread)."""
 
     target: str
     message: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- tickets ---------------------------------------------------------------------------------
