@@ -1,14 +1,25 @@
 """Cross-node relay (SPEC 13): device -> node -> node -> device against the single-node relay.
 
-    .venv/bin/python bench/bench_relay_net.py [--mb 200] [--frame-kib 256] [--rtt 2000] [--rounds 3]
+    .venv/bin/python bench/bench_relay_net.py [--mb 200] [--frame-kib 256] [--rtt 2000] [--rounds 5]
 
 Two nodes in processes of their own (an EdgeServer each, joined over the peer port: TLS 1.2 on
 secp256k1, the DHT, the relay); the receiving device connects to node B, whose ticket hook
 publishes its location; the sending device connects to node A and opens a port to it by address
 (A finds the location in the DHT and relays over its link to B). The same client programs as
-bench_relay.py measure throughput and the small-message round trip; the single-node relay runs
-in the same session, alternating, as the baseline. Targets: throughput >= 0.8x, round trip <=
-1.5x the single-node relay's. Prints every run, the median and the range.
+bench_relay.py measure throughput and the small-message round trip. Targets: throughput >= 0.8x,
+round trip <= 1.5x the single-node relay's.
+
+Every round runs, in the same session and in turn (the order rotates from round to round, so
+that a change of load on the machine does not always hit the same one):
+
+- the single-node relay (the baseline of the targets),
+- the two-node relay,
+- socat relaying TLS -> TLS, one hop and a chain of two hops: the same topologies relayed by a C
+  program, i.e. what one more TLS hop costs on this machine whatever relays it.
+
+Prints every round, then the median and range over the rounds of each figure and of the per-round
+ratios. Round trips are given as the median of each run and as its 10th percentile (the floor:
+the path's own cost, least disturbed by other processes on the machine).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_relay import _reap, bench_node, measure_relay
+from bench_relay import _reap, bench_node, bench_socat, measure_relay
 
 from chrnode.dht.ids import Contact
 from chrnode.edge.hooks import DefaultHooks
@@ -89,7 +101,22 @@ def bench_two_nodes(base: str, total_mb: int, frame_kib: int, rtt: int) -> tuple
 
 def _spread(values: list[float], unit: str, scale: float = 1.0) -> str:
     shown = [v * scale for v in values]
-    return f"median {statistics.median(shown):.1f} {unit} (range {min(shown):.1f}-{max(shown):.1f})"
+    return f"median {statistics.median(shown):7.1f} {unit} (range {min(shown):.1f}-{max(shown):.1f})"
+
+
+def _ratio(values: list[float], target: str, ok: bool | None = None) -> str:
+    text = f"median {statistics.median(values):.2f} (range {min(values):.2f}-{max(values):.2f})"
+    if ok is None:
+        return text
+    return f"{text}; target {target}: {'OK' if ok else 'MISSED'}"
+
+
+def _floor(rtts: list[float]) -> float:
+    return statistics.quantiles(rtts, n=10)[0]
+
+
+Run = tuple[float, list[float]]
+KINDS = ("single node", "two nodes", "socat 1 hop", "socat 2 hops")
 
 
 def main() -> None:
@@ -99,36 +126,69 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=200, help="megabytes per run (default 200)")
     parser.add_argument("--frame-kib", type=int, default=256, help="port data per frame, KiB (default 256)")
     parser.add_argument("--rtt", type=int, default=2000, help="small-message round trips (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every relay (default 5)")
+    parser.add_argument("--socat-buffer", type=int, default=65536, help="socat -b block size (default 65536)")
+    parser.add_argument("--no-socat", action="store_true", help="leave out the socat relays")
     args = parser.parse_args()
-    one: list[tuple[float, list[float]]] = []
-    two: list[tuple[float, list[float]]] = []
+    socat = not args.no_socat
+    if socat and shutil.which("socat") is None:
+        sys.exit("socat is not installed (apt-get install -y socat), or pass --no-socat")
+    kinds = KINDS if socat else KINDS[:2]
+    runs: dict[str, list[Run]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="bench-relay-net-") as tmp:
         load_node_identity(Path(tmp) / "single")
+        bench = {
+            "single node": lambda i: bench_node(f"{tmp}/single", args.mb, args.frame_kib, args.rtt),
+            "two nodes": lambda i: bench_two_nodes(f"{tmp}/pair{i}", args.mb, args.frame_kib, args.rtt),
+            "socat 1 hop": lambda i: bench_socat(tmp, args.mb, args.frame_kib, args.rtt, args.socat_buffer),
+            "socat 2 hops": lambda i: bench_socat(
+                tmp, args.mb, args.frame_kib, args.rtt, args.socat_buffer, hops=2
+            ),
+        }
         for i in range(args.rounds):
-            one.append(bench_node(f"{tmp}/single", args.mb, args.frame_kib, args.rtt))
-            two.append(bench_two_nodes(f"{tmp}/pair{i}", args.mb, args.frame_kib, args.rtt))
-            print(
-                f"  round {i + 1}: single node {one[-1][0]:.1f} MB/s, "
-                f"rtt {statistics.median(one[-1][1]) * 1e6:.1f} us; two nodes {two[-1][0]:.1f} MB/s, "
-                f"rtt {statistics.median(two[-1][1]) * 1e6:.1f} us",
-                flush=True,
+            order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]
+            for kind in order:
+                runs[kind].append(bench[kind](i))
+            shown = ", ".join(
+                f"{kind} {runs[kind][-1][0]:.0f} MB/s {statistics.median(runs[kind][-1][1]) * 1e6:.0f} us"
+                for kind in kinds
             )
-    tput_ratios = [t[0] / o[0] for o, t in zip(one, two, strict=True)]
-    rtt_ratios = [statistics.median(t[1]) / statistics.median(o[1]) for o, t in zip(one, two, strict=True)]
-    rounds = f"{args.rounds} alternating rounds"
-    print(f"relay across two nodes, {args.mb} MB in {args.frame_kib} KiB frames, {rounds}:")
-    print(f"  single node (baseline): {_spread([o[0] for o in one], 'MB/s')}")
-    print(f"  two nodes             : {_spread([t[0] for t in two], 'MB/s')}")
-    tr = statistics.median(tput_ratios)
-    print(f"  ratio                 : median {tr:.2f} (range {min(tput_ratios):.2f}-{max(tput_ratios):.2f}; "
-          f"target >= 0.80: {'OK' if tr >= 0.8 else 'MISSED'})")  # fmt: skip
-    print(f"small-message round trip (64 B, median of {args.rtt} per run):")
-    print(f"  single node (baseline): {_spread([statistics.median(o[1]) for o in one], 'us', 1e6)}")
-    print(f"  two nodes             : {_spread([statistics.median(t[1]) for t in two], 'us', 1e6)}")
-    rr = statistics.median(rtt_ratios)
-    print(f"  ratio                 : median {rr:.2f} (range {min(rtt_ratios):.2f}-{max(rtt_ratios):.2f}; "
-          f"target <= 1.50: {'OK' if rr <= 1.5 else 'MISSED'})")  # fmt: skip
+            print(f"  round {i + 1}: {shown}", flush=True)
+    _report(args, kinds, runs)
+
+
+def _report(args: argparse.Namespace, kinds: tuple[str, ...], runs: dict[str, list[Run]]) -> None:
+    def ratios(top: str, bottom: str, figure: Any) -> list[float]:
+        return [figure(t) / figure(b) for t, b in zip(runs[top], runs[bottom], strict=True)]
+
+    def mbs(run: Run) -> float:
+        return run[0]
+
+    def median_rtt(run: Run) -> float:
+        return statistics.median(run[1])
+
+    def floor_rtt(run: Run) -> float:
+        return _floor(run[1])
+
+    print(f"throughput, {args.mb} MB in {args.frame_kib} KiB frames, {args.rounds} rounds:")
+    for kind in kinds:
+        print(f"  {kind:13s}: {_spread([r[0] for r in runs[kind]], 'MB/s')}")
+    tput = ratios("two nodes", "single node", mbs)
+    print(f"  two nodes / single node : {_ratio(tput, '>= 0.80', statistics.median(tput) >= 0.8)}")
+    if "socat 2 hops" in kinds:
+        print(f"  socat 2 hops / 1 hop    : {_ratio(ratios('socat 2 hops', 'socat 1 hop', mbs), '')}")
+        print(f"  single node / socat     : {_ratio(ratios('single node', 'socat 1 hop', mbs), '')}")
+    print(f"small-message round trip (64 B, {args.rtt} per run; median of the run / its 10th percentile):")
+    for kind in kinds:
+        med = _spread([median_rtt(r) for r in runs[kind]], "us", 1e6)
+        low = _spread([floor_rtt(r) for r in runs[kind]], "us", 1e6)
+        print(f"  {kind:13s}: {med}; p10 {low}")
+    rtt = ratios("two nodes", "single node", median_rtt)
+    print(f"  two nodes / single node : {_ratio(rtt, '<= 1.50', statistics.median(rtt) <= 1.5)}")
+    print(f"    at the p10 floor      : {_ratio(ratios('two nodes', 'single node', floor_rtt), '')}")
+    if "socat 2 hops" in kinds:
+        print(f"  socat 2 hops / 1 hop    : {_ratio(ratios('socat 2 hops', 'socat 1 hop', median_rtt), '')}")
+        print(f"    at the p10 floor      : {_ratio(ratios('socat 2 hops', 'socat 1 hop', floor_rtt), '')}")
 
 
 if __name__ == "__main__":
