@@ -292,10 +292,8 @@ def socat_sender(port: int, total: int, frame_size: int, q: Queue, rtt: int) -> 
 
 
 def bench_socat(
-    identity_dir: str, total_mb: int, frame_kib: int, rtt: int, buffer: int = 8192, hops: int = 1
+    identity_dir: str, total_mb: int, frame_kib: int, rtt: int, buffer: int = 8192
 ) -> tuple[float, list[float]]:
-    """Throughput and round trips through ``hops`` socat relays in a chain (TLS -> TLS each):
-    one hop is the single-node baseline, two the shape of a cross-node relay."""
     cert, key = _p256_identity(identity_dir)
     ctx = mp.get_context("fork")
     frame = frame_kib * 1024
@@ -306,40 +304,31 @@ def bench_socat(
         listen = socket.socket()
         listen.bind(("127.0.0.1", 0))
         listen.listen(4)
-        ports = []
-        for _ in range(hops):
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                ports.append(probe.getsockname()[1])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            front_port = probe.getsockname()[1]
         q: Queue = ctx.Queue()
         recv = ctx.Process(target=socat_receiver, args=(listen, cert, key, total, q, echo))
         recv.start()
-        # Relay i listens on ports[i] and connects to the next one; the last to the receiver.
-        nexts = [*ports[1:], listen.getsockname()[1]]
-        relays = [
-            subprocess.Popen(
-                [
-                    "socat",
-                    "-b",
-                    str(buffer),
-                    f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={cert},key={key},verify=0,nodelay",
-                    f"OPENSSL-CONNECT:127.0.0.1:{nxt},verify=0,nodelay",
-                ],
-                stderr=subprocess.DEVNULL,
-            )
-            for port, nxt in zip(ports, nexts, strict=True)
-        ]
+        socat = subprocess.Popen(
+            [
+                "socat",
+                "-b",
+                str(buffer),
+                f"OPENSSL-LISTEN:{front_port},bind=127.0.0.1,reuseaddr,cert={cert},key={key},verify=0,nodelay",
+                f"OPENSSL-CONNECT:127.0.0.1:{listen.getsockname()[1]},verify=0,nodelay",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            for port in ports:
-                _wait_listening(port)
-            send = ctx.Process(target=socat_sender, args=(ports[0], total, frame, q, echo))
+            _wait_listening(front_port)
+            send = ctx.Process(target=socat_sender, args=(front_port, total, frame, q, echo))
             send.start()
             results.append(_collect(q, mode))
             _reap(send)
         finally:
-            for relay in relays:
-                relay.kill()
-                relay.wait()
+            socat.kill()
+            socat.wait()
             _reap(recv)
             listen.close()
     return results[0], results[1]
