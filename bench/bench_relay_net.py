@@ -93,26 +93,43 @@ class Relay:
     def __init__(self, name: str, procs: list[Any], sender: Connection, receiver: Connection) -> None:
         self.name = name
         self.procs = procs  # relay processes (nodes, socat), then the two devices
+        self.relay_procs = procs[:-2]
         self.sender = sender
         self.receiver = receiver
         self.frame = sender.recv()
         if receiver.recv() != self.frame:
             raise AssertionError(f"{name}: the devices disagree on the frame size")
 
-    def throughput(self, total_mb: int) -> float:
+    def cpu(self) -> float:
+        """CPU seconds used so far by the relay's processes (not its devices), all threads: from
+        /proc/PID/task/*/schedstat (nanoseconds; psutil's clock ticks are too coarse for a batch)."""
+        total = 0
+        for proc in self.relay_procs:
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                try:
+                    total += int((task / "schedstat").read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass  # a thread that just ended
+        return total / 1e9
+
+    def throughput(self, total_mb: int) -> tuple[float, float]:
+        """(MB/s, relay CPU seconds per GB) of one batch."""
         total = (total_mb * 1_000_000 // self.frame + 1) * self.frame  # whole frames
+        before = self.cpu()
         self.receiver.send(("count", total))
         self.sender.send(("send", total))
         got, seconds = self.receiver.recv()
         self.sender.recv()
-        return float(got / seconds / 1e6)
+        return float(got / seconds / 1e6), (self.cpu() - before) / (got / 1e9)
 
-    def round_trips(self, count: int) -> list[float]:
+    def round_trips(self, count: int) -> tuple[list[float], float]:
+        """(seconds of each round trip, relay CPU seconds per round trip) of one batch."""
+        before = self.cpu()
         self.receiver.send(("echo", count))
         self.sender.send(("rtt", count))
         times: list[float] = self.sender.recv()
         self.receiver.recv()
-        return times
+        return times, (self.cpu() - before) / count
 
     def close(self) -> None:
         for pipe in (self.sender, self.receiver):
@@ -259,12 +276,17 @@ def main() -> None:
                 relays.append(start_socat(tmp, 2, args.socat_buffer, frame))
             tput: dict[str, list[float]] = {r.name: [] for r in relays}
             rtts: dict[str, list[list[float]]] = {r.name: [] for r in relays}
+            cpu: dict[str, tuple[list[float], list[float]]] = {r.name: ([], []) for r in relays}
             for i in range(args.rounds):
                 order = relays[i % len(relays) :] + relays[: i % len(relays)]
                 for relay in order:
-                    tput[relay.name].append(relay.throughput(args.mb))
+                    mbs, per_gb = relay.throughput(args.mb)
+                    tput[relay.name].append(mbs)
+                    cpu[relay.name][0].append(per_gb)
                 for relay in order:
-                    rtts[relay.name].append(relay.round_trips(args.rtt))
+                    times, per_rtt = relay.round_trips(args.rtt)
+                    rtts[relay.name].append(times)
+                    cpu[relay.name][1].append(per_rtt)
                 shown = ", ".join(
                     f"{r.name} {tput[r.name][-1]:.0f} MB/s {statistics.median(rtts[r.name][-1]) * 1e6:.0f} us"
                     for r in relays
@@ -273,16 +295,31 @@ def main() -> None:
         finally:
             _stop(relays, stop)
     _report(args, tput, rtts)
+    _report_cpu(cpu)
+
+
+def _report_cpu(cpu: dict[str, tuple[list[float], list[float]]]) -> None:
+    """Where the time goes: CPU of the relay processes, which load on the machine disturbs less."""
+    print("CPU of the relay's own processes (nodes or socat; all their threads, not the devices):")
+    for name, (per_gb, per_rtt) in cpu.items():
+        print(f"  {name:13s}: {_spread(per_gb, 's per GB')}; {_spread(per_rtt, 'us per round trip', 1e6)}")
+    pairs = [("two nodes", "single node")]
+    if "socat 2 hops" in cpu:
+        pairs += [("single node", "socat 1 hop"), ("socat 2 hops", "socat 1 hop")]
+    for top, bottom in pairs:
+        per_gb = _ratio(ratios(cpu[top][0], cpu[bottom][0]))
+        per_rtt = _ratio(ratios(cpu[top][1], cpu[bottom][1]))
+        print(f"  {top} / {bottom}: per GB {per_gb}; per round trip {per_rtt}")
+
+
+def ratios(top: list[float], bottom: list[float]) -> list[float]:
+    return [t / b for t, b in zip(top, bottom, strict=True)]
 
 
 def _report(
     args: argparse.Namespace, tput: dict[str, list[float]], rtts: dict[str, list[list[float]]]
 ) -> None:
     socat = "socat 2 hops" in tput
-
-    def ratios(top: list[float], bottom: list[float]) -> list[float]:
-        return [t / b for t, b in zip(top, bottom, strict=True)]
-
     medians = {name: [statistics.median(batch) for batch in runs] for name, runs in rtts.items()}
     floors = {name: [_floor(batch) for batch in runs] for name, runs in rtts.items()}
     print(
