@@ -20,7 +20,15 @@ each (the order rotates from round to round), so the figures of one round are ta
 second or two of each other and a change of load on the machine hits them alike. Prints every
 round, then the median and range over the rounds of each figure and of the per-round ratios.
 Round trips are given as each batch's median and its 10th percentile (the floor: the path's own
-cost, least disturbed by the other processes of a shared machine).
+cost, least disturbed by the other processes of a shared machine). Last, the CPU the relay's own
+processes used per GB and per round trip, which that load disturbs least.
+
+Reading the figures: the two-node relay does twice the work of the single node (each byte is
+decrypted and encrypted once per node), so where the relays and their devices share fewer cores
+than the four processes of the chain (a 2-core machine), throughput is bounded by the CPU of the
+whole chain, and each round trip pays one more TLS hop (two more process wake-ups). socat's 2-hop
+/ 1-hop ratios show what that costs on the machine with no relay code at all; the relay code's
+own share is what the node's figures add to socat's (CPU per GB and per round trip).
 """
 
 from __future__ import annotations
