@@ -220,15 +220,15 @@ def start_socat(tmp: str, hops: int, buffer: int, frame: int) -> Relay:
         for port in ports:
             _wait_listening(port)
     except BaseException:
-        for relay in relays:
-            relay.kill()
+        for proc in relays:
+            proc.kill()
         raise
     name = f"socat {hops} hop{'s' if hops > 1 else ''}"
-    relay = _devices(
+    chain = _devices(
         name, list(relays), ("tls-client", ports[0]), ("tls-server", listen, cert, key), frame, 0
     )
     listen.close()
-    return relay
+    return chain
 
 
 def _stop(relays: list[Relay], stop: Any) -> None:
@@ -315,9 +315,9 @@ def _report_cpu(cpu: dict[str, tuple[list[float], list[float]]]) -> None:
     if "socat 2 hops" in cpu:
         pairs += [("single node", "socat 1 hop"), ("socat 2 hops", "socat 1 hop")]
     for top, bottom in pairs:
-        per_gb = _ratio(ratios(cpu[top][0], cpu[bottom][0]))
-        per_rtt = _ratio(ratios(cpu[top][1], cpu[bottom][1]))
-        print(f"  {top} / {bottom}: per GB {per_gb}; per round trip {per_rtt}")
+        bulk = _ratio(ratios(cpu[top][0], cpu[bottom][0]))
+        small = _ratio(ratios(cpu[top][1], cpu[bottom][1]))
+        print(f"  {top} / {bottom}: per GB {bulk}; per round trip {small}")
 
 
 def ratios(top: list[float], bottom: list[float]) -> list[float]:
