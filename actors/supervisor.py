@@ -314,6 +314,9 @@ class Supervisor(RegistryKeeper):
             )
         )
 
+    def starting_children(self) -> bool:
+        return self.machine is not None and any(c.status == "starting" for c in self.machine.children)
+
     @property
     def machine_strategy(self) -> str:
         return self.machine.rules.strategy if self.machine is not None else "?"
@@ -464,7 +467,7 @@ def rules_of(spec: m.ChildSpec, config: Any) -> s.Rules:
     """The state machine's rules from a supervisor's ChildSpec (intensity from config unless set)."""
     return s.Rules(
         tuple(
-            s.ChildRule(c.name, c.restart, shutdown=c.shutdown, independent=c.independent)
+            s.ChildRule(c.name, c.restart, shutdown=c.shutdown, independent=c.independent, needs=c.needs)
             for c in spec.children
         ),
         strategy=spec.strategy,
