@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors import messages as m
@@ -485,9 +484,19 @@ def descendants(spec: m.ChildSpec) -> set[str]:
 
 
 def _alive(pid: int) -> bool:
+    """The process runs (a zombie does not). Read from /proc: this runs for every child five
+    times a second in every supervisor, and psutil.Process() costs about ten times as much."""
     if pid <= 0:
         return False
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            line = stat.read()
+    except FileNotFoundError:
         return False
+    except OSError:  # no /proc here
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return line[line.rindex(b")") + 2 :][:1] != b"Z"  # the state follows "(comm) "
