@@ -140,7 +140,12 @@ class Supervisor(RegistryKeeper):
         elif isinstance(action, s.Stopped):
             if self.stop_requester is not None:
                 requester, self.stop_requester = self.stop_requester, None
-                self.send(requester, m.TreeStopped())
+                if not self.is_root and requester == self.owner:
+                    # Our supervisor is stopping us (OTP: a supervisor stops its children, then
+                    # exits): exit now, saying Exiting, rather than wait to be told again.
+                    self.send(self.myAddress, ActorExitRequest())
+                else:
+                    self.send(requester, m.TreeStopped())
         elif isinstance(action, s.Escalate):
             self._escalate(action.reason)
 
@@ -240,7 +245,7 @@ class Supervisor(RegistryKeeper):
             return
         proc.stop_asked = True
         if self.specs[action.name].is_supervisor:
-            self.send(proc.address, m.StopTree())  # its children go last-first; then it exits
+            self.send(proc.address, m.StopTree())  # it stops its children, then exits
         else:
             self.send(proc.address, ActorExitRequest())
         self.wakeupAfter(action.timeout, payload=("stop-timeout", action.name, action.generation))
@@ -354,7 +359,7 @@ class Supervisor(RegistryKeeper):
             proc.last_pong = time.monotonic()
 
     def receiveMsg_TreeStopped(self, msg: m.TreeStopped, sender: Any) -> None:
-        # A supervisor child stopped its children (StopChild); now it exits itself.
+        # A supervisor child that reports its children stopped instead of exiting: make it exit.
         if self._by_address(sender) is not None:
             self.send(sender, ActorExitRequest())
 
