@@ -6,7 +6,8 @@ Starts a real node (`chr-node start` on free loopback ports), joins its actor sy
 through the registry; then `--kills` times SIGKILLs the first child (Globals), which restarts
 every later sibling, and measures until the whole tree runs again with new processes and the
 last child (Network.RpcHttps) answers. The baseline, measured in the same run, is Thespian's own
-floor: creating a fresh actor process and getting its first answer.
+floor: creating a fresh actor process and getting its first answer; one baseline sample is taken
+right after each kill, so that both see the same load on a shared machine.
 
     .venv/bin/python bench/bench_restart.py [--kills 30]
 """
@@ -124,6 +125,15 @@ def main() -> int:
                 transientUnique=True,
             )
             root = asys.createActor("actors.supervisor.Supervisor", globalName=ROOT)
+            baseline_ms: list[float] = []
+
+            def baseline() -> None:
+                started = time.perf_counter()
+                fresh = asys.createActor(Worker)
+                ask(asys, fresh, m.Ping(), m.Pong)
+                baseline_ms.append((time.perf_counter() - started) * 1000)
+                asys.tell(fresh, ActorExitRequest())
+
             leaf_ms: list[float] = []
             for i in range(args.kills):
                 name = TARGETS[i % len(TARGETS)]
@@ -134,6 +144,7 @@ def main() -> int:
                 leaf_ms.append((time.perf_counter() - started) * 1000)
                 print(f"  leaf kill {i + 1:2d} {name:<18} {leaf_ms[-1]:7.1f} ms", flush=True)
                 time.sleep(0.3)  # let the rest of the tree settle between kills
+                baseline()
             chain_ms: list[float] = []
             for i in range(args.kills):
                 rows = tree_rows(asys, root)
@@ -147,13 +158,7 @@ def main() -> int:
                     f"  first-child kill {i + 1:2d} ({len(rows)} actors) {chain_ms[-1]:7.1f} ms", flush=True
                 )
                 time.sleep(0.3)
-            baseline_ms: list[float] = []
-            for _ in range(args.kills):
-                started = time.perf_counter()
-                fresh = asys.createActor(Worker)
-                ask(asys, fresh, m.Ping(), m.Pong)
-                baseline_ms.append((time.perf_counter() - started) * 1000)
-                asys.tell(fresh, ActorExitRequest())
+                baseline()
         finally:
             node.stop()
     base = statistics.median(baseline_ms)
@@ -161,6 +166,7 @@ def main() -> int:
     print(summary(f"leaf ({', '.join(TARGETS)})", leaf_ms, 50))
     print(summary(f"first child ({FIRST}: the whole rest_for_one chain)", chain_ms, 500))
     print(summary("baseline: Thespian createActor + first answer", baseline_ms))
+    print(f"  machine load (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
         f"  ratio to baseline: leaf {statistics.median(leaf_ms) / base:5.2f}x, "
         f"whole chain {statistics.median(chain_ms) / base:5.2f}x"
