@@ -111,8 +111,8 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             self.log.exception("%s failed to start", self.name)
             self.send(sender, m.InitFailed(self.name, f"{type(exc).__name__}: {exc}"))
             return
+        self.send(sender, m.Started(self.name, os.getpid()))  # first: the next sibling waits for it
         self._subscribe_all()
-        self.send(sender, m.Started(self.name, os.getpid()))
         self.wakeupAfter(STATS_FLUSH_SECONDS, payload="__stats__")
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
@@ -250,9 +250,16 @@ def apply_log_level(level: str) -> None:
     if not isinstance(numeric, int):
         return
     for manager in logging_managers():
-        manager.root.setLevel(numeric)
+        if manager.root.level != numeric:
+            manager.root.setLevel(numeric)
         for logger in list(manager.loggerDict.values()):
-            if isinstance(logger, logging.Logger) and not logger.name.lower().startswith("thespian"):
+            # setLevel clears every logger's cache: only where the level changes (an actor
+            # inherits its parent's levels, which are almost always the ones it is given)
+            if (
+                isinstance(logger, logging.Logger)
+                and logger.level != numeric
+                and not logger.name.lower().startswith("thespian")
+            ):
                 logger.setLevel(numeric)
 
 

@@ -24,6 +24,8 @@ class ChildSpec:
     `shutdown`: seconds it gets to exit when asked before it is killed (a supervisor gets longer:
     it stops its own children first). `independent`: no later sibling needs it, so under
     rest_for_one its crash restarts only itself (chrnode/supervision.py, docs/architecture.md).
+    `needs`: the elder siblings it needs running from its start to its stop; None is all of them
+    (OTP's strict order), fewer let it start and stop alongside the others.
     `intensity`/`period` (supervisors only): restarts allowed within period seconds; None takes
     the config's max_restarts / restart_window.
     """
@@ -35,6 +37,7 @@ class ChildSpec:
     strategy: Strategy = "one_for_one"
     shutdown: float = 5.0
     independent: bool = False
+    needs: tuple[str, ...] | None = None
     intensity: int | None = None
     period: float | None = None
 
