@@ -35,7 +35,7 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    max_links: int = 64
+    max_links: int = 512  # config peer_max_links: about 21 KiB per idle link (docs/dht.md)
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     backoff_initial: float = 1.0
