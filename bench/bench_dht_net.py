@@ -118,6 +118,7 @@ async def _chr_worker(index: int, per: int, conn: Any, base: Path) -> None:
                     "table": sum(len(n.dht.node.table) for n in nodes),
                     "nodes": len(nodes),
                     "rss": _rss(),
+                    "cpu": time.process_time(),
                 }
             )
         elif cmd == "stop":
@@ -261,7 +262,11 @@ def _link_text(before: list[dict[str, int]], after: list[dict[str, int]], lookup
     evictions = sum(a["evictions"] for a in after) - sum(b["evictions"] for b in before)
     nodes = sum(a["nodes"] for a in after)
     links = sum(a["links"] for a in after) / nodes
-    return f"\n  {'':<12} dials/lookup {dials / lookups:.2f}, evictions {evictions}, links/node {links:.0f}"
+    cpu = (sum(a["cpu"] for a in after) - sum(b["cpu"] for b in before)) / lookups * 1000
+    return (
+        f"\n  {'':<12} dials/lookup {dials / lookups:.2f}, evictions {evictions}, links/node {links:.0f}, "
+        f"CPU per lookup {cpu:.1f} ms (all nodes)"
+    )
 
 
 def run(impl: str, nodes: int, lookups: int, failure: str) -> tuple[list[str], dict[str, Figures]]:
