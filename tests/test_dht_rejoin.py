@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.dht.ids import Contact, as_id
+from chrnode.dht.ids import Contact, as_id, bucket_index
 from chrnode.dht.messages import FindNode, Nodes, Ping
 from chrnode.dht.node import DhtConfig, DhtNode, LookupDone, Send
 from chrnode.dht.rejoin import REJOINED, RETRY, Rejoin
@@ -179,3 +179,17 @@ def test_an_empty_table_always_has_a_join_running_or_armed(events: list[tuple[st
         open_sends += sends(actions)
         if not len(node.table):
             assert node.rejoin.running is not None or node.rejoin.due_at < math.inf
+
+
+def test_refresh_after_a_join_looks_up_one_id_in_every_bucket_past_the_nearest() -> None:
+    node = DhtNode(OWN, config=DhtConfig(refresh_on_join=True), rng=random.Random(3))
+    near = Contact(bytes([0x80] + [0] * 18 + [9]), "10.0.0.9", 51055, record="near")  # bucket 3
+    node.on_request(near, Ping(), now=0.0)
+    node.on_request(FLEET, Ping(), now=0.0)  # bucket 159
+    ids, actions = node.refresh_beyond_nearest(now=1.0)
+    assert len(ids) == 159 - 3 and node.running_lookups == len(ids)
+    targets = {s.request.target for s in sends(actions) if isinstance(s.request, FindNode)}
+    assert {bucket_index(OWN.address, t) for t in targets} <= set(range(4, 160))
+    off = DhtNode(OWN, config=DhtConfig(refresh_on_join=False), rng=random.Random(3))
+    off.on_request(FLEET, Ping(), now=0.0)
+    assert off.refresh_beyond_nearest(now=1.0) == ([], [])
