@@ -6,8 +6,9 @@ Inputs (each returns the actions it causes):
   whose peer hello proved `sender` (SPEC 4), so the sender is verified; returns the answer too;
 - `on_answer(request_id, answer, now)` and `on_failure(request_id, now)` (reset, error answer,
   closed link) for requests this node sent;
-- `tick(now)`: soft and hard timeouts, expiry, refresh and republish; call it at
-  `next_deadline()` (or earlier: it does only what is due);
+- `tick(now)`: soft and hard timeouts, expiry, refresh and republish, and the rejoin through
+  the fleet when the table has emptied (`rejoin`); call it at `next_deadline()` (or earlier:
+  it does only what is due);
 - `lookup`, `join`, `publish`: work asked by the rest of the node.
 
 Actions: `Send` (a request to send, with the id its answer must carry back), `LookupDone` (a
