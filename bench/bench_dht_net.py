@@ -116,6 +116,8 @@ async def _chr_worker(index: int, per: int, conn: Any, base: Path) -> None:
                     "evictions": sum(n.network.pool.evictions for n in nodes),
                     "links": sum(len(n.network.links) for n in nodes),
                     "table": sum(len(n.dht.node.table) for n in nodes),
+                    "requests": sum(n.dht.node.counters["requests_sent"] for n in nodes),
+                    "probes": sum(n.dht.node.counters["probes_sent"] for n in nodes),
                     "nodes": len(nodes),
                     "rss": _rss(),
                     "cpu": time.process_time(),
@@ -263,9 +265,12 @@ def _link_text(before: list[dict[str, int]], after: list[dict[str, int]], lookup
     nodes = sum(a["nodes"] for a in after)
     links = sum(a["links"] for a in after) / nodes
     cpu = (sum(a["cpu"] for a in after) - sum(b["cpu"] for b in before)) / lookups * 1000
+    sent = (sum(a["requests"] for a in after) - sum(b["requests"] for b in before)) / lookups
+    probes = (sum(a["probes"] for a in after) - sum(b["probes"] for b in before)) / lookups
     return (
         f"\n  {'':<12} dials/lookup {dials / lookups:.2f}, evictions {evictions}, links/node {links:.0f}, "
         f"CPU per lookup {cpu:.1f} ms (all nodes)"
+        f"\n  {'':<12} requests/lookup {sent:.1f}, of them table probes {probes:.1f}"
     )
 
 

@@ -338,6 +338,7 @@ class DhtNode:
                     heapq.heappush(self._timers, (soft_at, request_id, _SOFT))
 
     def _probes(self, probes: list[Probe], now: float) -> list[Action]:
+        self.counters["probes_sent"] += len(probes)  # PINGs of table upkeep, not of a lookup
         return [self._send(p.contact, Ping(), now, None) for p in probes]
 
     def _failed(self, request_id: int, sent: _Outstanding, now: float) -> list[Action]:
