@@ -9,7 +9,7 @@ worker SIGSTOPped (25% silent: no answer at all). Both implementations use k = 2
 a 5 s request timeout (kademlia's default).
 
     .venv/bin/python bench/bench_dht_net.py [--nodes 200] [--lookups 1000] [--runs 3] [--workers 4]
-                                            [--only chr|kademlia]
+                                            [--max-links 512] [--refresh-on-join] [--only chr|kademlia]
 
 For chr-node it also prints the dials per lookup (each one a TLS handshake and a peer hello),
 links closed at the pool's cap, and links held per node. The summary gives each figure's median
@@ -49,6 +49,7 @@ from chrnode.ticket import Ticket
 
 WORKERS = 4
 MAX_LINKS = PoolConfig().max_links  # the node's default cap (config peer_max_links)
+REFRESH_ON_JOIN = DhtConfig().refresh_on_join
 TIMEOUT = 5.0
 CONCURRENCY = 16  # lookups in flight per worker
 JOINS = 2  # joins in flight per worker (200 nodes joining within seconds is already a storm)
@@ -61,7 +62,7 @@ def _raise_nofile() -> None:
 
 # ---- chr-node worker ------------------------------------------------------------------------------
 async def _chr_worker(index: int, per: int, conn: Any, base: Path) -> None:
-    config = DhtConfig(hard_timeout=TIMEOUT)
+    config = DhtConfig(hard_timeout=TIMEOUT, refresh_on_join=REFRESH_ON_JOIN)
     # Every node of the bench dials from 127.0.0.1: the per-address accept rate is for real networks.
     net = PeerNetworkConfig(accepts_per_second_per_ip=10_000.0, pool=PoolConfig(max_links=MAX_LINKS))
     nodes = await start_peer_nodes(
@@ -329,17 +330,19 @@ def _spread(values: list[float]) -> str:
 
 
 def main() -> None:
-    global WORKERS, MAX_LINKS
+    global WORKERS, MAX_LINKS, REFRESH_ON_JOIN
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--lookups", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1, help="runs of each network; medians [min-max]")
     parser.add_argument("--workers", type=int, default=WORKERS, help="processes the nodes are spread over")
     parser.add_argument("--max-links", type=int, default=MAX_LINKS, help="chr-node's pool cap per node")
+    parser.add_argument("--refresh-on-join", action="store_true", help="chr-node joins refresh every bucket")
     parser.add_argument("--failures", default="killed,silent", help="which failure networks to run")
     parser.add_argument("--only", choices=["chr", "kademlia"])
     args = parser.parse_args()
     WORKERS, MAX_LINKS = args.workers, args.max_links
+    REFRESH_ON_JOIN = REFRESH_ON_JOIN or args.refresh_on_join
     impls = ["chr", "kademlia"] if args.only is None else [args.only]
     if "kademlia" in impls:
         try:
@@ -349,7 +352,7 @@ def main() -> None:
             impls.remove("kademlia")
     print(
         f"DHT over real sockets: {args.nodes} nodes in {WORKERS} processes, {args.lookups} value lookups, "
-        f"{args.runs} run(s), chr-node pool cap {MAX_LINKS} links; "
+        f"{args.runs} run(s), chr-node pool cap {MAX_LINKS} links, refresh on join {REFRESH_ON_JOIN}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     names = {"chr": "chr-node (TLS peer links)", "kademlia": "PyPI kademlia 2.2 (UDP, baseline)"}
