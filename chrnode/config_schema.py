@@ -80,7 +80,7 @@ class Config:
     ticket_registry_contract: str = ""
     # [fleet]
     fleet_nodes: tuple[str, ...] = ()
-    peer_max_links: int = 64
+    peer_max_links: int = 512  # a routing table's contacts in a network of thousands (docs/dht.md)
     dht_request_timeout: float = 5.0
     location_ttl: int = 600
     # [logging]

@@ -156,3 +156,16 @@ def test_a_wanted_link_beyond_the_cap_replaces_the_least_recently_used_one() -> 
     assert B not in p.peers  # no backoff for a link closed to make room: it may be dialled again
     p.dialed(C, 2.2)
     assert p.want(B, "h", 2, 3.0) == [Close(C, "at the link limit: least recently used"), Dial(B, "h", 2)]
+
+
+def test_a_peer_no_longer_wanted_is_not_redialled_and_is_forgotten_after_its_backoff() -> None:
+    p = pool(backoff_initial=1.0)
+    p.want(A, "h", 1, 0.0)
+    p.dial_failed(A, 0.5)
+    p.done_with(A)  # the request that wanted it is over
+    assert p.peers[A].state is State.BACKOFF
+    assert p.want(A, "h", 1, 0.6) == []  # still backing off: a new request fails at once
+    p.done_with(A)
+    assert not any(isinstance(a, Dial) for a in p.tick(5.0))
+    assert A not in p.peers
+    assert p.want(A, "h", 1, 5.1) == [Dial(A, "h", 1)]  # wanted again later: dialled afresh

@@ -84,6 +84,8 @@ class PeerNetwork:
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
         self.refused = 0
+        self.dials = 0  # outbound dials started (each a TLS handshake and a peer hello)
+        self.links_opened = 0  # links that came up, either way
 
     # ---- LinkHost ---------------------------------------------------------------------------
     def own_record(self) -> SignedObject:
@@ -104,6 +106,7 @@ class PeerNetwork:
             self._act([a for a in actions if not (isinstance(a, Close) and a.address == link.node)])
             return
         self.links[link.node] = link
+        self.links_opened += 1
         _log.info("%s link up with %s", "outbound" if link.dialer else "inbound", link.label())
         self._act(actions)
         for callback in self.on_link_up:
@@ -176,7 +179,12 @@ class PeerNetwork:
                 raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
             self._act(actions)
             dial = self._dials[address]
-        return await asyncio.shield(dial)
+        try:
+            return await asyncio.shield(dial)
+        finally:
+            # One dial per need: a peer that is not pinned is not redialled after its link
+            # closes or its dial failed (a dead DHT contact would be, for ever, with backoff).
+            self.pool.done_with(address)
 
     def _dial(self, action: Dial) -> None:
         if action.address in self._dials:
@@ -187,6 +195,7 @@ class PeerNetwork:
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _dial_now(self, action: Dial, future: asyncio.Future[PeerLink]) -> None:
+        self.dials += 1
         link = PeerLink(self, self.config.link, expected=action.address)
         self._every.add(link)
         try:
