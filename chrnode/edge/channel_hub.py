@@ -1,0 +1,418 @@
+"""Channels on the network loop: the adapter between the port table and the rules (SPEC 4 ``s``).
+
+The rules (who joins, who writes, what is delivered where, when ports close, backpressure) are
+chrnode.edge.channels'; this module carries out its actions with the port table's ports. A
+channel is two port ends of its own, so the table works unchanged:
+
+    target  <-- the upstream port (ref X) -->  Channel.up
+    member  <-- its member port (ref Ri)  -->  Channel.fan      (one per member)
+
+The owner's member port keeps the ref X the target was told (what the owner and, for an owner on
+another node, its link know); every joiner gets its own ref (its own ref space, and its session
+bills its own bytes). What the target sends on X is written to each reader with its ref put in
+(one frame built per reader); what the owner sends on X goes to the target as it is. No byte
+leaves the network loop.
+
+Only ``s`` portopens to a target served by this node make channels (``takes``): the channel lives
+on the target's node; on the opener's node a portopen to a remote target passes through as any
+(its relay portopen carries the ``s``, so the target's node sees it).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from chrnode.crypto import to_hex_address
+from chrnode.edge import codes
+from chrnode.edge.channels import (
+    Accept,
+    Action,
+    Answer,
+    Answered,
+    Ask,
+    Channels,
+    Close,
+    CloseTarget,
+    Event,
+    Join,
+    Leave,
+    Limits,
+    Paused,
+    Refuse,
+    Resumed,
+    Sent,
+    TargetClosed,
+    Tick,
+)
+from chrnode.edge.messages import PORTOPEN, Message, Notify, PortOpen, PortOpenReply, encode_portsend_parts
+from chrnode.edge.ports import Frame, Port, PortEnd, PortTable
+from chrnode.edge.portsend import parse_portsend
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Channel", "ChannelHub", "Subscriber"]
+
+_log = logging.getLogger("chrnode.channels")
+
+RECENT_REFS = 64
+
+Key = Any  # (target end, target device, port name): hashable, opaque to the rules
+
+
+class Subscriber:
+    """One ``s`` opener: a member of the rules (identity-hashed), and its port once it is in."""
+
+    __slots__ = ("device", "end", "msg", "port", "ref", "what")
+
+    def __init__(self, end: PortEnd, device: bytes, msg: PortOpen, what: str, ref: int) -> None:
+        self.end = end
+        self.device = device
+        self.msg = msg
+        self.what = what
+        self.ref = ref
+        self.port: Port | None = None
+
+    def __repr__(self) -> str:
+        return f"Subscriber({to_hex_address(self.device)}, ref {self.ref})"
+
+
+class _Side:
+    """One face of a channel as a port end (chrnode.edge.ports.PortEnd): ``up`` faces the target
+    (it is the opener of the upstream port), the other faces the members (their ports' target)."""
+
+    __slots__ = ("channel", "ports", "recent_refs", "up")
+
+    def __init__(self, channel: Channel, up: bool) -> None:
+        self.channel = channel
+        self.up = up
+        self.ports: dict[int, Port] = {}
+        self.recent_refs: collections.deque[int] = collections.deque(maxlen=RECENT_REFS)
+
+    @property
+    def closed(self) -> bool:
+        return self.channel.ended
+
+    @property
+    def closing(self) -> bool:
+        return self.channel.ended
+
+    def send(self, msg: Message) -> None:
+        return None  # portclose from the other side: port_closed below does the channel's part
+
+    def error(self, msg_type: int, request_id: int | None, code: str, message: str) -> None:
+        return None
+
+    def warn(self, code: str, message: str) -> None:
+        _log.debug("channel %s: %s: %s", self.channel.label, code, message)
+
+    def request(
+        self, build: Callable[[int], Message], on_answer: Callable[[Message | None], None], timeout: float
+    ) -> None:
+        on_answer(None)  # nobody opens a port to a channel through the table
+
+    def forward(self, frame: Frame, port: Port, source: PortEnd) -> None:
+        if self.up:
+            self.channel.from_target(frame)
+        else:
+            self.channel.from_member(frame, port)
+
+    def pause_port(self, port: Port) -> None:
+        self.channel.flow(port, self.up, paused=True)
+
+    def resume_port(self, port: Port) -> None:
+        self.channel.flow(port, self.up, paused=False)
+
+    def port_closed(self, port: Port) -> None:
+        self.channel.port_closed(port, self.up)
+
+
+class Channel:
+    """One open channel: its two sides, the upstream port, members by ref, and what it moved."""
+
+    def __init__(self, hub: ChannelHub, key: Key, owner: Subscriber, target: PortEnd) -> None:
+        self.hub = hub
+        self.key = key
+        self.owner = owner
+        self.target = target
+        self.ref = owner.ref  # the upstream port's, shared with the owner's member port
+        self.up = _Side(self, up=True)
+        self.fan = _Side(self, up=False)
+        self.upstream: Port | None = None
+        self.by_ref: dict[int, Subscriber] = {}
+        self.ended = False
+        self.bytes_delivered = 0
+        self.frames_delivered = 0
+        self.bytes_written = 0  # the owner's bytes to the target
+        self.joined_total = 0
+
+    @property
+    def label(self) -> str:
+        return f"{to_hex_address(self.key[1])} port {self.key[2]!r}"
+
+    def from_target(self, frame: Frame) -> None:
+        """The target sent a frame on the channel: one copy to each reader, with its own ref."""
+        parsed = parse_portsend(frame)
+        if parsed is None:
+            return  # the table hands over only portsend frames in the canonical shape
+        data = memoryview(frame)[parsed[1] : parsed[2]]
+        hub, paused = self.hub, self.hub.paused
+        for member in hub.book.readers(self.key):
+            assert isinstance(member, Subscriber)
+            port = member.port
+            if port is None or member.end.closed:
+                continue
+            header, _ = encode_portsend_parts(port.ref, data)
+            out = bytearray(header)
+            out += data
+            member.end.forward(out, port, self.fan)
+            self.frames_delivered += 1
+            self.bytes_delivered += len(data)
+            if member in paused:
+                hub.apply(Sent(self.key, member, len(out)))
+
+    def from_member(self, frame: Frame, port: Port) -> None:
+        """A member sent on its port: the writer's data goes to the target (on X, as it is)."""
+        member = self.by_ref.get(port.ref)
+        upstream = self.upstream
+        if member is None or upstream is None or self.hub.book.writer(self.key) is not member:
+            if member is not None:
+                member.end.warn(
+                    codes.FORBIDDEN, f"port {port.ref} is a channel's: only its first opener writes"
+                )
+            return
+        self.bytes_written += len(frame)
+        self.target.forward(frame, upstream, self.up)  # same ref X both sides: no rewrite
+
+    def flow(self, port: Port, up: bool, paused: bool) -> None:
+        if up:
+            # The target cannot keep up with the owner's data: pause (resume) the owner's port.
+            owner = self.owner
+            if owner.port is not None and not owner.end.closed:
+                (owner.end.pause_port if paused else owner.end.resume_port)(owner.port)
+            return
+        member = self.by_ref.get(port.ref)
+        if member is None:
+            return
+        if paused:
+            self.hub.paused.add(member)
+            self.hub.apply(Paused(self.key, member, self.hub.now()))
+            self.hub.arm_timer()
+        else:
+            self.hub.paused.discard(member)
+            self.hub.apply(Resumed(self.key, member))
+
+    def port_closed(self, port: Port, up: bool) -> None:
+        table = self.hub.table
+        if up:
+            self.upstream = None
+            if self.owner.port is not None and self.owner.ref in self.by_ref:
+                table.reserve(self.ref)  # the owner's port still uses X
+            self.hub.target_closed(self)
+            return
+        member = self.by_ref.pop(port.ref, None)
+        if member is None:
+            return
+        member.port = None
+        self.hub.paused.discard(member)
+        if port.ref == self.ref and self.upstream is not None:
+            table.reserve(self.ref)  # the upstream port still uses X
+        self.hub.apply(Leave(self.key, member))
+
+    def describe(self) -> dict[str, Any]:
+        members = [
+            {"device": to_hex_address(s.device), "ref": s.ref, "flags": s.msg.flags, "owner": s is self.owner}
+            for s in list(self.by_ref.values())
+        ]
+        return {
+            "target": to_hex_address(self.key[1]),
+            "port": self.key[2],
+            "ref": self.ref,
+            "members": members,
+            "joined_total": self.joined_total,
+            "bytes_delivered": self.bytes_delivered,
+            "frames_delivered": self.frames_delivered,
+            "bytes_written": self.bytes_written,
+        }
+
+
+class ChannelHub:
+    """The port table's ChannelHost: every channel of this node, on the network loop."""
+
+    def __init__(
+        self,
+        table: PortTable,
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        is_local: Callable[[PortEnd], bool],
+        limits: Limits | None = None,
+        count_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.table = table
+        self._count_error = count_error
+        self._loop = loop
+        self._is_local = is_local
+        self.book = Channels(limits)
+        self.channels: dict[Key, Channel] = {}
+        self._asking: dict[Key, Subscriber] = {}
+        self.paused: set[Subscriber] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self.opened_total = 0
+        self.joined_total = 0
+        self.closed_bytes = 0
+        table.channels = self
+
+    def now(self) -> float:
+        return self._loop().time()
+
+    # ---- the table's ChannelHost ------------------------------------------------------------
+
+    def takes(self, target: PortEnd) -> bool:
+        return self._is_local(target)
+
+    def open(
+        self,
+        opener: PortEnd,
+        opener_device: bytes,
+        target: PortEnd,
+        target_device: bytes,
+        msg: PortOpen,
+        what: str,
+        ref: int | None,
+    ) -> None:
+        if ref is None:
+            ref = self.table.new_ref()
+        else:
+            self.table.reserve(ref)
+        key = (target, target_device, msg.port)
+        self.apply(Join(key, Subscriber(opener, opener_device, msg, what, ref), msg.flags))
+
+    # ---- carrying out the rules' actions -----------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        for action in self.book.handle(event):
+            self._do(action)
+
+    def _do(self, action: Action) -> None:
+        member = getattr(action, "member", None)
+        assert member is None or isinstance(member, Subscriber)
+        if isinstance(action, Ask):
+            assert member is not None
+            self._ask(action.key, member)
+        elif isinstance(action, Accept):
+            assert member is not None
+            self._accept(action.key, member)
+        elif isinstance(action, Refuse):
+            assert member is not None
+            self.table.release(member.ref)
+            if not member.end.closed:
+                member.end.error(PORTOPEN, member.msg.id, action.code, f"{member.what}: {action.message}")
+        elif isinstance(action, Close):
+            assert member is not None
+            self._close_member(action, member)
+        elif isinstance(action, CloseTarget):
+            channel = self.channels.get(action.key)
+            if channel is not None:
+                self.table.close(channel.up, channel.ref)
+        # Plain: the table's own answer handling already opened the ordinary port (_ask).
+
+    def _ask(self, key: Key, member: Subscriber) -> None:
+        target: PortEnd = key[0]
+        table, msg, ref = self.table, member.msg, member.ref
+        self._asking[key] = member
+        table.hold(member.end, target)
+
+        def build(request_id: int) -> Message:
+            return PortOpen(port=msg.port, device=member.device, flags=msg.flags, ref=ref, id=request_id)
+
+        def on_answer(answer: Message | None) -> None:
+            table.settle(member.end, target)
+            self._asking.pop(key, None)
+            shared = isinstance(answer, PortOpenReply) and bool(answer.shared)
+            if shared and not (member.end.closing or target.closed):
+                self.apply(Answered(key, Answer.SHARED))
+                return
+            port = Port(ref, member.end, member.device, target, key[1], msg.port, msg.flags)
+            opened = table.answered(port, msg, answer, member.what)
+            if not opened:
+                table.release(ref)
+            outcome = Answer.PLAIN if opened else Answer.TIMEOUT if answer is None else Answer.REFUSED
+            self.apply(Answered(key, outcome))
+
+        target.request(build, on_answer, table.open_timeout)
+
+    def _accept(self, key: Key, member: Subscriber) -> None:
+        table = self.table
+        channel = self.channels.get(key)
+        if channel is None:  # the owner: the target answered shared
+            target: PortEnd = key[0]
+            channel = self.channels[key] = Channel(self, key, member, target)
+            flags = "rs" + ("w" if "w" in member.msg.flags else "")
+            channel.upstream = Port(channel.ref, channel.up, member.device, target, key[1], key[2], flags)
+            table.attach(channel.upstream)
+            self.opened_total += 1
+            _log.info("channel %s opened by %s", channel.label, member.what)
+        if member.end.closing:
+            self.table.release(member.ref)
+            self.apply(Leave(key, member))
+            return
+        port = Port(member.ref, member.end, member.device, channel.fan, key[1], key[2], member.msg.flags)
+        member.port = port
+        channel.by_ref[member.ref] = member
+        channel.joined_total += 1
+        self.joined_total += 1
+        table.attach(port)
+        member.end.send(PortOpenReply(ref=member.ref, id=member.msg.id))
+
+    def _close_member(self, action: Close, member: Subscriber) -> None:
+        channel = self.channels.get(action.key)
+        if action.code is not None:
+            _log.info("channel: closing %r: %s", member, action.message)
+            if self._count_error is not None:
+                self._count_error(action.code)
+            member.end.send(Notify(level="warning", code=action.code, message=action.message))
+        if channel is not None and member.port is not None:
+            self.table.close(channel.fan, member.ref)
+
+    def target_closed(self, channel: Channel) -> None:
+        """The upstream port closed (the target's portclose or its leaving, or the last member)."""
+        self.apply(TargetClosed(channel.key))
+        channel.ended = True
+        self.closed_bytes += channel.bytes_delivered
+        if self.channels.get(channel.key) is channel:
+            del self.channels[channel.key]
+        _log.info("channel %s closed (%d bytes delivered)", channel.label, channel.bytes_delivered)
+
+    # ---- slow readers ------------------------------------------------------------------------
+
+    def arm_timer(self) -> None:
+        deadline = self.book.next_deadline()
+        if deadline is None or (self._timer is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self._loop()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.apply(Tick(self.now()))
+        self.arm_timer()
+
+    # ---- for operators -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        channels = [c.describe() for c in list(self.channels.values())]  # snapshot(): any thread
+        return {
+            "channels": len(channels),
+            "members": sum(len(c["members"]) for c in channels),
+            "opened_total": self.opened_total,
+            "joined_total": self.joined_total,
+            "slow_closed": self.book.slow_closed,
+            "bytes_delivered": self.closed_bytes + sum(c["bytes_delivered"] for c in channels),
+            "list": channels,
+        }
