@@ -1,11 +1,15 @@
 """The node's supervision tree, in the seed's order (SPEC 9). Adding an actor is one line here.
 
 `independent=True` marks the actors that no later sibling needs (device traffic goes on without
-them: Stats, Network.Stats, Cron, PubSub, Connectivity): under the root's rest_for_one, their
-crash restarts only themselves, so device sessions on the listeners stay up (docs/architecture.md,
-"Blast radius"). Everything else keeps rest_for_one: a crash restarts the later siblings.
+them: Stats, Network.Stats, Cron, Channels.Supervisor, PubSub, Connectivity): under the root's
+rest_for_one, their crash restarts only themselves, so device sessions on the listeners stay up
+(docs/architecture.md, "Blast radius"). Everything else keeps rest_for_one: a crash restarts the
+later siblings.
 
-Actors of the seed that later issues implement (Channels, MerkleTree, Connection.Cache,
+Channels.Supervisor (permanent, the seed's place: after Cron) holds Channels, the control state of
+the channels that live on the network loop (actors/channels.py).
+
+Actors of the seed that later issues implement (MerkleTree, Connection.Cache,
 RemoteChain, Object.Manager/Server, Network.PeerHandler) join this list when they do real work.
 """
 
@@ -38,6 +42,14 @@ def node_tree() -> ChildSpec:
             ),
             ChildSpec("TicketStore", "actors.ticket_store:TicketStore"),
             ChildSpec("Cron", "actors.cron:Cron", independent=True),
+            ChildSpec(
+                "Channels.Supervisor",
+                "actors.supervisor:Supervisor",
+                strategy="one_for_one",
+                shutdown=SUPERVISOR_SHUTDOWN,
+                independent=True,  # control state only: device traffic and channels go on without it
+                children=(ChildSpec("Channels", "actors.channels:Channels"),),
+            ),
             ChildSpec("PubSub", "actors.pubsub:PubSub", independent=True),
             ChildSpec(
                 "RemoteChain",

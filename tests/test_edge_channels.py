@@ -67,7 +67,8 @@ async def test_three_subscribers_get_the_targets_bytes_intact_and_the_target_con
         assert await channel.read() == b"from the owner"
         with pytest.raises(ChrError):
             await b.write(b"a reader may not write")  # refused by the client itself ('rs')
-        status = node.server.snapshot()["channels"]
+        status = node.server.channels.status()
+        assert status == {**node.server.snapshot()["channels"], "list": status["list"]}
         assert status["channels"] == 1 and status["members"] == 3
         assert status["bytes_delivered"] == 3 * len(data)
         (listed,) = status["list"]

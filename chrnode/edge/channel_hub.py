@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,7 @@ __all__ = ["Channel", "ChannelHub", "Subscriber"]
 _log = logging.getLogger("chrnode.channels")
 
 RECENT_REFS = 64
+MAX_LISTED = 100  # channels listed in a status report (the counts cover all)
 
 Key = Any  # (target end, target device, port name): hashable, opaque to the rules
 
@@ -263,6 +265,7 @@ class ChannelHub:
         self.opened_total = 0
         self.joined_total = 0
         self.closed_bytes = 0
+        self.run = secrets.token_hex(8)  # names this hub's counters: a new one starts at 0 again
         table.channels = self
 
     def now(self) -> float:
@@ -405,14 +408,18 @@ class ChannelHub:
 
     # ---- for operators -----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        channels = [c.describe() for c in list(self.channels.values())]  # snapshot(): any thread
-        return {
+    def status(self, listed: bool = True) -> dict[str, Any]:
+        """Counts, and (``listed``) the first MAX_LISTED channels; safe from any thread (copies)."""
+        channels = list(self.channels.values())
+        out: dict[str, Any] = {
+            "run": self.run,
             "channels": len(channels),
-            "members": sum(len(c["members"]) for c in channels),
+            "members": sum(len(c.by_ref) for c in channels),
             "opened_total": self.opened_total,
             "joined_total": self.joined_total,
             "slow_closed": self.book.slow_closed,
-            "bytes_delivered": self.closed_bytes + sum(c["bytes_delivered"] for c in channels),
-            "list": channels,
+            "bytes_delivered": self.closed_bytes + sum(c.bytes_delivered for c in channels),
         }
+        if listed:
+            out["list"] = [c.describe() for c in channels[:MAX_LISTED]]
+        return out

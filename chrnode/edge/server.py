@@ -420,7 +420,7 @@ class EdgeServer:
             "devices": len(self.devices),
             "ports_open": self.ports.count,
             "ports_opened_total": self.ports.opened_total,
-            "channels": self.channels.status(),
+            "channels": self.channels.status(listed=False),
             "bytes_in": self._closed_bytes_in + live_in,
             "bytes_out": self._closed_bytes_out + live_out,
             "accepted_total": sum(listener.accepted for listener in self._listeners),

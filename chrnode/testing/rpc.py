@@ -26,6 +26,8 @@ _TREE = [
     ("Model.Sql.Cache", "Model.Sql", "permanent"),
     ("TicketStore", "ChronaraNode.Supervisor", "permanent"),
     ("Cron", "ChronaraNode.Supervisor", "permanent"),
+    ("Channels.Supervisor", "ChronaraNode.Supervisor", "permanent"),
+    ("Channels", "Channels.Supervisor", "permanent"),
     ("PubSub", "ChronaraNode.Supervisor", "permanent"),
     ("Connectivity", "ChronaraNode.Supervisor", "permanent"),
     ("Network.EdgeV2.Listener", "ChronaraNode.Supervisor", "transient"),
