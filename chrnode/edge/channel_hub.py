@@ -10,8 +10,8 @@ channel is two port ends of its own, so the table works unchanged:
 The owner's member port keeps the ref X the target was told (what the owner and, for an owner on
 another node, its link know); every joiner gets its own ref (its own ref space, and its session
 bills its own bytes). What the target sends on X is written to each reader with its ref put in
-(one frame built per reader); what the owner sends on X goes to the target as it is. No byte
-leaves the network loop.
+(chrnode.edge.retag: in the received buffer, no copy unless a connection must queue it); what
+the owner sends on X goes to the target as it is. No byte leaves the network loop.
 
 Only ``s`` portopens to a target served by this node make channels (``takes``): the channel lives
 on the target's node; on the opener's node a portopen to a remote target passes through as any
@@ -48,9 +48,9 @@ from chrnode.edge.channels import (
     TargetClosed,
     Tick,
 )
-from chrnode.edge.messages import PORTOPEN, Message, Notify, PortOpen, PortOpenReply, encode_portsend_parts
+from chrnode.edge.messages import PORTOPEN, Message, Notify, PortOpen, PortOpenReply
 from chrnode.edge.ports import Frame, Port, PortEnd, PortTable
-from chrnode.edge.portsend import parse_portsend
+from chrnode.edge.retag import Retag
 
 if TYPE_CHECKING:
     import asyncio
@@ -156,25 +156,26 @@ class Channel:
         return f"{to_hex_address(self.key[1])} port {self.key[2]!r}"
 
     def from_target(self, frame: Frame) -> None:
-        """The target sent a frame on the channel: one copy to each reader, with its own ref."""
-        parsed = parse_portsend(frame)
-        if parsed is None:
-            return  # the table hands over only portsend frames in the canonical shape
-        data = memoryview(frame)[parsed[1] : parsed[2]]
+        """The target sent a frame on the channel: to each reader, with its own ref put in."""
+        retag = Retag(frame)
+        if not retag.valid:
+            return  # the table hands over only portsend frames in the usual shape
+        size = len(retag.data)
         hub, paused = self.hub, self.hub.paused
-        for member in hub.book.readers(self.key):
-            assert isinstance(member, Subscriber)
-            port = member.port
-            if port is None or member.end.closed:
-                continue
-            header, _ = encode_portsend_parts(port.ref, data)
-            out = bytearray(header)
-            out += data
-            member.end.forward(out, port, self.fan)
-            self.frames_delivered += 1
-            self.bytes_delivered += len(data)
-            if member in paused:
-                hub.apply(Sent(self.key, member, len(out)))
+        try:
+            for member in hub.book.readers(self.key):
+                assert isinstance(member, Subscriber)
+                port = member.port
+                if port is None or member.end.closed:
+                    continue
+                out = retag.frame_for(port.ref)
+                member.end.forward(out, port, self.fan)
+                self.frames_delivered += 1
+                self.bytes_delivered += size
+                if member in paused:
+                    hub.apply(Sent(self.key, member, len(out)))
+        finally:
+            retag.restore()
 
     def from_member(self, frame: Frame, port: Port) -> None:
         """A member sent on its port: the writer's data goes to the target (on X, as it is)."""
