@@ -38,7 +38,7 @@ def _serve(data_dir: str, out: Any, stop: Any) -> None:
     from chrnode.testing.edge import start_node
 
     async def run() -> None:
-        node = await start_node(Path(data_dir), channel_max_lag=1 << 30, channel_slow_timeout=600.0)
+        node = await start_node(Path(data_dir), channel_max_lag=16 << 20, channel_slow_timeout=600.0)
         out.put((node.port, node.address))
         while not stop.is_set():
             await asyncio.sleep(0.05)

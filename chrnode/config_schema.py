@@ -208,7 +208,8 @@ SPECS: dict[str, FieldSpec] = {
     "channel_max_lag": _spec(
         "performance",
         _INT,
-        cf.int_range(65536, 2**30, "a number of bytes from 65536 to 1073741824 (1 GiB)"),
+        # Below the 32 MiB at which a session that reads nothing is cut whole (edge/session.py).
+        cf.int_range(65536, 16 * 2**20, "a number of bytes from 65536 to 16777216 (16 MiB)"),
         "bytes a channel reader may fall behind (past its connection's buffer) before it is closed too_slow",
     ),
     "channel_slow_timeout": _spec(

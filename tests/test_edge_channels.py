@@ -238,3 +238,31 @@ async def test_a_slow_reader_is_closed_too_slow_and_the_others_keep_full_speed(t
         await asyncio.gather(fast1.close(), fast2.close(), slow.close(), target.close())
     finally:
         await node.stop()
+
+
+@async_test(timeout=60)
+async def test_a_reader_that_stays_behind_for_the_slow_timeout_is_closed_even_under_the_lag(
+    tmp_path: Path,
+) -> None:
+    node = await start_node(tmp_path, channel_max_lag=16 << 20, channel_slow_timeout=0.5)
+    try:
+        target, _offers = await _publisher(node, "s")
+        fast, slow = await node.device(), await node.device()
+        a = await fast.open_port(target.address, "s", "rs")
+        channel = await target.accept()
+        s = await slow.open_port(target.address, "s", "rs")  # never read
+        data = os.urandom(12 << 20)  # past what the slow client and the kernel buffer, under the lag
+        writer = asyncio.ensure_future(channel.write(data))
+        assert await _read_all(a, len(data)) == hashlib.sha256(data).digest()
+        await writer
+        await wait_for(
+            lambda: node.server.snapshot()["channels"]["slow_closed"] == 1, what="too_slow by time"
+        )
+        assert node.server.snapshot()["channels"]["members"] == 1
+        while await s.read():
+            pass  # what it had, then EOF
+        await channel.write(b"on")
+        assert await a.read() == b"on"
+        await asyncio.gather(fast.close(), slow.close(), target.close())
+    finally:
+        await node.stop()
