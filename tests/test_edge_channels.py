@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from chrnode.client import DeviceClient, Port, PortOffer
 from chrnode.crypto import to_hex_address
@@ -156,18 +158,18 @@ async def test_conflicting_flags_and_too_many_subscribers_get_clear_codes(tmp_pa
         with pytest.raises(RequestRefused) as refused:
             await devices[1].open_port(target.address, 1, "rws")  # only the owner writes
         assert refused.value.code == codes.FORBIDDEN and "'rs'" in str(refused.value)
-        with pytest.raises(RequestRefused) as refused:
-            await devices[1].open_port(target.address, 1, "ws")
-        assert refused.value.code == codes.FORBIDDEN
+        writer = await devices[1].open_port(target.address, 1, "ws")  # not a channel open: asked
+        assert (await target.accept()).ref == writer.ref and len(offers) == 2
+        await writer.close()
         await devices[1].open_port(target.address, 1, "rs")
         await devices[2].open_port(target.address, 1, "rs")
         with pytest.raises(RequestRefused) as refused:
             await devices[3].open_port(target.address, 1, "rs")
         assert refused.value.code == codes.BUSY and "3 members" in str(refused.value)
-        assert len(offers) == 1
+        assert len(offers) == 2
         # A port opened without "s" to the same target and port is an ordinary one: asked again.
         plain = await devices[4].open_port(target.address, 1, "rw")
-        assert (await target.accept()).ref == plain.ref and len(offers) == 2
+        assert (await target.accept()).ref == plain.ref and len(offers) == 3
         await asyncio.gather(*(d.close() for d in devices), target.close())
     finally:
         await node.stop()
@@ -266,3 +268,92 @@ async def test_a_reader_that_stays_behind_for_the_slow_timeout_is_closed_even_un
         await asyncio.gather(fast.close(), slow.close(), target.close())
     finally:
         await node.stop()
+
+
+flag_sets = st.sampled_from(["rs", "sr", "rws", "wsr", "ws", "sw", "rw", "r"])
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("join"), st.integers(0, 3), st.sampled_from(["a", "b"]), flag_sets),
+        st.tuples(st.just("leave"), st.integers(0, 3), st.sampled_from(["a", "b"]), st.just("")),
+        st.tuples(st.just("send"), st.integers(0, 3), st.sampled_from(["a", "b"]), st.just("")),
+    ),
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking: each example is a node
+)
+@given(operations)
+def test_generated_joins_leaves_and_sends_get_clear_answers_and_the_channel_stays_whole(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, str, str]]
+) -> None:
+    async def scenario() -> None:
+        node = await start_node(tmp_path_factory.mktemp("node"), channel_max_members=3)
+        try:
+            target, _offers = await _publisher(node, "a")
+            target.shared_ports.add("b")
+            devices = [await node.device() for _ in range(4)]
+            ports: dict[tuple[int, str], Port] = {}
+            remote: dict[int, Port] = {}  # the target's side, by ref
+            members: dict[str, list[tuple[int, str]]] = {"a": [], "b": []}  # the model: who is in
+
+            def listed(name: str) -> bool:
+                return any(c["port"] == name for c in node.server.channels.status()["list"])
+
+            for op, who, name, flags in ops:
+                device, key = devices[who], (who, name)
+                if op == "join" and key not in ports:
+                    channel_open = "s" in flags and "r" in flags  # "ws" is an ordinary port
+                    joining = channel_open and bool(members[name])
+                    expected = None
+                    if joining and "w" in flags:
+                        expected = codes.FORBIDDEN
+                    elif joining and len(members[name]) >= 3:
+                        expected = codes.BUSY
+                    try:
+                        ports[key] = await device.open_port(target.address, name, flags)
+                    except RequestRefused as exc:
+                        assert exc.code == expected and str(exc), (exc, expected)
+                        continue
+                    assert expected is None, f"{flags!r} to {name} was accepted, not {expected}"
+                    if channel_open:
+                        members[name].append(key)
+                    if not joining:  # a plain port, or a channel's first opener: the target is asked
+                        accepted = await target.accept()
+                        assert accepted.ref == ports[key].ref
+                        remote[accepted.ref] = accepted
+                elif op == "leave" and key in ports:
+                    await ports.pop(key).close()
+                    if key in members[name]:
+                        members[name].remove(key)
+                        if not members[name]:  # the last member: the channel ends at the target
+                            await wait_for(lambda n=name: not listed(n), what=f"channel {name} closed")
+                elif op == "send" and key in ports and "w" in ports[key].flags:
+                    await ports[key].write(b"w")
+            # Whatever happened: every device is served, and the target reaches every open reader.
+            for device in devices:
+                assert await device.ping() > 0
+            for port in [p for p in remote.values() if not p.at_eof and "r" in p.flags]:
+                await port.write(b"end")
+            for (_who, _name), port in ports.items():
+                if "r" in port.flags:
+                    got = b""
+                    while not got.endswith(b"end"):
+                        chunk = await port.read()
+                        assert chunk, f"reader on ref {port.ref} ended early"
+                        got += chunk
+            await target.close()
+            for port in ports.values():
+                while await port.read():
+                    pass
+            await wait_for(lambda: node.server.snapshot()["ports_open"] == 0, what="all ports closed")
+            assert node.server.snapshot()["channels"]["channels"] == 0
+            await asyncio.gather(*(d.close() for d in devices))
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

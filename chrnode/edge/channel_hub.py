@@ -13,9 +13,9 @@ bills its own bytes). What the target sends on X is written to each reader with 
 (chrnode.edge.retag: in the received buffer, no copy unless a connection must queue it); what
 the owner sends on X goes to the target as it is. No byte leaves the network loop.
 
-Only ``s`` portopens to a target served by this node make channels (``takes``): the channel lives
-on the target's node; on the opener's node a portopen to a remote target passes through as any
-(its relay portopen carries the ``s``, so the target's node sees it).
+Only ``s`` portopens that read (``r``), to a target served by this node, make channels
+(``takes``): the channel lives on the target's node; on the opener's node a portopen to a remote
+target passes through as any (its relay portopen carries the ``s``, so the target's node sees it).
 """
 
 from __future__ import annotations
@@ -274,8 +274,10 @@ class ChannelHub:
 
     # ---- the table's ChannelHost ------------------------------------------------------------
 
-    def takes(self, target: PortEnd) -> bool:
-        return self._is_local(target)
+    def takes(self, target: PortEnd, flags: str) -> bool:
+        """A channel open: ``s`` with ``r`` (a channel is read; "ws" stays an ordinary port), to
+        a target served here (the channel lives on the target's node)."""
+        return "s" in flags and "r" in flags and self._is_local(target)
 
     def open(
         self,

@@ -1,16 +1,17 @@
 """Channels: the rules of a node's shared ports (SPEC 4 flag ``s``), pure: events in, actions out.
 
 A channel is one port to a target device that several devices read (Diode's shared ports). It
-lives on the node that serves the target. The first ``s`` opener of (target, port) is asked for
-as any opener (the target gets a portopen naming it); if the target's answer says ``shared``, the
-channel is open and every later ``s`` opener of the same (target, port) *joins* it without a new
-portopen to the target, with a ref of its own. The rules, which docs/protocol.md states for
-device makers:
+lives on the node that serves the target. Only portopens with ``s`` and ``r`` are channel opens
+(the adapter's ``takes``); a ``ws`` portopen stays an ordinary port, asked of the target. The
+first ``s`` opener of (target, port) is asked for as any opener (the target gets a portopen
+naming it); if the target's answer says ``shared``, the channel is open and every later ``s``
+opener of the same (target, port) *joins* it without a new portopen to the target, with a ref of
+its own. The rules, which docs/protocol.md states for device makers:
 
 - Writing: only the channel's *owner* (the first opener, the one device the target consented to
   by address) writes to the target, and only if its flags have ``w``. So everything the target
-  reads on the channel's port comes from the device its portopen named. A joiner asks ``r`` (or
-  ``rs``); a joiner asking ``w`` is refused ``forbidden``.
+  reads on the channel's port comes from the device its portopen named. A joiner asks ``rs``;
+  a joiner asking ``rws`` is refused ``forbidden``.
 - Reading: what the target sends is delivered to every member whose flags have ``r``.
 - Leaving: a member's portclose (or its leaving the node) takes it out; the owner leaving does not
   end the channel, which then has no writer. The last member leaving closes the port to the

@@ -117,7 +117,7 @@ class PortEnd(Protocol):
 class ChannelHost(Protocol):
     """Takes the ``s`` portopens to targets served here (chrnode.edge.channel_hub.ChannelHub)."""
 
-    def takes(self, target: PortEnd) -> bool: ...
+    def takes(self, target: PortEnd, flags: str) -> bool: ...
 
     def open(
         self,
@@ -238,7 +238,7 @@ class PortTable:
             opener.error(PORTOPEN, rid, codes.BUSY, problem)
             return
         channels = self.channels
-        if channels is not None and "s" in msg.flags and channels.takes(target):
+        if channels is not None and channels.takes(target, msg.flags):
             channels.open(opener, opener_device, target, target_device, msg, what, ref)
             return
         self.hold(opener, target)
