@@ -4,6 +4,8 @@ and a restart of that actor leaves the channel (which lives on the network loop)
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -90,7 +92,24 @@ def test_chr_channels_reports_a_live_channel_and_survives_a_channels_restart(
             await channel.write(b"after the restart")
             for port in ports:
                 assert await port.readexactly(17) == b"after the restart"
-            assert node.actor_pid("Network.EdgeV2.Listener") > 0
+
+            # A crash too: Channels is independent under rest_for_one, so the listener (and with it
+            # every device session and the channel) is not restarted along with it.
+            listener, crashed = node.actor_pid("Network.EdgeV2.Listener"), node.actor_pid("Channels")
+            os.kill(crashed, signal.SIGKILL)
+            await loop.run_in_executor(
+                None,
+                _wait,
+                lambda: (
+                    node.actor_pid("Channels") not in (crashed, 0)
+                    and node.rpc("chr_channels")["members"] == 2
+                ),
+                "Channels back after a crash, the channel listed again",
+            )
+            assert node.actor_pid("Network.EdgeV2.Listener") == listener
+            await channel.write(b"after the crash")
+            for port in ports:
+                assert await port.readexactly(15) == b"after the crash"
         finally:
             await asyncio.gather(target.close(), *(r.close() for r in readers))
 
