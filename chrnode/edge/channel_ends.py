@@ -5,7 +5,7 @@
 
 A :class:`Channel` carries bytes (the target's to each reader, the owner's to the target) and
 turns what its two sides see (a pause, a port closed) into events for the rules
-(chrnode.edge.channels), through the :class:`ChannelHost` that owns it
+(chrnode.edge.channels), through the :class:`ChannelOwner` it belongs to
 (chrnode.edge.channel_hub.ChannelHub). Neither side is ever asked to open a port.
 """
 
@@ -23,7 +23,7 @@ from chrnode.edge.messages import Message, PortOpen
 from chrnode.edge.ports import Frame, Port, PortEnd, PortTable
 from chrnode.edge.retag import Retag
 
-__all__ = ["Channel", "ChannelHost", "Key", "Subscriber"]
+__all__ = ["Channel", "ChannelOwner", "Key", "Subscriber"]
 
 _log = logging.getLogger("chrnode.channels")
 
@@ -32,7 +32,7 @@ RECENT_REFS = 64
 Key = Any  # (target end, target device, port name): hashable, opaque to the rules
 
 
-class ChannelHost(Protocol):
+class ChannelOwner(Protocol):
     """What a channel needs of the hub that owns it."""
 
     table: PortTable
@@ -118,7 +118,7 @@ class _Side:
 class Channel:
     """One open channel: its two sides, the upstream port, members by ref, and what it moved."""
 
-    def __init__(self, hub: ChannelHost, key: Key, owner: Subscriber, target: PortEnd) -> None:
+    def __init__(self, hub: ChannelOwner, key: Key, owner: Subscriber, target: PortEnd) -> None:
         self.hub = hub
         self.key = key
         self.owner = owner
