@@ -300,6 +300,7 @@ def test_generated_joins_leaves_and_sends_get_clear_answers_and_the_channel_stay
             ports: dict[tuple[int, str], Port] = {}
             remote: dict[int, Port] = {}  # the target's side, by ref
             members: dict[str, list[tuple[int, str]]] = {"a": [], "b": []}  # the model: who is in
+            channel_ref: dict[str, int] = {}  # each channel's ref on the target's side
 
             def listed(name: str) -> bool:
                 return any(c["port"] == name for c in node.server.channels.status()["list"])
@@ -326,6 +327,8 @@ def test_generated_joins_leaves_and_sends_get_clear_answers_and_the_channel_stay
                         accepted = await target.accept()
                         assert accepted.ref == ports[key].ref
                         remote[accepted.ref] = accepted
+                        if channel_open:
+                            channel_ref[name] = accepted.ref
                 elif op == "leave" and key in ports:
                     await ports.pop(key).close()
                     if key in members[name]:
@@ -337,7 +340,12 @@ def test_generated_joins_leaves_and_sends_get_clear_answers_and_the_channel_stay
             # Whatever happened: every device is served, and the target reaches every open reader.
             for device in devices:
                 assert await device.ping() > 0
-            for port in [p for p in remote.values() if not p.at_eof and "r" in p.flags]:
+            # The target's side of each port still open: plain ports by their opener's ref, and
+            # each channel once, by its ref (its owner's, who may have left since).
+            in_channels = {key for keys in members.values() for key in keys}
+            live = {p.ref for key, p in ports.items() if key not in in_channels}
+            live |= {ref for name, ref in channel_ref.items() if members[name]}
+            for port in [remote[ref] for ref in live if "r" in remote[ref].flags]:
                 await port.write(b"end")
             for (_who, _name), port in ports.items():
                 if "r" in port.flags:
