@@ -1,13 +1,16 @@
 """The node's supervision tree, in the seed's order (SPEC 9). Adding an actor is one line here.
 
 `independent=True` marks the actors that no later sibling needs (device traffic goes on without
-them: Stats, Network.Stats, Cron, Channels.Supervisor, PubSub, Connectivity): under the root's
+them: Stats, Network.Stats, Cron, Channels, PubSub, Connectivity): under the root's
 rest_for_one, their crash restarts only themselves, so device sessions on the listeners stay up
 (docs/architecture.md, "Blast radius"). Everything else keeps rest_for_one: a crash restarts the
 later siblings.
 
-Channels.Supervisor (permanent, the seed's place: after Cron) holds Channels, the control state of
-the channels that live on the network loop (actors/channels.py).
+Channels (permanent, the seed's place: after Cron) holds the control state of the channels, which
+live on the network loop (actors/channels.py). The seed's Channels.Supervisor supervised one
+process per channel; here a channel is an object on the network loop (its bytes must not cross
+a process), so there is nothing for that supervisor to supervise and Channels takes its place
+directly under the root, without the extra process.
 
 Actors of the seed that later issues implement (MerkleTree, Connection.Cache,
 RemoteChain, Object.Manager/Server, Network.PeerHandler) join this list when they do real work.
@@ -42,14 +45,8 @@ def node_tree() -> ChildSpec:
             ),
             ChildSpec("TicketStore", "actors.ticket_store:TicketStore"),
             ChildSpec("Cron", "actors.cron:Cron", independent=True),
-            ChildSpec(
-                "Channels.Supervisor",
-                "actors.supervisor:Supervisor",
-                strategy="one_for_one",
-                shutdown=SUPERVISOR_SHUTDOWN,
-                independent=True,  # control state only: device traffic and channels go on without it
-                children=(ChildSpec("Channels", "actors.channels:Channels"),),
-            ),
+            # Control state only: device traffic and the channels (on the network loop) go on without it.
+            ChildSpec("Channels", "actors.channels:Channels", independent=True),
             ChildSpec("PubSub", "actors.pubsub:PubSub", independent=True),
             ChildSpec(
                 "RemoteChain",

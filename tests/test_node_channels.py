@@ -39,7 +39,8 @@ def test_chr_channels_reports_a_live_channel_and_survives_a_channels_restart(
     info = node.rpc("chr_node_info")
     address, edge = parse_address(info["address"]), info["ports"]["edge2"][0]
     tree = {a["name"]: a for a in info["tree"]}
-    assert tree["Channels"]["parent"] == "Channels.Supervisor" and tree["Channels"]["state"] == "running"
+    assert tree["Channels"]["parent"] == "ChronaraNode.Supervisor" and tree["Channels"]["state"] == "running"
+    assert tree["Channels"]["restart_type"] == "permanent"
 
     async def scenario() -> None:
         target, *readers = [
