@@ -2,13 +2,15 @@
 
     .venv/bin/python bench/bench_channels.py [--mb 32] [--readers 4 16] [--rounds 3]
 
-The node runs in a process of its own (an EdgeServer on loopback); the target and the readers
-are device clients (TLS) in this process. With a channel the target writes the data once and the
-node delivers it to every reader; the baseline is what a device had to do without channels: one
-port per reader, the target writing the same data on each. Both move the same bytes to the same
-readers. Prints, per reader count, the wall time until every reader has everything, the bytes the
-target had to upload, and the node's resident memory after the run: median and range over the
-rounds, channel and baseline side by side, runs alternating so that other load hits both alike.
+The node runs in a process of its own (an EdgeServer on loopback, default channel limits); the
+target and the readers are device clients (TLS) in this process. With a channel the target
+writes the data once and the node delivers it to every reader; the baseline is what a device
+had to do without channels: one port per reader, the target writing the same data on each. Both
+move the same bytes to the same readers, the target staying at most WINDOW (4 MiB) ahead of its
+slowest reader. Prints, per reader count, the wall time until every reader has everything, the
+bytes the target had to upload, and the node's resident memory after the run: median and range
+over the rounds, channel and baseline side by side, runs alternating so that other load hits
+both alike.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ from chrnode.client import DeviceClient, Port, PortOffer, connect
 from chrnode.crypto import PrivateKey
 
 CHUNK = 256 * 1024
+WINDOW = 4 * 1024 * 1024  # how far the publisher may run ahead of its slowest reader
 
 
 def _serve(data_dir: str, out: Any, stop: Any) -> None:
     from chrnode.testing.edge import start_node
 
     async def run() -> None:
-        node = await start_node(Path(data_dir), channel_max_lag=16 << 20, channel_slow_timeout=600.0)
+        node = await start_node(Path(data_dir))  # the default channel limits
         out.put((node.port, node.address))
         while not stop.is_set():
             await asyncio.sleep(0.05)
@@ -57,13 +60,12 @@ async def _accepting(port: int, node: bytes) -> DeviceClient:
     return client
 
 
-async def _drain(port: Port, size: int) -> None:
-    received = 0
-    while received < size:
+async def _drain(port: Port, size: int, got: list[int], index: int) -> None:
+    while got[index] < size:
         chunk = await port.read()
         if not chunk:
-            raise RuntimeError(f"port {port.ref} ended after {received} of {size} bytes")
-        received += len(chunk)
+            raise RuntimeError(f"port {port.ref} ended after {got[index]} of {size} bytes")
+        got[index] += len(chunk)
 
 
 async def _run(port: int, node: bytes, readers: int, size: int, shared: bool) -> tuple[float, int]:
@@ -77,14 +79,20 @@ async def _run(port: int, node: bytes, readers: int, size: int, shared: bool) ->
             if not shared or not outs:
                 outs.append(await target.accept())
         data = os.urandom(CHUNK)
+        got = [0] * readers
         began = time.perf_counter()
 
         async def feed() -> None:
-            for _ in range(size // CHUNK):
+            # A publisher at most WINDOW ahead of its slowest reader (as one pacing a live feed
+            # by its readers' acknowledgements would be): the readers here share one process
+            # with it, so an unpaced one would outrun them all and see them closed too_slow.
+            for sent in range(CHUNK, size + 1, CHUNK):
+                while sent - min(got) > WINDOW:
+                    await asyncio.sleep(0.001)
                 for out in outs:
                     await out.write(data)
 
-        await asyncio.gather(feed(), *(_drain(p, size) for p in ports))
+        await asyncio.gather(feed(), *(_drain(p, size, got, i) for i, p in enumerate(ports)))
         elapsed = time.perf_counter() - began
         return elapsed, len(outs) * size
     finally:
