@@ -206,6 +206,7 @@ class EdgeListener(ChrActor):
                 hooks.last_in, hooks.last_out = total_in, total_out
                 self.bridge.post("Stats", m.StatsReport(self.name, stats.drain()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "edge", snap))
+                self.bridge.post("Channels", m.ChannelsReport(self.name, self.server.channels.status()))
                 p2p = self.net.p2p_status()
                 p2p["persist"] = self.persistence.status()
                 if hasattr(self, "relay"):

@@ -260,6 +260,14 @@ class Published:
 
 
 @dataclass(frozen=True)
+class ChannelsReport:
+    """The network loop's channels (chrnode.edge.channel_hub.ChannelHub.status) for Channels."""
+
+    source: str
+    status: Any
+
+
+@dataclass(frozen=True)
 class StatsReport:
     """A batch of counters/gauges/timers from one actor (chrnode.stats.StatsBatch inside)."""
 

@@ -1,9 +1,10 @@
 """The node's supervision tree, in the seed's order (SPEC 9). Adding an actor is one line here.
 
 `independent=True` marks the actors that no later sibling needs (device traffic goes on without
-them: Stats, Network.Stats, Cron, PubSub, Connectivity): under the root's rest_for_one, their
-crash restarts only themselves, so device sessions on the listeners stay up (docs/architecture.md,
-"Blast radius"). Everything else keeps rest_for_one: a crash restarts the later siblings.
+them: Stats, Network.Stats, Cron, Channels, PubSub, Connectivity): under the root's
+rest_for_one, their crash restarts only themselves, so device sessions on the listeners stay up
+(docs/architecture.md, "Blast radius"). Everything else keeps rest_for_one: a crash restarts the
+later siblings.
 
 `needs` names the elder siblings an actor needs running from its start to its stop (the SQLite
 readers need the schema its writer made; what serves devices and operators needs the storage, the
@@ -11,7 +12,13 @@ tickets and the chain); the others start and stop alongside (docs/architecture.m
 time"). Every other actor reaches its peers by name at run time and copes with one that is
 restarting (asks fail fast), so it needs none of them to start.
 
-Actors of the seed that later issues implement (Channels, MerkleTree, Connection.Cache,
+Channels (permanent, the seed's place: after Cron) holds the control state of the channels, which
+live on the network loop (actors/channels.py). The seed's Channels.Supervisor supervised one
+process per channel; here a channel is an object on the network loop (its bytes must not cross
+a process), so there is nothing for that supervisor to supervise and Channels takes its place
+directly under the root, without the extra process.
+
+Actors of the seed that later issues implement (MerkleTree, Connection.Cache,
 RemoteChain, Object.Manager/Server, Network.PeerHandler) join this list when they do real work.
 """
 
@@ -47,6 +54,8 @@ def node_tree() -> ChildSpec:
             ),
             ChildSpec("TicketStore", "actors.ticket_store:TicketStore", needs=("Model.Sql",)),
             ChildSpec("Cron", "actors.cron:Cron", independent=True, needs=()),
+            # Control state only: device traffic and the channels (on the network loop) go on without it.
+            ChildSpec("Channels", "actors.channels:Channels", independent=True, needs=()),
             ChildSpec("PubSub", "actors.pubsub:PubSub", independent=True, needs=()),
             ChildSpec(
                 "RemoteChain",

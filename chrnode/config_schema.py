@@ -48,6 +48,9 @@ class Config:
     worker_pool_size: int = 10
     max_frame_size: int = 1048576
     max_open_files: int = 0
+    channel_max_members: int = 256
+    channel_max_lag: int = 4194304
+    channel_slow_timeout: float = 10.0
     # [security]
     require_tickets: bool = True
     rate_limiting: bool = True
@@ -195,6 +198,25 @@ SPECS: dict[str, FieldSpec] = {
         _INT,
         cf.int_range(0, 2**31 - 1, "0 (raise the soft limit to the hard one) or a number of descriptors"),
         "soft RLIMIT_NOFILE the node sets at start; 0 = raise it to the hard limit",
+    ),
+    "channel_max_members": _spec(
+        "performance",
+        _INT,
+        cf.int_range(1, 100_000),
+        "devices reading one shared port (channel, flag 's') at once; more are refused busy",
+    ),
+    "channel_max_lag": _spec(
+        "performance",
+        _INT,
+        # Below the 32 MiB at which a session that reads nothing is cut whole (edge/session.py).
+        cf.int_range(65536, 16 * 2**20, "a number of bytes from 65536 to 16777216 (16 MiB)"),
+        "bytes a channel reader may fall behind (past its connection's buffer) before it is closed too_slow",
+    ),
+    "channel_slow_timeout": _spec(
+        "performance",
+        _FLOAT,
+        _SECONDS,
+        "seconds a channel reader may stay unable to keep up before it is closed too_slow",
     ),
     "require_tickets": _spec("security", _BOOL, cf.boolean(), "disconnect devices that do not pay (SPEC 5)"),
     "rate_limiting": _spec(

@@ -138,6 +138,8 @@ class DeviceClient:
         self.tickets: TicketAgent | None = None
         self.auto_tickets = False
         self.on_portopen: Acceptor | None = None
+        # Ports this device shares as channels: an accepted "s" portopen on one answers shared.
+        self.shared_ports: set[int | str] = set()
         self.on_notify: Callable[[Notify], None] | None = None
         self.notifications: list[Notify] = []
         self.closed_reason: ConnectionClosed | None = None

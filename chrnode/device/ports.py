@@ -321,7 +321,9 @@ async def answer_portopen(
     _log.info("port %r opened by %s (ref %d)", msg.port, opener, msg.ref)
     port = Port(client, msg.ref, msg.device, msg.port, msg.flags, opener=False)
     client.adopt_port(port)
-    client.send(PortOpenReply(id=msg.id))
+    # A port this device shares as a channel: later "s" openers join without asking (protocol.md).
+    shared = "s" in msg.flags and msg.port in client.shared_ports
+    client.send(PortOpenReply(id=msg.id, shared=True if shared else None))
     if streams is None:
         return port
     await pump(port, *streams)

@@ -187,11 +187,14 @@ class PortOpen:
 @_reply
 @dataclass(frozen=True, slots=True)
 class PortOpenReply:
-    """``ref`` from the node to the opener; empty (ref None) from a target accepting the port."""
+    """``ref`` from the node to the opener; empty (ref None) from a target accepting the port.
+    ``shared``: a target accepting an ``s`` portopen takes later openers as a channel (SPEC 4 ``s``;
+    docs/protocol.md, "Channels")."""
 
     TYPE: ClassVar[int] = PORTOPEN
     ref: int | None = f.wire_field(f.uint, None)
     id: int | None = f.wire_field(f.uint, None)
+    shared: bool | None = f.wire_field(f.boolean, None)
 
 
 @_request

@@ -26,6 +26,7 @@ _TREE = [
     ("Model.Sql.Cache", "Model.Sql", "permanent"),
     ("TicketStore", "ChronaraNode.Supervisor", "permanent"),
     ("Cron", "ChronaraNode.Supervisor", "permanent"),
+    ("Channels", "ChronaraNode.Supervisor", "permanent"),
     ("PubSub", "ChronaraNode.Supervisor", "permanent"),
     ("Connectivity", "ChronaraNode.Supervisor", "permanent"),
     ("Network.EdgeV2.Listener", "ChronaraNode.Supervisor", "transient"),
