@@ -30,8 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.device.client import DeviceClient, Port, PortOffer, connect
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, Port, PortOffer, connect
 
 CHUNK = 256 * 1024
 WINDOW = 4 * 1024 * 1024  # how far the publisher may run ahead of its slowest reader

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from chrnode.device.client import DeviceClient, Port, PortOffer
 from chrnode.crypto import to_hex_address
+from chrnode.device.client import DeviceClient, Port, PortOffer
 from chrnode.edge import codes
 from chrnode.errors import ChrError, RequestRefused
 from chrnode.testing.edge import EdgeNode, async_test, start_node, wait_for

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from chrnode.device.client import PortOffer, connect
 from chrnode.crypto import PrivateKey, parse_address, to_hex_address
+from chrnode.device.client import PortOffer, connect
 from chrnode.testing.node import NodeProcess
 
 pytestmark = pytest.mark.slow
