@@ -2,11 +2,11 @@
 loopback, one shared anvil (names resolve through BNS on it).
 
 ORDER-DEPENDENT: the tests share one module-scoped localnet and run in file order. The first
-three leave every node up: links, ports across nodes by address and by BNS name, a location
-found from another node and forged objects refused. Then `test_kill_*` SIGKILLs node 2 (its
-devices' locations lapse, one reconnects elsewhere and is found there), and `test_restart_*`
-starts node 2 again and checks it converges through MERKLE, fetching only what differs. Each
-of those two depends on the one before it.
+four leave every node up: links, ports across nodes by address and by BNS name, a location
+found from another node and forged objects refused, an idle flood on a peer port shed. Then
+`test_kill_*` SIGKILLs node 2 (its devices' locations lapse, one reconnects elsewhere and is
+found there), and `test_restart_*` starts node 2 again and checks it converges through MERKLE,
+fetching only what differs. Each of those two depends on the one before it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from chrnode.objects.kinds import make_hello_location
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.link import PeerError
+from chrnode.testing.abuse import Slowloris
 from chrnode.testing.anvil import DEPLOYER
 from chrnode.testing.localnet import Localnet
 from chrnode.testing.node import NodeProcess
@@ -357,6 +358,38 @@ def test_a_location_is_found_from_another_node_and_forgeries_are_refused(
         return sum(refused.values()) >= 4 and {"mis_keyed", "expired", "bad_payload"} <= set(refused)
 
     wait_until("node 0 counts the refused STOREs by code", counted)
+
+
+def test_an_idle_flood_on_a_peer_port_is_shed_while_the_network_works(net: Localnet, tmp_path: Path) -> None:
+    # 150 TCP connections that never start TLS, from 20 addresses of one /24 (the default caps:
+    # 16 per address, 64 per /24), against node 0's peer port, kept open (reopened when cut).
+    node0 = net.nodes[0]
+    sources = [f"127.0.3.{2 + i}" for i in range(20)]
+
+    async def work() -> None:
+        raw = await start_peer_node(tmp_path / "raw", PrivateKey.from_bytes((779).to_bytes(32, "big")))
+        opener = await device_on(net.nodes[3], 501)
+        target = await accepting_device_on(node0, 502)
+        try:  # a new peer links to node 0, and a port from node 3 reaches a device on node 0
+            link = await raw.network.connect(address(node0), "127.0.0.1", int(node0.ports["peer2"]))
+            assert await link.ask(pm.PeerPing()) is not None
+            assert await open_when_found(opener, target, timeout=20) < 20
+        finally:
+            await raw.stop()
+            await asyncio.gather(opener.close(), target.close(), return_exceptions=True)
+
+    with Slowloris("127.0.0.1", int(node0.ports["peer2"]), sources=sources, count=150) as flood:
+        assert flood.opened >= 150
+        asyncio.run(work())
+        wait_until("node 0 sheds the flood", lambda: flood.closed_by_node > 0, 15)
+    admission = wait_until(
+        "node 0 reports the shedding",
+        lambda: (a := node0.rpc("network_stats")["p2p"]["admission"])["shed_total"] > 0 and a,
+        10,
+    )
+    assert admission["shed_total"] > 0, admission
+    others = {"0x" + address(n).hex() for n in net.nodes[1:]}
+    assert connected_peers(node0) >= others  # no proven link was shed
 
 
 # ---- ORDER-DEPENDENT: node 2 killed, then restarted --------------------------------------------------
