@@ -181,6 +181,11 @@ async def test_fake_contacts_in_find_node_answers_never_enter_the_routing_table(
             table = {c.address for c in victim.dht.node.table}
             assert not table & fake_keys, "a fake contact entered the routing table"
             assert honest <= table
+            # Nor are they redialled for ever: each is forgotten when its backoff ends (the
+            # pool's tick, once a second), and no peer_history row is written for them.
+            backoff = victim.network.pool.config.backoff_initial
+            await asyncio.sleep(backoff)
+            await wait_for(lambda: not fake_keys & set(peers), backoff + 5, "the pool to forget the fakes")
             # Lookups from the victim still find every honest node.
             for node in nodes:
                 if node is not victim and node is not liar:

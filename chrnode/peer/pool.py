@@ -10,7 +10,8 @@ Rules:
 - pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
   exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
   caller's RNG so that many nodes do not redial in step); unpinned peers are forgotten after a
-  close unless wanted again;
+  close unless wanted again, and a wanted one whose dial failed or whose link closed is not
+  redialled: it is forgotten when its backoff ends;
 - a link idle for ``ping_interval`` gets a health ping; no answer within ``ping_timeout`` closes it;
 - every answered / failed request updates the peer's reliability (answered + 1) / (total + 2),
   the score ``peer_history`` keeps (SPEC 6).
@@ -139,7 +140,9 @@ class Pool:
             return []
         peer.failed += 1
         self._back_off(peer, now)
-        return [Seen(address, False, peer.reliability)]
+        # peer_history is for peers: not for every address a FIND_NODE answer named that never
+        # answered (a liar could fill it).
+        return [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
 
     def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
         """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
@@ -213,7 +216,14 @@ class Pool:
                     peer.ping_sent = now
                     actions.append(Ping(peer.address))
             elif peer.state is State.BACKOFF and now >= peer.next_attempt:
-                actions += self._maybe_dial(peer, now)
+                if peer.pinned:
+                    actions += self._maybe_dial(peer, now)
+                else:
+                    # Only pinned peers are redialled by the pool. An unpinned one's backoff just
+                    # spares it repeated dials; then it is forgotten (a later want dials afresh),
+                    # so contacts a peer names in FIND_NODE that never answer cost one dial each,
+                    # not a dial for ever, and the pool does not grow with them.
+                    del self.peers[peer.address]
         return actions
 
     # ---- rules ------------------------------------------------------------------------------
