@@ -1,5 +1,5 @@
 """A hostile peer against real nodes (issue 10, Bad input): it replays the peer hello on a proven
-link, floods FIND_NODE, and answers FIND_NODE with unreachable, silent or forged contacts. It is
+link, floods FIND_NODE or STORE, and answers FIND_NODE with unreachable, silent or forged contacts. It is
 refused with its codes and dropped when it persists; the routing table keeps only contacts that
 answered themselves, and an honest peer's traffic goes on. Real TLS nodes on loopback in one
 process (chrnode.testing.peers)."""
@@ -74,32 +74,56 @@ async def test_a_hello_replayed_on_a_proven_link_is_refused_then_the_link_is_dro
         await stop_all([victim, honest, hostile])
 
 
+def flood_of(kind: str, hostile: PeerNode, victim: PeerNode, count: int) -> list[Any]:
+    """``count`` requests of one kind: FIND_NODE for many targets, or STOREs of node objects the
+    hostile peer signs for keys not its own (each refused mis_keyed)."""
+    if kind == "find_node":
+        return [pm.FindNode(i.to_bytes(20, "big")) for i in range(count)]
+    now = int(time.time())
+    return [
+        pm.Store(
+            SignedObject.sign(
+                hostile.key,
+                kind="node",
+                key=i.to_bytes(20, "big"),
+                seq=now * 1000 + i,
+                expires=now + 600,
+                data=dict(hostile.record.data),
+            )
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["find_node", "store"])
 @async_test(timeout=60)
-async def test_a_find_node_flood_is_rate_limited_and_dropped_while_an_honest_peer_works(
-    tmp_path: Path,
+async def test_a_flood_is_rate_limited_and_dropped_while_an_honest_peer_works(
+    tmp_path: Path, kind: str
 ) -> None:
     victim, honest, hostile = await joined(tmp_path, 3)
     try:
         link = await link_to(hostile, victim)
         honest_link = await link_to(honest, victim)
         table_before = {c.address for c in victim.dht.node.table}
-        targets = [i.to_bytes(20, "big") for i in range(3000)]
-        flood = asyncio.gather(
-            *(link.ask(pm.FindNode(t), timeout=5.0) for t in targets), return_exceptions=True
-        )
+        held_before = len(victim.dht.node.store)
+        requests = flood_of(kind, hostile, victim, 1000)
+        flood = asyncio.gather(*(link.ask(r, timeout=5.0) for r in requests), return_exceptions=True)
         honest_answers = [await honest_link.ask(pm.FindNode(b"\x42" * 20)) for _ in range(5)]
         results = await flood
         assert all(isinstance(a, pm.Nodes) and a.nodes for a in honest_answers)
-        answered = [r for r in results if isinstance(r, pm.Nodes)]
+        # Served: FIND_NODE answered, STORE refused by the object rules (a peer signs only its own
+        # node object); then rate limited, then dropped.
+        served = [r for r in results if isinstance(r, pm.Nodes) or getattr(r, "code", "") == "mis_keyed"]
         limited = [r for r in results if isinstance(r, PeerError) and r.code == "rate_limited"]
-        assert answered and limited, (len(answered), len(limited))
-        assert len(answered) <= link.config.burst + 100  # the burst, and what refilled meanwhile
+        assert served and limited, (len(served), len(limited))
+        assert len(served) <= link.config.burst + 100  # the burst, and what refilled meanwhile
         # A flood that persists costs the flooder its link; the honest link is untouched.
         await wait_for(
             lambda: hostile.key.address not in victim.network.links, 5, "the flood link to be dropped"
         )
         assert not honest_link.closed and await honest_link.ask(pm.PeerPing()) is not None
         assert {c.address for c in victim.dht.node.table} >= table_before - {hostile.key.address}
+        assert len(victim.dht.node.store) == held_before  # nothing of the STOREs was kept
     finally:
         await stop_all([victim, honest, hostile])
 
