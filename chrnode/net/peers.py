@@ -116,6 +116,10 @@ class PeerNetwork:
     def link_up(self, link: PeerLink) -> None:
         assert link.node is not None
         self.admission.authenticated(link)  # proven: no deadline, never shed (a no-op if dialled)
+        existing = self.links.get(link.node)
+        if existing is not None and existing is not link and not existing.closed:
+            self._duplicate(existing, link)
+            return
         now = self.loop.time()
         if link.dialer:
             actions = self.pool.dialed(link.node, now)
@@ -133,6 +137,26 @@ class PeerNetwork:
         self._act(actions)
         for callback in self.on_link_up:
             callback(link)
+
+    def _duplicate(self, existing: PeerLink, new: PeerLink) -> None:
+        """Both nodes dialled each other at once: each end holds an inbound and an outbound link.
+        Both keep the one dialled by the lower address, so that neither closes the link the other
+        kept (which left them with none); a link already closing gives way to the new one. The
+        pool's state (up) holds for whichever is kept."""
+        assert new.node is not None
+        closing = existing.conn is None or existing.conn.is_closing
+        if not closing and new.dialer != (self.key.address < new.node):
+            _log.info("closing %s: duplicate link (the other one is kept)", new.label())
+            new.close()
+            return
+        _log.info(
+            "keeping %s; closing the duplicate (closing already, or dialled by the higher address)",
+            new.label(),
+        )
+        self.links[new.node] = new  # before the close, so the old link's link_down is a no-op
+        existing.close()
+        for callback in self.on_link_up:
+            callback(new)
 
     def link_down(self, link: PeerLink) -> None:
         self.admission.closed(link)
@@ -270,8 +294,9 @@ class PeerNetwork:
                 future.exception()
             return
         self._dials.pop(action.address, None)
-        if not future.done():
-            future.set_result(link)
+        if not future.done():  # the link kept if the peer dialled us at the same time
+            kept = self.links.get(action.address)
+            future.set_result(kept if kept is not None and not kept.closed else link)
 
     # ---- the pool's actions and timer ---------------------------------------------------------
     def _act(self, actions: list[Any]) -> None:
