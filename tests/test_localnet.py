@@ -31,7 +31,7 @@ from chrnode.client import DeviceClient, connect
 from chrnode.crypto import PrivateKey
 from chrnode.dht.ids import Contact
 from chrnode.edge.messages import ErrorReply, GetNode, GetNodeReply, GetObject, GetObjectReply
-from chrnode.errors import RequestRefused
+from chrnode.errors import ProtocolError, RequestRefused
 from chrnode.objects.kinds import make_hello_location
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
@@ -114,6 +114,31 @@ async def wait_for_object(client: DeviceClient, key: bytes, *, present: bool, ti
             return  # lapsed everywhere: neither held here nor found in the DHT
         if time.monotonic() > deadline:
             raise AssertionError(f"object {'never appeared' if present else 'did not lapse'}: {reply!r}")
+        await asyncio.sleep(0.5)
+
+
+async def lapsed_everywhere(nodes: list[NodeProcess], key: bytes, timeout: float) -> None:
+    """Poll until a getobject for ``key`` answers not_found on every one of ``nodes`` (neither held
+    there nor found in the DHT). Each poll connects a new device, so a node whose network process
+    was restarted meanwhile (its edge says shutting_down, a heavily loaded machine) is asked again."""
+    deadline = time.monotonic() + timeout
+    waiting = list(nodes)
+    while waiting:
+        node = waiting[0]
+        reply: Any
+        try:
+            asker = await connect("127.0.0.1", node.edge_ports[0], PrivateKey.generate(), auto_tickets=False)
+            try:
+                reply = await get_object(asker, key)
+            finally:
+                await asker.close()
+        except (OSError, ProtocolError) as exc:
+            reply = exc
+        if isinstance(reply, RequestRefused) and reply.code == "not_found":
+            waiting.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"0x{key.hex()} did not lapse on {node.data_dir.name}: {reply!r}")
         await asyncio.sleep(0.5)
 
 
@@ -275,7 +300,6 @@ def test_a_location_is_found_from_another_node_and_forgeries_are_refused(
             assert node_object.data["peer_port"] == int(node0.ports["peer2"])
             assert node_object.data["edge_ports"] == node0.edge_ports
 
-            held = node0.rpc("network_stats")["p2p"]["objects"]
             now = int(time.time())
             stranger = device_key(103).address  # a device no node serves
             refusals = [
@@ -335,15 +359,16 @@ def test_a_location_is_found_from_another_node_and_forgeries_are_refused(
                 with pytest.raises(PeerError) as refused:
                     await link.ask(pm.Store(forged))
                 assert refused.value.code in codes, (forged, refused.value)
-            # The store is unchanged: the real location is still the one held, nothing was added,
-            # and the link that carried the forgeries still works.
+            # The store is unchanged: the real location and node object are still the ones held,
+            # nothing is held for the forged keys, and the link that carried the forgeries works.
             again = await link.ask(pm.FindValue(device.key.address))
             assert isinstance(again, pm.ValueFound) and again.object == found.object
             for key in (stranger, raw.key.address):
                 answer = await link.ask(pm.FindValue(key))
                 assert isinstance(answer, pm.Nodes), answer
+            node1 = await link.ask(pm.FindValue(address(net.nodes[1])))  # the real one, not the fake
+            assert isinstance(node1, pm.ValueFound) and node1.object.signer == address(net.nodes[1])
             assert await link.ask(pm.PeerPing()) is not None
-            assert node0.rpc("network_stats")["p2p"]["objects"] == held
         finally:
             await raw.stop()
             await device.close()
@@ -431,16 +456,10 @@ def test_kill_a_node_lookups_go_on_its_locations_lapse_and_a_moved_device_is_fou
                 assert (await raw.dht.lookup(address(node))).ok
 
             # The location of the device that did not come back lapses within its TTL (it was
-            # last republished before the kill; the margin is for lookups past the dead node).
-            await wait_for_object(watcher, staying.address, present=False, timeout=LOCATION_TTL + 15)
+            # last republished before the kill; the margin is for lookups past the dead node), on
+            # every live node.
+            await lapsed_everywhere(live, staying.address, timeout=LOCATION_TTL + 15)
             assert time.monotonic() - killed_at < LOCATION_TTL + 10
-            for i, node in enumerate(live):  # gone on every live node, not only on node 0
-                asker = await device_on(node, 210 + i)
-                try:
-                    reply = await get_object(asker, staying.address)
-                    assert isinstance(reply, RequestRefused) and reply.code == "not_found", reply
-                finally:
-                    await asker.close()
             await moved.close()
         finally:
             await raw.stop()
@@ -516,6 +535,12 @@ def test_restart_the_node_converges_through_merkle_fetching_only_what_differs(ne
     assert keys <= into <= differ, (into, differ)
     assert out <= {me}
     merkle = node.rpc("network_stats")["p2p"]["merkle"]
-    assert merkle["refused"] == 0 and merkle["queries"] == merkle["runs"], merkle
+    # The count node 2 reports: each object it took in through MERKLE counted once, all of them
+    # among what differed. Its peers hold only objects that pass the rules, so a refusal can only
+    # be an object that lapsed at the peer between the comparison and the fetch (short TTL here).
+    # (once per run: each peer is asked).
+    lapsed = {k for k in differ if newest[k][1] <= time.time() + 5}
+    assert merkle["fetched"] <= len(differ), (merkle, differ)
+    assert merkle["refused"] <= len(lapsed) * merkle["runs"], (merkle, lapsed)
     assert len(into) <= len(differ) < len(newest)  # the count: what differs, not all that is held
     asyncio.run(check(node, [bytes.fromhex(k[2:]) for k in keys]))
