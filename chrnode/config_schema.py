@@ -84,6 +84,8 @@ class Config:
     # [fleet]
     fleet_nodes: tuple[str, ...] = ()
     peer_max_links: int = 512  # a routing table's contacts in a network of thousands (docs/dht.md)
+    peer_max_conns_per_ip: int = 16
+    peer_max_conns_per_subnet: int = 64
     dht_request_timeout: float = 5.0
     location_ttl: int = 600
     # [logging]
@@ -328,6 +330,18 @@ SPECS: dict[str, FieldSpec] = {
     ),
     "peer_max_links": _spec(
         "fleet", _INT, cf.int_range(1, 10000), "peer links kept at once (fleet nodes are always kept)"
+    ),
+    "peer_max_conns_per_ip": _spec(
+        "fleet",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent peer-port connections from one IP address, proven or not; 0 = no cap",
+    ),
+    "peer_max_conns_per_subnet": _spec(
+        "fleet",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent peer-port connections from one /24 (IPv4) or /64 (IPv6); 0 = no cap",
     ),
     "dht_request_timeout": _spec(
         "fleet",

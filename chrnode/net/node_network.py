@@ -348,6 +348,7 @@ class NodeNetwork:
             "links": len(self.network.links),
             "known": len(self.network.pool.peers),
             "inbound_refused": self.network.refused,
+            "admission": self.network.admission.counters(),
             "objects": len(self.objects),
             "joins": self.joins,
             "published": self.published,

@@ -141,7 +141,9 @@ class Pool:
             return []
         peer.failed += 1
         self._back_off(peer, now)
-        return [Seen(address, False, peer.reliability)]
+        # peer_history is for peers: not for every address a FIND_NODE answer named that never
+        # answered (a liar could fill it).
+        return [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
 
     def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
         """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
