@@ -262,6 +262,7 @@ class PeerNetwork:
         if dial is None:
             actions = self.pool.want(address, host, port, self.loop.time())
             if not any(isinstance(a, Dial) for a in actions):
+                self.pool.done_with(address)  # not dialled (backing off): this need ends here
                 peer = self.pool.peers.get(address)
                 state = peer.state.value if peer is not None else "unknown"
                 raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
