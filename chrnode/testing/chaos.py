@@ -1,0 +1,350 @@
+"""Chaos on a running node, as an operator would do it (issue 9, "How it will be checked").
+
+    with Chaos.on(NodeProcess(tmp / "data").start()) as chaos:
+        chaos.kill("Stats")                    # SIGKILL, then wait: whole again, or gone non-zero
+        chaos.freeze("Cron")                   # SIGSTOP: the heartbeat must report and replace it
+    print(table(chaos.rounds))
+
+A process is named as `ps` shows it: an actor by its name (`chr-node: Stats`), the tree's footing
+as `ChronaraNode.Supervisor`, `Thespian admin`, `Thespian logger` (chrnode.procwatch). While it
+kills, a device pair relays a checked byte stream through the node and the RPC is polled
+(chrnode.testing.chaos_probes). After each signal the round waits until either
+
+* the node is **whole**: every actor `running` in `chr_node_info`, each in a live process of its
+  own name (ps and the RPC agree, one process a name, none stopped), the footing there, `/health`
+  not down in its process layer, and the edge port accepting a new device; or
+* the daemon **gave up**: it exited with a non-zero status and logged an ERROR line saying why.
+
+Anything else within `whole_timeout` (still up but not whole, or an exit with status 0) is a
+half-alive node: the round's outcome says so and `Round.ok` is False. `tools/chaos` runs every
+process through both signals and prints `table(rounds)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from chrnode.crypto import parse_address
+from chrnode.procwatch import ADMIN, LOGGER
+from chrnode.testing.chaos_probes import Relay, RpcPoller, title
+from chrnode.testing.node import NodeProcess
+
+__all__ = ["FOOTING", "SPARED", "Chaos", "Round", "kill_daemon", "table"]
+
+ROOT_NAME = "ChronaraNode.Supervisor"
+FOOTING = (ROOT_NAME, ADMIN, LOGGER)
+PREFIX = "chr-node: "
+# Actors device traffic does not need: a crash of one leaves device sessions (and so the relayed
+# port) open (issue 9 item 5, docs/architecture.md). Channels is not in this tree yet.
+SPARED = frozenset({"Stats", "Network.Stats", "Cron", "PubSub", "Connectivity", "Channels"})
+
+
+@dataclass
+class Round:
+    """One signal sent to one process, and what followed."""
+
+    process: str
+    signal: str
+    outcome: str  # "whole", "gave up (exit N)", or what made the node half-alive
+    seconds: float  # from the signal to whole (or to the daemon's exit)
+    port_survived: bool | None  # None: the daemon exited
+    rpc_gap: float  # longest time the RPC did not answer, seconds
+    reported: bool | None = None  # SIGSTOP: the hang was logged (None for SIGKILL)
+
+    @property
+    def ok(self) -> bool:
+        whole_or_gone = self.outcome == "whole" or self.outcome.startswith(("gave up", "gone"))
+        spared = self.process not in SPARED or self.port_survived is not False
+        return whole_or_gone and spared and self.reported is not False
+
+
+class Chaos:
+    """Signals for one running node, with a relaying device pair and an RPC poller around them."""
+
+    def __init__(self, node: NodeProcess, whole_timeout: float = 60.0) -> None:
+        assert node.proc is not None, "start the node first"
+        self.node = node
+        self.whole_timeout = whole_timeout
+        self.rounds: list[Round] = []
+        info = node.rpc("chr_node_info")
+        self.actors = [row["name"] for row in info["tree"]]
+        self.relay = Relay("127.0.0.1", node.edge_ports[0], parse_address(info["address"])).start()
+        self.poller = RpcPoller(node.rpc_port).start()
+        self.gone: int | None = None  # the daemon's exit status, once it exited
+
+    @classmethod
+    @contextmanager
+    def on(cls, node: NodeProcess, whole_timeout: float = 60.0) -> Iterator[Chaos]:
+        chaos = cls(node, whole_timeout)
+        try:
+            yield chaos
+        finally:
+            chaos.close()
+
+    def close(self) -> None:
+        self.poller.stop()
+        self.relay.close()
+
+    @property
+    def processes(self) -> list[str]:
+        """Every process of the node an operator can signal: the footing, then each actor."""
+        return [*FOOTING, *self.actors]
+
+    # ---- the two kinds of round ------------------------------------------------------------
+
+    def kill(self, name: str) -> Round:
+        """SIGKILL the process named `name` and wait for whole or a non-zero exit."""
+        return self._round(name, signal.SIGKILL)
+
+    def freeze(self, name: str) -> Round:
+        """SIGSTOP it: the supervisor's heartbeat (or the daemon's watch, for the footing) must
+        log it and replace it. SIGCONT afterwards, so that nothing is left stopped."""
+        return self._round(name, signal.SIGSTOP)
+
+    def _round(self, name: str, sig: signal.Signals) -> Round:
+        if self.gone is not None:
+            raise RuntimeError(f"the daemon already exited with status {self.gone}")
+        pid = self.pid_of(name)
+        log_from = self._log_size()
+        if self.relay.broken is not None:
+            self.relay.reconnect()
+        started = time.monotonic()
+        os.kill(pid, sig)
+        try:
+            outcome, seconds = self._settle(pid, started)
+        finally:
+            if sig == signal.SIGSTOP:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        survived = None if self.gone is not None else self.relay.broken is None and self.relay.flowing()
+        reported = None
+        if sig == signal.SIGSTOP:
+            new = self._log_text(log_from)
+            reported = f"{name} is hung" in new or f"{name} (pid {pid}) was stopped" in new
+        result = Round(
+            name, sig.name, outcome, seconds, survived, self.poller.gap(started, started + seconds), reported
+        )
+        self.rounds.append(result)
+        return result
+
+    def _settle(self, pid: int, started: float) -> tuple[str, float]:
+        """Wait for whole, or the daemon's exit; say which and how long it took."""
+        assert self.node.proc is not None
+        deadline = started + self.whole_timeout
+        why: str | None = "not checked"
+        while time.monotonic() < deadline:
+            code = self.node.proc.poll()
+            if code is not None:
+                self.gone = code
+                return self._exit_outcome(code), time.monotonic() - started
+            why = self.not_whole(pid)
+            if why is None:
+                return "whole", time.monotonic() - started
+            time.sleep(0.05)
+        return f"HALF-ALIVE after {self.whole_timeout:g} s: {why}", time.monotonic() - started
+
+    def _exit_outcome(self, code: int) -> str:
+        lines = [
+            line for line in self._log_text(0).splitlines() if " ERROR " in line and "chrnode.daemon" in line
+        ]
+        if code == 0:
+            return "EXITED 0 after a failure"
+        if not lines:
+            return f"EXITED {code} with no ERROR line from chrnode.daemon"
+        return f"gave up (exit {code})"
+
+    # ---- what "whole" means ----------------------------------------------------------------
+
+    def not_whole(self, signalled: int = 0) -> str | None:
+        """None when the node is whole; else the first thing that is not (see the module doc)."""
+        assert self.node.proc is not None
+        seen = self.ps()
+        for label, pids in seen.items():
+            if len(pids) > 1:
+                return f"{len(pids)} processes named {label!r}: {pids}"
+        if signalled in {p for pids in seen.values() for p in pids}:
+            return f"the signalled process {signalled} is still there"
+        for label in FOOTING:
+            if PREFIX + label not in seen:
+                return f"no {label} process"
+        try:
+            info = rpc(self.node.rpc_port, "chr_node_info")
+            health = get(self.node.rpc_port, "/health")
+        except (OSError, ValueError, KeyError) as exc:
+            return f"the RPC does not answer ({type(exc).__name__})"
+        rows = {row["name"]: row for row in info["tree"]}
+        if sorted(rows) != sorted(self.actors):
+            return f"the tree has {sorted(set(rows) ^ set(self.actors))} changed"
+        for name, row in rows.items():
+            if row["state"] != "running":
+                return f"{name} is {row['state']}"
+            if seen.get(PREFIX + name) != [int(row["pid"])]:
+                return f"{name}: chr_node_info says pid {row['pid']}, ps {seen.get(PREFIX + name)}"
+        if health["layers"]["process"]["status"] == "down":
+            return f"/health: {health['layers']['process']['reason']}"
+        if not self.relay.probe():
+            return "the edge port accepts no new device"
+        return None
+
+    def ps(self) -> dict[str, list[int]]:
+        """Title -> pids of the daemon's live descendants; a stopped one counts under its own
+        title with ' (stopped)' added, so that it is never taken for a live actor."""
+        assert self.node.proc is not None
+        found: dict[str, list[int]] = {}
+        try:
+            children = psutil.Process(self.node.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return found
+        for child in children:
+            try:
+                status = child.status()
+                if status == psutil.STATUS_ZOMBIE:
+                    continue
+                label = title(child.pid) + (" (stopped)" if status == psutil.STATUS_STOPPED else "")
+            except psutil.Error:
+                continue
+            found.setdefault(label, []).append(child.pid)
+        return found
+
+    def pid_of(self, name: str) -> int:
+        pids = self.ps().get(PREFIX + name, [])
+        if len(pids) != 1:
+            raise LookupError(f"ps shows {len(pids)} processes named {PREFIX + name!r}")
+        return pids[0]
+
+    def _log_size(self) -> int:
+        try:
+            return (self.node.data_dir / "chr-node.log").stat().st_size
+        except OSError:
+            return 0
+
+    def _log_text(self, offset: int) -> str:
+        try:
+            with open(self.node.data_dir / "chr-node.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def kill_daemon(chaos: Chaos) -> Round:
+    """SIGKILL the daemon itself: nothing is left to log or rebuild, so every process of the node
+    must end with it (a service manager then starts a clean node on free ports). Processes still
+    alive after `whole_timeout` make the node half-alive; they are killed before returning."""
+    node = chaos.node
+    assert node.proc is not None
+    pids = {pid for pids in chaos.ps().values() for pid in pids}
+    started = time.monotonic()
+    node.proc.kill()
+    chaos.gone = node.proc.wait(30)
+    left: list[int] = []
+    while time.monotonic() < started + chaos.whole_timeout:
+        left = [pid for pid in pids if _alive(pid)]
+        if not left:
+            break
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    if left:
+        titles = sorted({_title_or_pid(pid) for pid in left})
+        outcome = f"HALF-ALIVE: {len(left)} processes outlived the daemon ({', '.join(titles)})"
+        node.kill()
+    else:
+        outcome = f"gone (every process ended, exit {chaos.gone})"
+    result = Round(
+        "chr-node (daemon)", "SIGKILL", outcome, seconds, None, chaos.poller.gap(started, started + seconds)
+    )
+    chaos.rounds.append(result)
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _title_or_pid(pid: int) -> str:
+    try:
+        return title(pid).removeprefix(PREFIX)
+    except psutil.Error:
+        return str(pid)
+
+
+def rpc(port: int, method: str, timeout: float = 3.0) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/rpc", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())["result"]
+
+
+def get(port: int, path: str, timeout: float = 3.0) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503 carries the layers too
+        return json.loads(exc.read())
+
+
+def _seconds(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def table(rounds: list[Round], key: Callable[[Round], tuple[str, str]] | None = None) -> str:
+    """One line per (process, signal): time to whole median (range), port survived n/N, the
+    longest RPC gap, and the outcomes (ok, or what went wrong)."""
+    key = key or (lambda r: (r.process, r.signal))
+    groups: dict[tuple[str, str], list[Round]] = {}
+    for r in rounds:
+        groups.setdefault(key(r), []).append(r)
+    header = (
+        "process",
+        "signal",
+        "n",
+        "to whole s median (range)",
+        "port survived",
+        "rpc gap s max",
+        "outcome",
+    )
+    lines = [header]
+    for (process, sig), rs in groups.items():
+        survived = [r.port_survived for r in rs if r.port_survived is not None]
+        outcomes = sorted({r.outcome for r in rs})
+        reported = [r.reported for r in rs if r.reported is not None]
+        outcome = "; ".join(outcomes) + ("" if all(reported) else " (hang NOT logged)")
+        mark = "" if all(r.ok for r in rs) else "FAIL "
+        lines.append(
+            (
+                process,
+                sig,
+                str(len(rs)),
+                _seconds([r.seconds for r in rs]),
+                f"{sum(survived)}/{len(survived)}" + (" (spared)" if process in SPARED else ""),
+                f"{max(r.rpc_gap for r in rs):.2f}",
+                mark + outcome,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
