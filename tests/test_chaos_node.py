@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chrnode.testing.chaos import SPARED, Chaos, Round, table
+from chrnode.testing.chaos import SPARED, Chaos, Round, hang_logged, table
 from chrnode.testing.chaos_probes import RpcPoller, pattern
 from chrnode.testing.node import NodeProcess
 
@@ -60,6 +60,18 @@ def test_a_round_is_ok_only_whole_or_gone_non_zero_and_spared_ports_kept() -> No
     assert not Round("Globals", "SIGKILL", "EXITED 0 after a failure", 1, None, 1).ok
     assert not Round("Cron", "SIGSTOP", "whole", 3.0, True, 0.0, reported=False).ok
     assert "Stats" in SPARED and "Network.EdgeV2.Listener" not in SPARED
+
+
+def test_a_hang_counts_as_logged_from_the_supervisors_or_the_daemons_own_line() -> None:
+    supervisor = "ERROR   chrnode.actor.Model.Sql: Model.Sql.Worker is hung: did not answer a heartbeat"
+    daemon = "ERROR   chrnode.daemon: root supervisor (pid 41) was stopped (SIGSTOP) for 5 s: killed it"
+    admin = "ERROR   chrnode.daemon: Thespian admin (pid 40) was stopped (SIGSTOP) for 5 s: killed it"
+    assert hang_logged(supervisor, "Model.Sql.Worker", 7)
+    assert not hang_logged(supervisor, "Model.Sql", 7)
+    assert hang_logged(daemon, "ChronaraNode.Supervisor", 41)
+    assert not hang_logged(daemon, "ChronaraNode.Supervisor", 42), "another pid"
+    assert hang_logged(admin, "Thespian admin", 40)
+    assert not hang_logged("", "Cron", 1)
 
 
 # ---- on a running node ------------------------------------------------------------------------

@@ -37,11 +37,11 @@ from typing import Any
 import psutil
 
 from chrnode.crypto import parse_address
-from chrnode.procwatch import ADMIN, LOGGER
+from chrnode.procwatch import ADMIN, LOGGER, ROOT
 from chrnode.testing.chaos_probes import Relay, RpcPoller, title
 from chrnode.testing.node import NodeProcess
 
-__all__ = ["FOOTING", "SPARED", "Chaos", "Round", "kill_daemon", "table"]
+__all__ = ["FOOTING", "SPARED", "Chaos", "Round", "hang_logged", "kill_daemon", "table"]
 
 ROOT_NAME = "ChronaraNode.Supervisor"
 FOOTING = (ROOT_NAME, ADMIN, LOGGER)
@@ -134,7 +134,7 @@ class Chaos:
         reported = None
         if sig == signal.SIGSTOP:
             new = self._log_text(log_from)
-            reported = f"{name} is hung" in new or f"{name} (pid {pid}) was stopped" in new
+            reported = hang_logged(new, name, pid)
         result = Round(
             name, sig.name, outcome, seconds, survived, self.poller.gap(started, started + seconds), reported
         )
@@ -239,6 +239,18 @@ class Chaos:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def hang_logged(log: str, name: str, pid: int) -> bool:
+    """The log says the stopped process `name` (pid `pid`) was seen hung: its supervisor's line
+    (`X is hung: ...`) or, for the footing, the daemon's (`root supervisor (pid N) was stopped
+    ...`, or its heartbeat to the root overdue)."""
+    daemon_name = ROOT if name == ROOT_NAME else name
+    return (
+        f"{name} is hung" in log
+        or f"{daemon_name} (pid {pid}) was stopped" in log
+        or (name == ROOT_NAME and "did not answer the daemon's heartbeat" in log)
+    )
 
 
 def kill_daemon(chaos: Chaos) -> Round:
