@@ -148,8 +148,15 @@ def test_sigstop_is_reported_replaced_and_nothing_is_left_stopped(chaos: Chaos) 
 
 
 @slow
+def test_a_child_killed_and_its_replacement_killed_as_it_starts_end_whole(chaos: Chaos) -> None:
+    done = chaos.kill_replacement("Connectivity")
+    _whole(done, chaos)
+    assert done.port_survived, "Connectivity is spared: the relayed port stays open"
+
+
+@slow
 def test_the_signals_used_are_those_an_operator_sends(chaos: Chaos) -> None:
-    assert {r.signal for r in chaos.rounds} <= {signal.SIGKILL.name, signal.SIGSTOP.name}
+    assert {r.signal for r in chaos.rounds} <= {signal.SIGKILL.name, signal.SIGSTOP.name, "SIGKILL x2"}
     assert all(r.ok for r in chaos.rounds), table(chaos.rounds)
 
 
@@ -161,6 +168,6 @@ def test_tools_chaos_refuses_bad_arguments(tmp_path: Path) -> None:
 
     tool = [sys.executable, str(REPO_ROOT / "tools" / "chaos")]
     bad = subprocess.run([*tool, "--signals", "hup"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--signals takes kill, stop" in bad.stderr
+    assert bad.returncode == 2 and "--signals takes kill, stop, replace, sibling" in bad.stderr
     bad = subprocess.run([*tool, "--repeat", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--repeat must be at least 1" in bad.stderr

@@ -102,46 +102,78 @@ class Chaos:
         """Every process of the node an operator can signal: the footing, then each actor."""
         return [*FOOTING, *self.actors]
 
-    # ---- the two kinds of round ------------------------------------------------------------
+    # ---- the kinds of round ----------------------------------------------------------------
 
     def kill(self, name: str) -> Round:
         """SIGKILL the process named `name` and wait for whole or a non-zero exit."""
-        return self._round(name, signal.SIGKILL)
+        pid = self.pid_of(name)
+        return self._round(name, "SIGKILL", lambda: _signal(pid, signal.SIGKILL), [])
 
     def freeze(self, name: str) -> Round:
         """SIGSTOP it: the supervisor's heartbeat (or the daemon's watch, for the footing) must
         log it and replace it. SIGCONT afterwards, so that nothing is left stopped."""
-        return self._round(name, signal.SIGSTOP)
+        pid = self.pid_of(name)
+        return self._round(name, "SIGSTOP", lambda: _signal(pid, signal.SIGSTOP), [pid], hang_of=pid)
 
-    def _round(self, name: str, sig: signal.Signals) -> Round:
+    def kill_replacement(self, name: str) -> Round:
+        """SIGKILL it, and then its replacement as soon as `ps` shows it (before it can report
+        Started): the supervisor must see a child that dies while it starts, too."""
+        pid = self.pid_of(name)
+
+        def deliver() -> int:
+            _signal(pid, signal.SIGKILL)
+            deadline = time.monotonic() + self.whole_timeout
+            while time.monotonic() < deadline:
+                pids = [p for p in self.ps().get(PREFIX + name, []) if p != pid]
+                if pids:
+                    return _signal(pids[0], signal.SIGKILL)
+                time.sleep(0.005)
+            return pid  # no replacement appeared: the settle says what is missing
+
+        return self._round(name, "SIGKILL x2", deliver, [])
+
+    def kill_with_sibling_stopped(self, name: str, sibling: str) -> Round:
+        """SIGSTOP `sibling`, then SIGKILL `name`, whose restart (rest_for_one) must stop the hung
+        sibling: it waits the sibling's shutdown timeout, then kills it. SIGCONT afterwards."""
+        pid, hung = self.pid_of(name), self.pid_of(sibling)
+
+        def deliver() -> int:
+            _signal(hung, signal.SIGSTOP)
+            return _signal(pid, signal.SIGKILL)
+
+        return self._round(f"{name} (+{sibling} stopped)", "SIGKILL+STOP", deliver, [hung], also_gone=hung)
+
+    def _round(
+        self,
+        name: str,
+        label: str,
+        deliver: Callable[[], int],
+        resume: list[int],
+        hang_of: int = 0,
+        also_gone: int = 0,
+    ) -> Round:
+        """Send the signals (`deliver` returns the pid that must be gone), settle, SIGCONT the
+        pids in `resume`, and record the round."""
         if self.gone is not None:
             raise RuntimeError(f"the daemon already exited with status {self.gone}")
-        pid = self.pid_of(name)
         log_from = self._log_size()
         if self.relay.broken is not None:
             self.relay.reconnect()
         started = time.monotonic()
-        os.kill(pid, sig)
         try:
-            outcome, seconds = self._settle(pid, started)
+            pid = deliver()
+            outcome, seconds = self._settle([pid, also_gone], started)
         finally:
-            if sig == signal.SIGSTOP:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            for stopped in resume:
+                _signal(stopped, signal.SIGCONT)
         survived = None if self.gone is not None else self.relay.broken is None and self.relay.flowing()
-        reported = None
-        if sig == signal.SIGSTOP:
-            new = self._log_text(log_from)
-            reported = hang_logged(new, name, pid)
-        result = Round(
-            name, sig.name, outcome, seconds, survived, self.poller.gap(started, started + seconds), reported
-        )
+        reported = hang_logged(self._log_text(log_from), name, hang_of) if hang_of else None
+        gap = self.poller.gap(started, started + seconds)
+        result = Round(name, label, outcome, seconds, survived, gap, reported)
         self.rounds.append(result)
         return result
 
-    def _settle(self, pid: int, started: float) -> tuple[str, float]:
+    def _settle(self, pids: list[int], started: float) -> tuple[str, float]:
         """Wait for whole, or the daemon's exit; say which and how long it took."""
         assert self.node.proc is not None
         deadline = started + self.whole_timeout
@@ -151,7 +183,7 @@ class Chaos:
             if code is not None:
                 self.gone = code
                 return self._exit_outcome(code), time.monotonic() - started
-            why = self.not_whole(pid)
+            why = self.not_whole(*pids)
             if why is None:
                 return "whole", time.monotonic() - started
             time.sleep(0.05)
@@ -169,15 +201,16 @@ class Chaos:
 
     # ---- what "whole" means ----------------------------------------------------------------
 
-    def not_whole(self, signalled: int = 0) -> str | None:
+    def not_whole(self, *signalled: int) -> str | None:
         """None when the node is whole; else the first thing that is not (see the module doc)."""
         assert self.node.proc is not None
         seen = self.ps()
         for label, pids in seen.items():
             if len(pids) > 1:
                 return f"{len(pids)} processes named {label!r}: {pids}"
-        if signalled in {p for pids in seen.values() for p in pids}:
-            return f"the signalled process {signalled} is still there"
+        left = set(signalled) & {p for pids in seen.values() for p in pids}
+        if left:
+            return f"the signalled process {sorted(left)} is still there"
         for label in FOOTING:
             if PREFIX + label not in seen:
                 return f"no {label} process"
@@ -239,6 +272,15 @@ class Chaos:
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+
+def _signal(pid: int, sig: signal.Signals) -> int:
+    """Send `sig` to `pid` (already gone is fine: it is what a kill wants); returns `pid`."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    return pid
 
 
 def hang_logged(log: str, name: str, pid: int) -> bool:
