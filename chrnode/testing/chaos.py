@@ -83,6 +83,7 @@ class Chaos:
         self.relay = Relay("127.0.0.1", node.edge_ports[0], parse_address(info["address"])).start()
         self.poller = RpcPoller(node.rpc_port).start()
         self.gone: int | None = None  # the daemon's exit status, once it exited
+        self.broken: str | None = None  # why a round left the node half-alive (no more rounds)
 
     @classmethod
     @contextmanager
@@ -154,8 +155,8 @@ class Chaos:
     ) -> Round:
         """Send the signals (`deliver` returns the pid that must be gone), settle, SIGCONT the
         pids in `resume`, and record the round."""
-        if self.gone is not None:
-            raise RuntimeError(f"the daemon already exited with status {self.gone}")
+        if self.gone is not None or self.broken is not None:
+            raise RuntimeError(f"this node is done: exit status {self.gone}, half-alive: {self.broken}")
         log_from = self._log_size()
         if self.relay.broken is not None:
             self.relay.reconnect()
@@ -187,7 +188,8 @@ class Chaos:
             if why is None:
                 return "whole", time.monotonic() - started
             time.sleep(0.05)
-        return f"HALF-ALIVE after {self.whole_timeout:g} s: {why}", time.monotonic() - started
+        self.broken = f"HALF-ALIVE after {self.whole_timeout:g} s: {why}"
+        return self.broken, time.monotonic() - started
 
     def _exit_outcome(self, code: int) -> str:
         lines = [
