@@ -8,7 +8,9 @@ tools/chaos runs every process (docs/operations.md)."""
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chrnode.ports_file import read_ports
 from chrnode.testing.chaos import SPARED, Chaos, Round, hang_logged, table
 from chrnode.testing.chaos_probes import RpcPoller, pattern
 from chrnode.testing.node import NodeProcess
@@ -130,6 +133,32 @@ def test_sigkill_ends_whole_again(chaos: Chaos, name: str, spared: bool) -> None
     else:
         chaos.relay.reconnect()  # devices reconnect after the node closed their sessions
         assert chaos.relay.flowing()
+
+
+@slow
+def test_a_restarted_listener_gets_its_device_ports_back_once_their_holder_lets_go(chaos: Chaos) -> None:
+    """The old listener's port may still be held as the new one starts (a rebuilt actor system):
+    it waits for it (bounded) instead of taking fresh ports, which devices would not find."""
+    ports = chaos.node.edge_ports
+    os.kill(chaos.pid_of("Network.EdgeV2.Listener"), signal.SIGKILL)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node's (TIME_WAIT peers)
+    deadline = time.monotonic() + 2
+    while True:  # take the port as soon as the old listener's death frees it
+        try:
+            holder.bind(("127.0.0.1", ports[0]))
+            holder.listen()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the port was taken back before the test could hold it"
+            time.sleep(0.005)
+    try:
+        time.sleep(1.0)  # the new listener starts meanwhile and finds the port taken
+    finally:
+        holder.close()
+    assert chaos.wait_whole() == "whole", chaos.not_whole()
+    assert read_ports(chaos.node.data_dir)["edge2"] == ports
+    chaos.relay.reconnect()
 
 
 @slow

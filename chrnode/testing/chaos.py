@@ -174,6 +174,11 @@ class Chaos:
         self.rounds.append(result)
         return result
 
+    def wait_whole(self) -> str:
+        """Wait (up to `whole_timeout`) for whole or the daemon's exit, after a signal sent by
+        hand; the outcome, as a round's."""
+        return self._settle([], time.monotonic())[0]
+
     def _settle(self, pids: list[int], started: float) -> tuple[str, float]:
         """Wait for whole, or the daemon's exit; say which and how long it took."""
         assert self.node.proc is not None
