@@ -22,23 +22,19 @@ process through both signals and prints `table(rounds)`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import statistics
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 
 from chrnode.crypto import parse_address
 from chrnode.procwatch import ADMIN, LOGGER, ROOT
-from chrnode.testing.chaos_probes import Relay, RpcPoller, title
+from chrnode.testing.chaos_probes import Relay, RpcPoller, get, rpc, title
 from chrnode.testing.node import NodeProcess
 
 __all__ = ["FOOTING", "SPARED", "Chaos", "Round", "hang_logged", "kill_daemon", "table"]
@@ -344,23 +340,6 @@ def _title_or_pid(pid: int) -> str:
         return title(pid).removeprefix(PREFIX)
     except psutil.Error:
         return str(pid)
-
-
-def rpc(port: int, method: str, timeout: float = 3.0) -> Any:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/rpc", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())["result"]
-
-
-def get(port: int, path: str, timeout: float = 3.0) -> Any:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:  # 503 carries the layers too
-        return json.loads(exc.read())
 
 
 def _seconds(values: list[float]) -> str:

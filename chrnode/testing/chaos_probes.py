@@ -10,6 +10,7 @@ shows them.
 * `RpcPoller`: a thread that asks `chr_node_info` and `GET /health` every `every` seconds, each
   with a short timeout, and records when each answered; `gap(t0, t1)` is the longest time around
   a kill without an answer.
+* `rpc(port, method)`, `get(port, path)`: one JSON-RPC call or GET with a short timeout.
 * `processes(daemon_pid)`: the daemon's descendants by the title each gives itself
   (`chr-node: <Actor>`, chrnode.forkhooks), the way an operator reads `ps`.
 """
@@ -32,7 +33,7 @@ import psutil
 from chrnode.crypto import PrivateKey
 from chrnode.device.client import DeviceClient, PortOffer, connect
 
-__all__ = ["Relay", "RpcPoller", "pattern", "processes", "title"]
+__all__ = ["Relay", "RpcPoller", "get", "pattern", "processes", "rpc", "title"]
 
 CHUNK = 16 * 1024
 PERIOD = 0.01  # seconds between chunks: about 1.6 MB/s, enough to see a stall, light on 2 cores
@@ -246,3 +247,20 @@ class RpcPoller:
             return end - start
         longest = max(b - a for a, b in itertools.pairwise(window))
         return max(longest - self.every, 0.0)
+
+
+def rpc(port: int, method: str, timeout: float = 3.0) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/rpc", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())["result"]
+
+
+def get(port: int, path: str, timeout: float = 3.0) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 503 carries the layers too
+        return json.loads(exc.read())
