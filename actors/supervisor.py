@@ -231,9 +231,8 @@ class Supervisor(ChildProcesses):
                     "%s exited (%s); restarting (restart %d)", name, report.reason, report.restarts
                 )
         elif report.state == "hung":
-            self.log.error(
-                "%s is hung: %s within %g s; killing it", name, report.reason, self.heartbeat_timeout
-            )
+            # the reason already says "did not answer a heartbeat within N s"
+            self.log.error("%s is hung: %s; killing it", name, report.reason)
         elif report.state == "stopped" and report.why == "crash":
             self.log.warning("%s exited (%s); %s, not restarted", name, report.reason, spec.restart)
         self._report(
@@ -282,6 +281,7 @@ class Supervisor(ChildProcesses):
         # crashes instead sends nothing and is seen by its pid.
         name = self._by_address(sender)
         if name is not None and self.procs[name].stop_asked:
+            self._leave(name, self.procs[name].pid, self.specs[name].shutdown)
             self._exited(name)
 
     def receiveMsg_Pong(self, msg: m.Pong, sender: Any) -> None:
@@ -335,6 +335,7 @@ class Supervisor(ChildProcesses):
             if not self.exiting:
                 self._check_liveness()
                 now = time.monotonic()
+                self._end_leaving(now)
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
                     self._last_heartbeat = now
                     self._heartbeat(now)

@@ -10,9 +10,12 @@ second.
 from __future__ import annotations
 
 import os
+import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from thespian.actors import ActorExitRequest
 
 from actors import messages as m
@@ -34,6 +37,16 @@ class ChildProc:
     running: bool = False
 
 
+@dataclass(frozen=True)
+class _Leaving:
+    """A process told to exit: whose it was, its start time (a reused pid is not it), and when
+    it is killed if it is still up."""
+
+    name: str
+    started: float
+    deadline: float
+
+
 class ChildProcesses(RegistryKeeper):
     """The supervisor's children as processes: those running (`procs`) and those created ahead
     (`spares`, no Init yet)."""
@@ -44,6 +57,7 @@ class ChildProcesses(RegistryKeeper):
         self.specs: dict[str, m.ChildSpec] = {}
         self.procs: dict[str, ChildProc] = {}
         self.spares: dict[str, tuple[Any, int]] = {}  # name -> (address, pid) created ahead, no Init yet
+        self.leaving: dict[int, _Leaving] = {}  # pid -> a process told to exit, until it has
         self.exiting = False
 
     def _create(self, name: str) -> tuple[Any, int]:
@@ -62,7 +76,9 @@ class ChildProcesses(RegistryKeeper):
             return
         wanted = machine.pending_starts()
         for name in [n for n in self.spares if n not in wanted]:
-            self.send(self.spares.pop(name)[0], ActorExitRequest())
+            address, pid = self.spares.pop(name)
+            self.send(address, ActorExitRequest())
+            self._leave(name, pid, self.specs[name].shutdown)
         for name in wanted:
             if name not in self.spares and name not in self.procs:
                 try:
@@ -85,6 +101,41 @@ class ChildProcesses(RegistryKeeper):
             except Exception:  # its Spawn will try again, and report what fails
                 return
             self.send(self.spares[name][0], m.Preload(spec))
+
+    def _leave(self, name: str, pid: int, grace: float) -> None:
+        """`pid` was told to exit: watch it until it has. Thespian keeps an exiting actor's
+        process up until each of its children has reported ChildActorExited, and a child that
+        died before it connected never does (so a sub-supervisor, or a spare one, told to exit
+        can stay up for good, forgotten: seen by tools/chaos as two processes of one name)."""
+        try:
+            started = float(psutil.Process(pid).create_time()) if pid > 0 else 0.0
+        except psutil.Error:
+            return  # already gone
+        self.leaving[pid] = _Leaving(name, started, time.monotonic() + grace)
+
+    def _end_leaving(self, now: float) -> None:
+        """SIGKILL what was told to exit and is still up past its shutdown timeout."""
+        for pid, leaving in list(self.leaving.items()):
+            try:
+                process = psutil.Process(pid)
+                same = float(process.create_time()) == leaving.started  # not a reused pid
+                up = same and process.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                up = False
+            if not up:
+                del self.leaving[pid]
+            elif now >= leaving.deadline:
+                del self.leaving[pid]
+                self.log.warning(
+                    "%s: %s (pid %d) was told to exit but is still up; killing it",
+                    self.name,
+                    leaving.name,
+                    pid,
+                )
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _last_child_pid(self) -> int:
         """The pid of the process `createActor` just forked (Thespian keeps it in the manager)."""
