@@ -111,8 +111,8 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
             self.log.exception("%s failed to start", self.name)
             self.send(sender, m.InitFailed(self.name, f"{type(exc).__name__}: {exc}"))
             return
+        self.send(sender, m.Started(self.name, os.getpid()))  # first: the next sibling waits for it
         self._subscribe_all()
-        self.send(sender, m.Started(self.name, os.getpid()))
         self.wakeupAfter(STATS_FLUSH_SECONDS, payload="__stats__")
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:
@@ -156,8 +156,10 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
         if self.bridge is None:
             return
         for env in self.bridge.drain():
-            if env.target == "__self__":
-                self.on_bridge(env.message, env.extra)
+            if env.target == self.name:
+                # A thread of this process reporting back (a pool's result): the same handlers as
+                # a message from another actor, run here on the actor's own thread.
+                ActorTypeDispatcher.receiveMessage(self, env.message, self.myAddress)
                 continue
             address = self.registry.get(env.target)
             self.send_to(env.target, env.message)
@@ -193,9 +195,6 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
 
     def on_pubsub_ready(self) -> None:
         """PubSub (re)appeared: publish any state others should see (it retains the last one)."""
-
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        """A message a thread posted to `__self__` through the bridge."""
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -251,9 +250,16 @@ def apply_log_level(level: str) -> None:
     if not isinstance(numeric, int):
         return
     for manager in logging_managers():
-        manager.root.setLevel(numeric)
+        if manager.root.level != numeric:
+            manager.root.setLevel(numeric)
         for logger in list(manager.loggerDict.values()):
-            if isinstance(logger, logging.Logger) and not logger.name.lower().startswith("thespian"):
+            # setLevel clears every logger's cache: only where the level changes (an actor
+            # inherits its parent's levels, which are almost always the ones it is given)
+            if (
+                isinstance(logger, logging.Logger)
+                and logger.level != numeric
+                and not logger.name.lower().startswith("thespian")
+            ):
                 logger.setLevel(numeric)
 
 

@@ -2,9 +2,10 @@
 
 Thespian's `send` is not thread-safe, so a thread (an asyncio or Tornado loop serving sockets, a
 worker pool) hands messages to the actor's own thread: `ThreadBridge` is a queue plus a wake-up
-pipe that the actor watches (`ThespianWatch`); `LoopAsks` lets coroutines ask an actor by name
-and await the answer, failing at once when that actor is gone or restarting; `LoopThread` runs
-an asyncio loop in a thread of the actor's process.
+pipe that the actor watches (`ThespianWatch`): `post(name, message)` is the one way a thread
+reaches an actor, its own included (a worker pool reporting a result); `LoopAsks` lets coroutines
+ask an actor by name and await the answer, failing at once when that actor is gone or
+restarting; `LoopThread` runs an asyncio loop in a thread of the actor's process.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ class ThreadBridge:
     def fileno(self) -> int:
         return self._read_fd
 
-    def post(self, target: str, message: Any, **extra: Any) -> None:
-        """From any thread: have `message` sent to the actor named `target`."""
-        self._queue.put(m.Envelope(target, message, extra))
+    def post(self, target: str, message: Any) -> None:
+        """From any thread: have `message` sent to the actor named `target`. A thread reporting
+        back to the actor of its own process posts to that actor's name: the message is handled
+        by its `receiveMsg_*` on the actor's thread, without a trip through Thespian."""
+        self._queue.put(m.Envelope(target, message))
         try:
             os.write(self._write_fd, b"\0")
         except BlockingIOError:  # the pipe is full: the actor is already due to wake up

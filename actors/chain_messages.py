@@ -129,6 +129,47 @@ class ChainAnswer:
     stale: bool = False  # served from the cache past its TTL while the chain was unavailable
 
 
+# --- from a pool thread to its own actor (ThreadBridge.post(own name, ...)) ----------------------
+
+
+@dataclass(frozen=True)
+class PoolAnswer:
+    """A request served by the pool: the actor sends `answer` to `reply_to` (who asked)."""
+
+    answer: ChainAnswer
+    reply_to: Any
+
+
+@dataclass(frozen=True)
+class L2Write:
+    """RemoteChain.Cache: a write of the L2 cache tier, batched to Model.Sql.Worker."""
+
+    op: Any  # chrnode.storage.ops.CachePut | CacheDelete
+
+
+@dataclass(frozen=True)
+class FleetStanding:
+    """RemoteChain.Cache: the node's standing in its fleet, published as snapshot "fleet_chain"."""
+
+    status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Polled:
+    """RemoteChain.Monitor: one poll of every endpoint, the watched events and the balance."""
+
+    results: list[tuple[str, Any]]
+    events: Any  # (Invalidation, error) or None
+    balance: Any  # (balance, gas price, error) or None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """RemoteChain.RPC: a ticket submission run ended; its part of snapshot "reward"."""
+
+    reward: dict[str, Any]
+
+
 def error_answer(tag: Any, exc: BaseException) -> ChainAnswer:
     """The failed answer for an exception raised while serving a request."""
     return ChainAnswer(tag, False, None, error_code(exc), str(exc) or type(exc).__name__)

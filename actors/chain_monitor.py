@@ -85,7 +85,7 @@ class RemoteChainMonitor(PoolActor):
             client = self.clients[up[0]] if up else None
             events = self._events(client, _head_of(results, up))
             balance = self._balance(client) if read_balance else None
-            self.post("__self__", ("polled", results, events, balance))
+            self.post(self.name, cm.Polled(results, events, balance))
 
         self.pool.submit(work)
 
@@ -129,32 +129,29 @@ class RemoteChainMonitor(PoolActor):
         except ChrError as exc:
             return None, None, str(exc)
 
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, tuple) and message[0] == "polled":
-            self.polling = False
-            _, results, events, balance = message
-            for url, outcome in results:
-                if isinstance(outcome, tuple):
-                    self.monitor.observe(url, *outcome)
-                    self.monitor.chain_id = self.config.chain_id
-                elif isinstance(outcome, float):
-                    self.monitor.backing_off(url, outcome)
-                else:
-                    self.monitor.failed(url, outcome, retry_in=self.clients[url].retry_in(url))
-            if events is not None:
-                self._invalidate(*events)
-            if balance is not None:
-                self.monitor.balance(*balance)
-            snapshot = self.monitor.snapshot()
-            self.stats.set_gauge("chain_head_block", float(snapshot["head"] or 0))
-            self.publish("snapshot", "chain", snapshot)
-            probed = {url: (isinstance(o, tuple), o) for url, o in results if not isinstance(o, float)}
-            if probed:
-                self.publish(
-                    ENDPOINTS_TOPIC, "probes", {u: (up, "" if up else o) for u, (up, o) in probed.items()}
-                )
-            return
-        super().on_bridge(message, extra)
+    def receiveMsg_Polled(self, msg: cm.Polled, sender: Any) -> None:
+        self.polling = False
+        results, events, balance = msg.results, msg.events, msg.balance
+        for url, outcome in results:
+            if isinstance(outcome, tuple):
+                self.monitor.observe(url, *outcome)
+                self.monitor.chain_id = self.config.chain_id
+            elif isinstance(outcome, float):
+                self.monitor.backing_off(url, outcome)
+            else:
+                self.monitor.failed(url, outcome, retry_in=self.clients[url].retry_in(url))
+        if events is not None:
+            self._invalidate(*events)
+        if balance is not None:
+            self.monitor.balance(*balance)
+        snapshot = self.monitor.snapshot()
+        self.stats.set_gauge("chain_head_block", float(snapshot["head"] or 0))
+        self.publish("snapshot", "chain", snapshot)
+        probed = {url: (isinstance(o, tuple), o) for url, o in results if not isinstance(o, float)}
+        if probed:
+            self.publish(
+                ENDPOINTS_TOPIC, "probes", {u: (up, "" if up else o) for u, (up, o) in probed.items()}
+            )
 
     def _invalidate(self, drop: Invalidation, error: str) -> None:
         assert self.watch is not None

@@ -57,11 +57,12 @@ class PoolActor(ChrActor):
         self._post_lock = threading.Lock()
         self._stopped = False
 
-    def post(self, target: str, message: Any, **extra: Any) -> None:
-        """From a pool thread: hand `message` to this actor's thread (dropped once stopping)."""
+    def post(self, target: str, message: Any) -> None:
+        """From a pool thread: have `message` sent to the actor named `target` (this actor's own
+        name: handled here, on the actor's thread); dropped once stopping."""
         with self._post_lock:
             if not self._stopped and self.bridge is not None:
-                self.bridge.post(target, message, **extra)
+                self.bridge.post(target, message)
 
     def run(self, sender: Any, tag: Any, work: Callable[[], Any]) -> None:
         if self.queued >= self.max_queued:
@@ -83,14 +84,13 @@ class PoolActor(ChrActor):
                     answer = cm.ChainAnswer(tag, True, result.value, stale=result.stale)
                 else:
                     answer = cm.ChainAnswer(tag, True, result, stale=bool(getattr(result, "stale", False)))
-            self.post("__self__", answer, reply_to=sender)
+            self.post(self.name, cm.PoolAnswer(answer, sender))
 
         self.pool.submit(job)
 
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, cm.ChainAnswer):
-            self.queued -= 1
-            self.send(extra["reply_to"], message)
+    def receiveMsg_PoolAnswer(self, msg: cm.PoolAnswer, sender: Any) -> None:
+        self.queued -= 1
+        self.send(msg.reply_to, msg.answer)
 
     def on_stop(self) -> None:
         with self._post_lock:

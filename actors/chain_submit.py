@@ -129,7 +129,7 @@ class RemoteChainRpc(PoolActor):
                 f"{result['not_sent']} of {len(rows)} tickets of epoch {epoch} not sent (kept for the next "
                 f"run): {reason}"
             )
-        self.post("__self__", ("submitted", self._reward(registry, signer.address, result, error)))
+        self.post(self.name, cm.Submitted(self._reward(registry, signer.address, result, error)))
         if error:
             raise ChainError(error)
         return result
@@ -151,15 +151,12 @@ class RemoteChainRpc(PoolActor):
             out["last_submitted"] = result["finished_at"]
         return out
 
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, tuple) and message[0] == "submitted":
-            reward = {**self.reward, **message[1]}
-            if "last_submitted" not in message[1] and "last_submitted" in self.reward:
-                reward["last_submitted"] = self.reward["last_submitted"]
-            self.reward = reward
-            self.publish("snapshot", "reward", reward)
-            return
-        super().on_bridge(message, extra)
+    def receiveMsg_Submitted(self, msg: cm.Submitted, sender: Any) -> None:
+        reward = {**self.reward, **msg.reward}
+        if "last_submitted" not in msg.reward and "last_submitted" in self.reward:
+            reward["last_submitted"] = self.reward["last_submitted"]
+        self.reward = reward
+        self.publish("snapshot", "reward", reward)
 
     def receiveMsg_SqlWritten(self, msg: m.SqlWritten, sender: Any) -> None:
         if not msg.ok:

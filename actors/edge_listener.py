@@ -44,6 +44,7 @@ RESTORE_LIMIT = 100_000  # the ObjectStore's own cap
 RESTORE_TRIES = 10
 
 _log = logging.getLogger("chrnode.net")
+REBIND_SECONDS = 3.0  # how long a restarted listener tries to get its old device ports back
 
 
 class ActorHooks:
@@ -178,17 +179,33 @@ class EdgeListener(ChrActor):
         self.thread = LoopThread("edge-loop")
         self.ports: tuple[int, ...] = tuple(self.thread.start(lambda: self._serve(hooks), START_TIMEOUT))
 
+    async def _bind_again(self, cfg: Any, again: tuple[int, ...]) -> list[int]:
+        """Bind the ports this listener had. Their old holder may still be dying (a rebuilt
+        actor system: tools/chaos saw a SIGSTOPped admin's rebuild move the device ports), so
+        try for REBIND_SECONDS; then take fresh ones, and say so (devices must be told)."""
+        self.server.config = dataclasses.replace(cfg, edge2_ports=again)
+        deadline = time.monotonic() + REBIND_SECONDS
+        while True:
+            try:
+                return await self.server.start()
+            except ChrError as exc:
+                if time.monotonic() >= deadline:
+                    _log.warning(
+                        "device ports %s not bound again within %g s (%s); taking fresh ones",
+                        list(again),
+                        REBIND_SECONDS,
+                        exc,
+                    )
+                    self.server.config = cfg
+                    return await self.server.start()
+            await asyncio.sleep(0.1)
+
     async def _serve(self, hooks: ActorHooks) -> list[int]:
         cfg = self.server.config
         # Ports 0 on a restart: bind the ports this listener had, so devices keep reaching them.
         again = ports_to_bind(cfg.edge2_ports, previous_ports(cfg.data_dir, "edge2"))
         if again != cfg.edge2_ports:
-            self.server.config = dataclasses.replace(cfg, edge2_ports=again)
-            try:
-                ports = await self.server.start()
-            except ChrError:  # an old port was taken meanwhile: fresh ones
-                self.server.config = cfg
-                ports = await self.server.start()
+            ports = await self._bind_again(cfg, again)
         else:
             ports = await self.server.start()
         loop = asyncio.get_running_loop()
@@ -206,6 +223,7 @@ class EdgeListener(ChrActor):
                 hooks.last_in, hooks.last_out = total_in, total_out
                 self.bridge.post("Stats", m.StatsReport(self.name, stats.drain()))
                 self.bridge.post("PubSub", m.Publish("snapshot", "edge", snap))
+                self.bridge.post("Channels", m.ChannelsReport(self.name, self.server.channels.status()))
                 p2p = self.net.p2p_status()
                 p2p["persist"] = self.persistence.status()
                 if hasattr(self, "relay"):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from actors import messages as m
 from actors.base import ChrActor
 from chrnode import __version__
 from chrnode.errors import ChrError
-from chrnode.identity import load_node_identity
+from chrnode.identity import load_or_create_node_key
 from chrnode.ports_file import LISTENER_KINDS, read_ports, write_ports
 
 
@@ -28,7 +29,9 @@ class GetGlobals:
 class Globals(ChrActor):
     def on_start(self, init: m.Init) -> None:
         cfg = self.config
-        key = load_node_identity(cfg.data_dir, cfg.node_key_path).key
+        # Only the key: the daemon made the certificate before the tree started, and checking it
+        # here (cryptography, OpenSSL) cost this small actor about 1.5 MiB of private memory.
+        key = load_or_create_node_key(Path(cfg.node_key_path))
         self.daemon_pid = init.daemon_pid
         self.written: dict[str, Any] | None = None
         self.info: dict[str, Any] = {

@@ -24,6 +24,8 @@ class ChildSpec:
     `shutdown`: seconds it gets to exit when asked before it is killed (a supervisor gets longer:
     it stops its own children first). `independent`: no later sibling needs it, so under
     rest_for_one its crash restarts only itself (chrnode/supervision.py, docs/architecture.md).
+    `needs`: the elder siblings it needs running from its start to its stop; None is all of them
+    (OTP's strict order), fewer let it start and stop alongside the others.
     `intensity`/`period` (supervisors only): restarts allowed within period seconds; None takes
     the config's max_restarts / restart_window.
     """
@@ -35,6 +37,7 @@ class ChildSpec:
     strategy: Strategy = "one_for_one"
     shutdown: float = 5.0
     independent: bool = False
+    needs: tuple[str, ...] | None = None
     intensity: int | None = None
     period: float | None = None
 
@@ -257,6 +260,14 @@ class Published:
 
 
 @dataclass(frozen=True)
+class ChannelsReport:
+    """The network loop's channels (chrnode.edge.channel_hub.ChannelHub.status) for Channels."""
+
+    source: str
+    status: Any
+
+
+@dataclass(frozen=True)
 class StatsReport:
     """A batch of counters/gauges/timers from one actor (chrnode.stats.StatsBatch inside)."""
 
@@ -330,11 +341,11 @@ class PortsBound:
 
 @dataclass
 class Envelope:
-    """Used by ThreadBridge: a message a thread wants sent to a named actor."""
+    """Used by ThreadBridge: a message a thread wants sent to a named actor (its own actor's name:
+    handled by that actor, on its thread)."""
 
     target: str
     message: Any
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- tickets ---------------------------------------------------------------------------------

@@ -137,19 +137,16 @@ class RemoteChainCache(PoolActor):
     # -- L2 writes go to the single writer, batched ---------------------------------------------
 
     def _queue_write(self, op: CachePut | CacheDelete) -> None:  # from pool threads
-        self.post("__self__", op)
+        self.post(self.name, cm.L2Write(op))
 
-    def on_bridge(self, message: Any, extra: dict[str, Any]) -> None:
-        if isinstance(message, tuple) and message[0] == "fleet":
-            self.publish("snapshot", "fleet_chain", message[1])
-            return
-        if isinstance(message, CachePut | CacheDelete):
-            self.writes.append(message)
-            if not self.flush_due:
-                self.flush_due = True
-                self.wakeupAfter(FLUSH_SECONDS, payload="flush")
-            return
-        super().on_bridge(message, extra)
+    def receiveMsg_L2Write(self, msg: cm.L2Write, sender: Any) -> None:
+        self.writes.append(msg.op)
+        if not self.flush_due:
+            self.flush_due = True
+            self.wakeupAfter(FLUSH_SECONDS, payload="flush")
+
+    def receiveMsg_FleetStanding(self, msg: cm.FleetStanding, sender: Any) -> None:
+        self.publish("snapshot", "fleet_chain", msg.status)
 
     def _flush(self) -> None:
         self.flush_due = False
@@ -186,7 +183,7 @@ class RemoteChainCache(PoolActor):
                 status.update(self.service.fleet_status(node), ok=True)
             except ChrError as exc:
                 status.update(ok=False, code=cm.error_code(exc), error=str(exc))
-            self.post("__self__", ("fleet", status))
+            self.post(self.name, cm.FleetStanding(status))
 
         self.pool.submit(work)
 

@@ -19,9 +19,9 @@ from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
 from chrnode.errors import ConfigError, RpcError
 from chrnode.ports_file import ports_to_bind, previous_ports
-from chrnode.rpc_api import NodeView
-from chrnode.rpc_guard import RpcLimits
-from chrnode.rpc_server import make_app, read_cookie, start_servers
+from chrnode.rpc.api import NodeView
+from chrnode.rpc.guard import RpcLimits
+from chrnode.rpc.server import make_app, read_cookie, start_servers
 from chrnode.stats import LocalStats
 
 START_TIMEOUT = 15.0

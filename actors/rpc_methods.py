@@ -14,8 +14,8 @@ from actors import messages as m
 from actors.base import LoopAsks
 from chrnode.crypto import parse_address
 from chrnode.errors import ActorRestarting, ChrError, CryptoError, RpcError
-from chrnode.jsonrpc import Method, Param
-from chrnode.rpc_api import jsonable, public_chain_error
+from chrnode.rpc.api import jsonable, public_chain_error
+from chrnode.rpc.jsonrpc import Method, Param
 
 log = logging.getLogger("chrnode.rpc")
 

@@ -3,19 +3,16 @@
 Every decision (what to start, stop, kill, restart, when to give up) is the pure state machine's.
 This actor turns what it sees into the machine's events and carries out its actions:
 
-* `Spawn`: `createActor`, then `Init`; the child's pid is known at once (Thespian forks it here),
-  so a child that dies before it says `Started` is seen too;
+* `Spawn`: `createActor` (or a process created ahead: actors/supervisor_procs.py), then `Init`;
+  the child's pid is known at once, so a child that dies before it says `Started` is seen too;
 * liveness: every `LIVENESS_SECONDS` each child's pid is checked (Thespian's `ChildActorExited`
   is a hint, checked against the pid: a late notice can carry a reused address), and every
   `HEARTBEAT_SECONDS` each running child gets a `Ping`; one that has not answered for
   `heartbeat_timeout` seconds (hung, SIGSTOP) is reported `hung`, killed and restarted;
-* `StopChild`: `ActorExitRequest` (a supervisor child gets `StopTree` first, so it stops its own
-  children last-first), with a timer for the child's shutdown timeout; `Kill`: SIGKILL.
+* `StopChild`: `ActorExitRequest` (a supervisor child gets `StopTree`: it stops its children,
+  then exits), with a timer for the child's shutdown timeout; `Kill`: SIGKILL.
 
-The root supervisor also keeps the registry (name -> address) and the tree table that
-`chr_node_info` shows. A name leaves the registry, pushed to every actor at once, as soon as its
-actor is known to be going (so asks to it fail fast, `actors/base.py`), and again when its
-replacement runs; one broadcast per event, however many names it changed.
+The root supervisor also keeps the registry and the tree table (actors/registry.py).
 """
 
 from __future__ import annotations
@@ -24,15 +21,13 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
 
 from actors import messages as m
-from actors.base import apply_log_level, import_actor
-from actors.registry import RegistryKeeper
+from actors.base import apply_log_level
+from actors.supervisor_procs import ChildProc, ChildProcesses, alive, descendants, rules_of
 from chrnode import supervision as s
 
 START_TIMEOUT = 15.0
@@ -40,32 +35,14 @@ LIVENESS_SECONDS = 0.2  # a dead child is seen within this (issue: within 1 s)
 HEARTBEAT_SECONDS = 1.0
 
 
-@dataclass
-class ChildProc:
-    """The process behind one generation of a child."""
-
-    generation: int
-    address: Any
-    pid: int
-    normal_exit: bool = False  # it said Stopping before exiting
-    stop_asked: bool = False  # StopChild was sent: its Exiting counts as its exit
-    last_pong: float = 0.0
-    running: bool = False
-
-
-class Supervisor(RegistryKeeper):
+class Supervisor(ChildProcesses):
     """A supervisor; the root one is the same class, told `StartTree` by the daemon."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.machine: s.Supervision | None = None
-        self.specs: dict[str, m.ChildSpec] = {}
-        self.procs: dict[str, ChildProc] = {}
         self.stop_requester: Any = None
         self.pending_admin: dict[str, list[tuple[Any, Any]]] = {}
-        self.spares: dict[str, tuple[Any, int]] = {}  # name -> (address, pid) created ahead, no Init yet
         self.heartbeat_timeout = 10.0
-        self.exiting = False
         self._events: list[s.Event] = []
         self._handling = False
         self._last_heartbeat = 0.0
@@ -141,18 +118,19 @@ class Supervisor(RegistryKeeper):
         elif isinstance(action, s.Stopped):
             if self.stop_requester is not None:
                 requester, self.stop_requester = self.stop_requester, None
-                self.send(requester, m.TreeStopped())
+                if not self.is_root and requester == self.owner:
+                    # Our supervisor is stopping us (OTP: a supervisor stops its children, then
+                    # exits): exit now, saying Exiting, rather than wait to be told again.
+                    self.send(self.myAddress, ActorExitRequest())
+                else:
+                    self.send(requester, m.TreeStopped())
         elif isinstance(action, s.Escalate):
             self._escalate(action.reason)
-
-    def _create(self, name: str) -> tuple[Any, int]:
-        address = self.createActor(import_actor(self.specs[name].actor))
-        return address, self._last_child_pid()
 
     def _spawn(self, action: s.Spawn) -> None:
         spec = self.specs[action.name]
         spare = self.spares.pop(action.name, None)
-        if spare is not None and _alive(spare[1]):
+        if spare is not None and alive(spare[1]):
             address, pid = spare
         else:
             try:
@@ -192,56 +170,13 @@ class Supervisor(RegistryKeeper):
         )
         self.wakeupAfter(START_TIMEOUT, payload=("start-timeout", action.name, action.generation))
 
-    def _prepare(self) -> None:
-        """Create, ahead of their turn, the processes of the children the plan starts next.
-
-        Forking a process and bringing up its Thespian endpoint is most of a start; doing it for
-        all of them at once, while each still gets its Init (and so starts) only after the one
-        before it said Started, keeps OTP's order and takes a rest_for_one restart from one fork
-        per child in a row to about one (docs/architecture.md, "Restart time")."""
-        machine = self.machine
-        if machine is None or self.exiting:
-            return
-        wanted = machine.pending_starts()
-        for name in [n for n in self.spares if n not in wanted]:
-            self.send(self.spares.pop(name)[0], ActorExitRequest())
-        for name in wanted:
-            if name not in self.spares and name not in self.procs:
-                try:
-                    self.spares[name] = self._create(name)
-                except Exception:  # its Spawn will try again, and report what fails
-                    return
-                self.send(self.spares[name][0], m.Preload(self.specs[name]))
-
-    def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
-        # Created ahead of its turn: import what the children need and fork them now, in
-        # parallel with the siblings before it; they get their Init only when their turn comes.
-        if self.machine is not None or self.exiting:
-            return
-        self.specs = {c.name: c for c in msg.spec.children}
-        for name, spec in self.specs.items():
-            if name in self.spares:
-                continue
-            try:
-                self.spares[name] = self._create(name)
-            except Exception:  # its Spawn will try again, and report what fails
-                return
-            self.send(self.spares[name][0], m.Preload(spec))
-
-    def _last_child_pid(self) -> int:
-        """The pid of the process `createActor` just forked (Thespian keeps it in the manager)."""
-        procs = getattr(getattr(self, "_myRef", None), "_child_procs", None)
-        if procs:
-            return int(getattr(procs[-1].childProc, "pid", 0) or 0)
-        return 0
-
     def _stop(self, action: s.StopChild) -> None:
         proc = self.procs.get(action.name)
         if proc is None:
             return
         proc.stop_asked = True
         if self.specs[action.name].is_supervisor:
-            self.send(proc.address, m.StopTree())  # its children go last-first; then it exits
+            self.send(proc.address, m.StopTree())  # it stops its children, then exits
         else:
             self.send(proc.address, ActorExitRequest())
         self.wakeupAfter(action.timeout, payload=("stop-timeout", action.name, action.generation))
@@ -296,9 +231,8 @@ class Supervisor(RegistryKeeper):
                     "%s exited (%s); restarting (restart %d)", name, report.reason, report.restarts
                 )
         elif report.state == "hung":
-            self.log.error(
-                "%s is hung: %s within %g s; killing it", name, report.reason, self.heartbeat_timeout
-            )
+            # the reason already says "did not answer a heartbeat within N s"
+            self.log.error("%s is hung: %s; killing it", name, report.reason)
         elif report.state == "stopped" and report.why == "crash":
             self.log.warning("%s exited (%s); %s, not restarted", name, report.reason, spec.restart)
         self._report(
@@ -313,6 +247,9 @@ class Supervisor(RegistryKeeper):
                 report.requested,
             )
         )
+
+    def starting_children(self) -> bool:
+        return self.machine is not None and any(c.status == "starting" for c in self.machine.children)
 
     @property
     def machine_strategy(self) -> str:
@@ -344,6 +281,7 @@ class Supervisor(RegistryKeeper):
         # crashes instead sends nothing and is seen by its pid.
         name = self._by_address(sender)
         if name is not None and self.procs[name].stop_asked:
+            self._leave(name, self.procs[name].pid, self.specs[name].shutdown)
             self._exited(name)
 
     def receiveMsg_Pong(self, msg: m.Pong, sender: Any) -> None:
@@ -352,7 +290,7 @@ class Supervisor(RegistryKeeper):
             proc.last_pong = time.monotonic()
 
     def receiveMsg_TreeStopped(self, msg: m.TreeStopped, sender: Any) -> None:
-        # A supervisor child stopped its children (StopChild); now it exits itself.
+        # A supervisor child that reports its children stopped instead of exiting: make it exit.
         if self._by_address(sender) is not None:
             self.send(sender, ActorExitRequest())
 
@@ -360,7 +298,7 @@ class Supervisor(RegistryKeeper):
         # A hint only: Thespian can report an exit late, and a reused port can make the address
         # match the replacement. The pid decides.
         name = self._by_address(msg.childAddress)
-        if name is not None and not _alive(self.procs[name].pid):
+        if name is not None and not alive(self.procs[name].pid):
             self._exited(name)
 
     def _exited(self, name: str) -> None:
@@ -369,10 +307,10 @@ class Supervisor(RegistryKeeper):
 
     def _check_liveness(self) -> None:
         for name, proc in list(self.procs.items()):
-            if proc.pid > 0 and not _alive(proc.pid):
+            if proc.pid > 0 and not alive(proc.pid):
                 self._exited(name)
         for name, (_, pid) in list(self.spares.items()):
-            if not _alive(pid):
+            if not alive(pid):
                 del self.spares[name]
 
     def _heartbeat(self, now: float) -> None:
@@ -397,6 +335,7 @@ class Supervisor(RegistryKeeper):
             if not self.exiting:
                 self._check_liveness()
                 now = time.monotonic()
+                self._end_leaving(now)
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
                     self._last_heartbeat = now
                     self._heartbeat(now)
@@ -458,33 +397,3 @@ class Supervisor(RegistryKeeper):
             if proc.address == address:
                 return name
         return None
-
-
-def rules_of(spec: m.ChildSpec, config: Any) -> s.Rules:
-    """The state machine's rules from a supervisor's ChildSpec (intensity from config unless set)."""
-    return s.Rules(
-        tuple(
-            s.ChildRule(c.name, c.restart, shutdown=c.shutdown, independent=c.independent)
-            for c in spec.children
-        ),
-        strategy=spec.strategy,
-        intensity=spec.intensity if spec.intensity is not None else int(getattr(config, "max_restarts", 5)),
-        period=spec.period if spec.period is not None else float(getattr(config, "restart_window", 5.0)),
-    )
-
-
-def descendants(spec: m.ChildSpec) -> set[str]:
-    out: set[str] = set()
-    for child in spec.children:
-        out.add(child.name)
-        out |= descendants(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False

@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.client import connect
 from chrnode.crypto import PrivateKey, parse_address
+from chrnode.device.client import connect
 from chrnode.testing.abuse import Slowloris
 from chrnode.testing.node import NodeProcess
 

@@ -4,7 +4,7 @@ bounded amount of memory and must not slow the other ports of the same peer link
     .venv/bin/python bench/bench_backpressure.py [--mb 100] [--rate 1] [--mb2 100] [--repeats 3] [--rounds 3]
 
 Two nodes in processes of their own (an EdgeServer and the peer side each: chrnode.testing.
-netnodes, joined over the peer port), four real device clients (chrnode.client, asyncio) in
+netnodes, joined over the peer port), four real device clients (chrnode.device.client, asyncio) in
 processes of their own: A and C on node 1, B and D on node 2. Port 1: A sends ``--mb`` MB to B,
 which reads at ``--rate`` MB/s. Port 2: C sends ``--mb2`` MB to D, which reads as fast as it can.
 Both ports cross the one peer link between the nodes.
@@ -48,9 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_relay_net import PublishingHooks
 
-from chrnode.client import DeviceClient, connect
-from chrnode.client_ports import Port, PortOffer
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, connect
+from chrnode.device.ports import Port, PortOffer
 from chrnode.dht.ids import Contact
 from chrnode.edge import codes
 from chrnode.errors import RequestRefused

@@ -26,8 +26,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.client import connect
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import connect
 from chrnode.edge.frame import FLAG_RESPONSE, VERSION
 from chrnode.edge.hello import verify_hello
 from chrnode.identity import edge_server_context, load_node_identity

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chrnode.chain.cache import CATEGORIES
 from chrnode.chain.contracts import Bns, Fleet
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.testing.anvil import DEPLOYER, anvil_session
 from chrnode.testing.node import NodeProcess, node_env
 

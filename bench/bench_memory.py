@@ -9,12 +9,14 @@ processes that map it, so the sum is the node's real footprint), USS (private: w
 alone holds) and RSS. Repeated `--runs` times; prints the median and range of the totals, and a
 table by actor for the last run. In the same run it measures the baseline it compares against:
 the same node from another checkout (`--baseline`, e.g. the main branch before this work) and
-a bare `python -c pass`-like interpreter (the floor a forked process cannot go below).
+a bare `python -c pass`-like interpreter, and a plain Thespian actor forked the way the node's
+are (the floor any actor process starts from, before chr-node adds anything).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -87,6 +89,47 @@ def one_run(checkout: str, idle: float) -> dict[str, tuple[float, float, float]]
             node.stop()
 
 
+# A plain Thespian actor forked the way the node's are (multiprocTCPBase, fork, the node's modules
+# imported first), after 50 messages: what any actor process costs before chr-node adds anything.
+BARE_ACTOR = """
+import json, os, sys, time
+from datetime import timedelta
+import psutil
+from thespian.actors import Actor, ActorSystem
+import chrnode.daemon
+from actors.tree import node_tree
+from chrnode.actorsys import free_port
+chrnode.daemon.preload_actor_modules(node_tree())
+class Bare(Actor):
+    def receiveMessage(self, message, sender):
+        self.send(sender, os.getpid())
+if __name__ == "__main__":
+    asys = ActorSystem("multiprocTCPBase", {"Admin Port": free_port(), "Process Startup Method": "fork"})
+    try:
+        actor = asys.createActor(Bare)
+        pid = [asys.ask(actor, "pid", timedelta(seconds=10)) for _ in range(50)][-1]
+        time.sleep(2)
+        info = psutil.Process(pid).memory_full_info()
+        print(json.dumps([info.pss, info.uss, info.rss]))
+    finally:
+        asys.shutdown()
+"""
+
+
+def bare_actor(checkout: str) -> tuple[float, float, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", BARE_ACTOR],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": checkout},
+        timeout=120,
+    ).stdout
+    pss, uss, rss = json.loads(out.strip().splitlines()[-1])
+    return pss / MIB, uss / MIB, rss / MIB
+
+
 def bare_interpreter() -> tuple[float, float, float]:
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as proc:
         time.sleep(1.0)
@@ -130,12 +173,18 @@ def main() -> None:
         if args.baseline:
             base.append(one_run(args.baseline, args.idle))
     floor = bare_interpreter()
+    actors = [bare_actor(here) for _ in range(args.runs)]
     summary(f"this checkout ({here})", runs)
     table(runs[-1])
     if base:
         summary(f"baseline ({args.baseline})", base)
         table(base[-1])
     print(f"\n== bare interpreter (floor): PSS {floor[0]:.1f}  USS {floor[1]:.1f}  RSS {floor[2]:.1f} MiB")
+    uss = [a[1] for a in actors]
+    print(
+        f"== bare Thespian actor (floor of any actor process, {len(actors)} runs): USS median "
+        f"{statistics.median(uss):.1f}  range {min(uss):.1f}-{max(uss):.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ def serve(kind: str) -> None:
 
     async def main() -> None:
         if kind == "node":
-            from chrnode.rpc_api import NodeView
-            from chrnode.rpc_server import start_servers
+            from chrnode.rpc.api import NodeView
+            from chrnode.rpc.server import start_servers
             from chrnode.testing.rpc import rpc_factory, sample_snapshot
 
             app = rpc_factory(NodeView(sample_snapshot()))()

@@ -167,19 +167,12 @@ def log_defs(level: str, log_file: str | None) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": fmt}},
-        "filters": {"notthespian": {"()": "chrnode.actorsys.NotThespianFilter"}},
+        "filters": {"notthespian": {"()": "chrnode.logsink.NotThespianFilter"}},
         "handlers": {name: {**h, "filters": ["notthespian"]} for name, h in handlers.items()},
         # The logger process passes everything; each actor filters at its own level, which
         # admin_set_log_level changes at run time (SPEC 8).
         "root": {"handlers": list(handlers), "level": "DEBUG"},
     }
-
-
-class NotThespianFilter(logging.Filter):
-    """Thespian logs its own chatter at INFO; keep operators' logs about the node."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not record.name.startswith("thespian")
 
 
 def bind_error(host: str, port: int) -> OSError | None:

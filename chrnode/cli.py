@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from chrnode import __version__
 from chrnode.config import LoadedConfig, load, resolve_config_path
@@ -70,27 +69,8 @@ def contract_sources(loaded: LoadedConfig) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
-    """`chr-node rpc M a b` -> positional params; each is JSON if it parses, else a string.
-    A single JSON object or array is passed as the params themselves."""
-    if len(raw) == 1:
-        try:
-            whole = json.loads(raw[0])
-        except ValueError:
-            whole = None
-        if isinstance(whole, (dict, list)):
-            return whole
-    out: list[Any] = []
-    for item in raw:
-        try:
-            out.append(json.loads(item))
-        except ValueError:
-            out.append(item)
-    return out
-
-
 def cmd_rpc(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient, parse_params
 
     client = RpcClient.for_config(loaded.config)
     result = client.call(args.method, parse_params(args.params))
@@ -99,7 +79,7 @@ def cmd_rpc(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient, format_status
+    from chrnode.rpc.client import RpcClient, format_status
 
     client = RpcClient.for_config(loaded.config)
     info = client.call("chr_node_info", [])
@@ -110,7 +90,7 @@ def cmd_status(args: argparse.Namespace, loaded: LoadedConfig) -> int:
 
 
 def cmd_shell(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient
     from chrnode.shell import AdminShell
 
     client = RpcClient.for_config(loaded.config)
@@ -139,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     rpc.add_argument("params", nargs="*", help="positional params (JSON values), or one JSON object/array")
     sub.add_parser("shell", help="interactive admin shell on the running node")
     try:
-        from chrnode.device_cli import add_device_commands
+        from chrnode.device.cli import add_device_commands
     except ImportError:  # the device client is optional for the daemon
         pass
     else:

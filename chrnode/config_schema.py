@@ -48,6 +48,9 @@ class Config:
     worker_pool_size: int = 10
     max_frame_size: int = 1048576
     max_open_files: int = 0
+    channel_max_members: int = 256
+    channel_max_lag: int = 4194304
+    channel_slow_timeout: float = 10.0
     # [security]
     require_tickets: bool = True
     rate_limiting: bool = True
@@ -80,7 +83,9 @@ class Config:
     ticket_registry_contract: str = ""
     # [fleet]
     fleet_nodes: tuple[str, ...] = ()
-    peer_max_links: int = 64
+    peer_max_links: int = 512  # a routing table's contacts in a network of thousands (docs/dht.md)
+    peer_max_conns_per_ip: int = 16
+    peer_max_conns_per_subnet: int = 64
     dht_request_timeout: float = 5.0
     location_ttl: int = 600
     # [logging]
@@ -196,6 +201,25 @@ SPECS: dict[str, FieldSpec] = {
         cf.int_range(0, 2**31 - 1, "0 (raise the soft limit to the hard one) or a number of descriptors"),
         "soft RLIMIT_NOFILE the node sets at start; 0 = raise it to the hard limit",
     ),
+    "channel_max_members": _spec(
+        "performance",
+        _INT,
+        cf.int_range(1, 100_000),
+        "devices reading one shared port (channel, flag 's') at once; more are refused busy",
+    ),
+    "channel_max_lag": _spec(
+        "performance",
+        _INT,
+        # Below the 32 MiB at which a session that reads nothing is cut whole (edge/session.py).
+        cf.int_range(65536, 16 * 2**20, "a number of bytes from 65536 to 16777216 (16 MiB)"),
+        "bytes a channel reader may fall behind (past its connection's buffer) before it is closed too_slow",
+    ),
+    "channel_slow_timeout": _spec(
+        "performance",
+        _FLOAT,
+        _SECONDS,
+        "seconds a channel reader may stay unable to keep up before it is closed too_slow",
+    ),
     "require_tickets": _spec("security", _BOOL, cf.boolean(), "disconnect devices that do not pay (SPEC 5)"),
     "rate_limiting": _spec(
         "security", _BOOL, cf.boolean(), "apply conn_rate_per_ip and frame_rate_per_device"
@@ -306,6 +330,18 @@ SPECS: dict[str, FieldSpec] = {
     ),
     "peer_max_links": _spec(
         "fleet", _INT, cf.int_range(1, 10000), "peer links kept at once (fleet nodes are always kept)"
+    ),
+    "peer_max_conns_per_ip": _spec(
+        "fleet",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent peer-port connections from one IP address, proven or not; 0 = no cap",
+    ),
+    "peer_max_conns_per_subnet": _spec(
+        "fleet",
+        _INT,
+        cf.int_range(0, 1_000_000, "0 (no cap) or a number of connections up to 1000000"),
+        "concurrent peer-port connections from one /24 (IPv4) or /64 (IPv6); 0 = no cap",
     ),
     "dht_request_timeout": _spec(
         "fleet",

@@ -41,7 +41,7 @@ from chrnode.procwatch import (
     reap,
 )
 from chrnode.procwatch import ROOT as ROOT_ROLE
-from chrnode.rpc_server import write_cookie
+from chrnode.rpc.server import write_cookie
 
 log = logging.getLogger("chrnode.daemon")
 
@@ -376,6 +376,13 @@ def preload_actor_modules(spec: Any) -> None:
     importlib.import_module(spec.actor.partition(":")[0])
     for child in spec.children:
         preload_actor_modules(child)
+    for module in RUNTIME_IMPORTS:
+        importlib.import_module(module)
+
+
+# Modules the actors import only when they run (Tornado picks its asyncio loop lazily): imported
+# before the first fork too, so no (re)started actor pays for them or holds its own copy.
+RUNTIME_IMPORTS = ("tornado.platform.asyncio", "encodings.ascii")
 
 
 def failure_code(reason: str) -> int:

@@ -58,7 +58,7 @@ def binding_hex(address: bytes) -> str:
 def _signer(args: argparse.Namespace, loaded: Any, binding: Any) -> Any:
     """The operator's signer: --key-file, or the dev deployer's key on the dev chain."""
     from chrnode.chain.tx import KeySigner
-    from chrnode.client_key import DeviceKey
+    from chrnode.device.key import DeviceKey
 
     operator = binding.operator()
     if args.key_file:

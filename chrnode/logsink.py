@@ -268,10 +268,15 @@ def route_child_logging() -> None:
         os.close(devnull)
     root = logging.getLogger()
     handler = SinkHandler(sink.send)
-    from chrnode.actorsys import NotThespianFilter
-
     handler.addFilter(NotThespianFilter())
     root.handlers = [handler]
+
+
+class NotThespianFilter(logging.Filter):
+    """Thespian logs its own chatter at INFO; keep operators' logs about the node."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("thespian")
 
 
 def sink_handler() -> logging.Handler:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from chrnode.errors import ChrError
-from chrnode.rpc_client import RpcClient, format_status
+from chrnode.rpc.client import RpcClient, format_status, parse_params
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -135,8 +135,6 @@ class AdminShell(cmd.Cmd):
 
     def do_call(self, arg: str) -> None:
         """call METHOD [PARAMS...]: any JSON-RPC method; params are JSON values (or one JSON object)."""
-        from chrnode.cli import parse_params
-
         try:
             words = shlex.split(arg)
         except ValueError as exc:

@@ -7,8 +7,10 @@ heartbeat went unanswered, an admin asked for a restart) and carries out the act
 
 OTP's rules, as implemented here:
 
-* children start one at a time, in list order: the next `Spawn` only after the previous child's
-  `Started` (OTP's start_link);
+* children start in list order, each only after the elder siblings it needs said `Started`
+  (OTP's start_link, where every child needs all its elders: the default). A child that names
+  fewer (`ChildRule.needs`) may start alongside the siblings it does not need; two children
+  start at the same time only when neither needs the other;
 * permanent children are always restarted, transient ones only after an abnormal exit, temporary
   ones never; a child that is not restarted leaves its siblings alone;
 * strategies: `one_for_one` restarts the child; `rest_for_one` also stops the children after it
@@ -16,9 +18,11 @@ OTP's rules, as implemented here:
   temporary sibling that such a restart stops is not started again. A child marked `independent`
   (no later sibling needs it) is restarted under rest_for_one as if it sat under a one_for_one
   supervisor of its own (docs/architecture.md, "Blast radius");
-* stopping is sequential, last child first: each child is asked to stop (`StopChild`, with its own
+* stopping goes last child first: each child is asked to stop (`StopChild`, with its own
   shutdown timeout), and a child still there when that timeout fires (`Timeout(kind="stop")`) is
-  killed; the next child is stopped only once the previous one is gone;
+  killed; a child is stopped only once every sibling being stopped that needs it is gone (by
+  default every later one: strictly sequential, as OTP), and no start begins while a stop is
+  under way;
 * intensity: more than `intensity` restarts within `period` seconds and the supervisor stops every
   child and escalates (once) to its parent;
 * a child that fails its start, misses its start timeout or its heartbeat is killed, and its exit
@@ -124,6 +128,7 @@ class Supervision:
         self.to_stop: list[int] = []  # in stop order (last child first)
         self.to_start: list[int] = []  # ascending
         self._index = {c.rule.name: i for i, c in enumerate(self.children)}
+        self._needs = [self.rules.needs(i) for i in range(len(self.children))]
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -310,30 +315,28 @@ class Supervision:
         ]
 
     def _advance(self, out: list[Action]) -> None:
-        while self.to_stop:
-            slot = self.children[self.to_stop[0]]
-            if slot.status in ("stopping", "killing"):
-                return  # wait for its exit (or its stop timeout)
-            if slot.status == "stopped":
-                self.to_stop.pop(0)
-                continue
+        self.to_stop = [i for i in self.to_stop if self.children[i].status != "stopped"]
+        for i in self.to_stop:
+            slot = self.children[i]
+            if slot.status in ("stopping", "killing") or self._needed_by_live(i):
+                continue  # under way, or a sibling that needs it is still there: its turn comes
             slot.status = "stopping"
             out.append(self._report(slot, "stopping", slot.reason, why="shutdown"))
             out.append(StopChild(slot.rule.name, slot.generation, slot.rule.shutdown))
-            return
         if any(c.status in ("stopping", "killing") for c in self.children):
-            return  # an admin restart's stop, or a kill, still under way: start nothing yet
-        if any(c.status == "starting" for c in self.children):
-            return  # one start at a time (OTP's start_link), whatever the strategy
-        while self.to_start:
-            slot = self.children[self.to_start[0]]
-            if slot.status == "running" or slot.finished:
-                self.to_start.pop(0)
+            return  # a stop (a restart's, an admin restart's, a kill) under way: start nothing yet
+        self.to_start = [
+            i for i in self.to_start if self.children[i].status != "running" and not self.children[i].finished
+        ]
+        for i in self.to_start:
+            slot = self.children[i]
+            if slot.status != "stopped" or not self._may_start(i):
                 continue
             slot.generation += 1
             slot.status = "starting"
             out.append(self._report(slot, "starting", slot.reason, why="start"))
             out.append(Spawn(slot.rule.name, slot.generation))
+        if self.to_start:
             return
         if self.phase == "starting":
             self.phase = "running"
@@ -344,6 +347,21 @@ class Supervision:
         elif self.phase == "escalating":
             self.phase = "done"
             out.append(Escalate(self.escalation))
+
+    def _needed_by_live(self, index: int) -> bool:
+        """A sibling being stopped that needs child `index` has not stopped yet."""
+        return any(index in self._needs[j] for j in self.to_stop)
+
+    def _may_start(self, index: int) -> bool:
+        """Every elder it needs runs (or is not to run), and no starting sibling needs it."""
+        for j, other in enumerate(self.children):
+            if j == index:
+                continue
+            if j in self._needs[index] and (other.status == "starting" or j in self.to_start):
+                return False
+            if index in self._needs[j] and other.status == "starting":
+                return False
+        return True
 
     def _report(self, slot: ChildSlot, state: str, reason: str = "", why: str = "") -> Report:
         return Report(slot.rule.name, state, slot.restarts, slot.requested, reason, why)

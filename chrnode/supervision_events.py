@@ -59,6 +59,9 @@ class ChildRule:
     restart: RestartType = "permanent"
     shutdown: float = 5.0  # seconds between StopChild and Kill
     independent: bool = False  # rest_for_one: no later sibling needs it
+    # The elder siblings this child needs running while it starts and until it has stopped;
+    # None is every elder sibling (OTP's strict order). docs/architecture.md, "Restart time".
+    needs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,20 @@ class Rules:
         names = [c.name for c in self.children]
         if len(set(names)) != len(names):
             raise ValueError(f"child names must be unique: {names}")
+        for i, child in enumerate(self.children):
+            for need in child.needs or ():
+                if need not in names[:i]:
+                    raise ValueError(f"{child.name} needs {need!r}, which is not an elder sibling")
+                if self.children[names.index(need)].independent:
+                    raise ValueError(f"{child.name} needs {need!r}, which is marked independent")
+
+    def needs(self, index: int) -> frozenset[int]:
+        """The indexes of the elder siblings child `index` needs (all of them by default)."""
+        needs = self.children[index].needs
+        if needs is None:
+            return frozenset(range(index))
+        names = [c.name for c in self.children]
+        return frozenset(names.index(n) for n in needs)
 
 
 # -- events ----------------------------------------------------------------------------------------

@@ -252,8 +252,20 @@ class TicketValidator:
         """Run steps 1-6 in order; TicketError (TicketTooLowError for step 5) on the first that fails.
 
         ``device`` is the address authenticated by hello; ``stored`` the best ticket kept for
-        (device, ticket.fleet, ticket.epoch), or None.
+        (device, ticket.fleet, ticket.epoch), or None. The steps are also public, one method
+        each, so that a caller whose fleet and payment answers come asynchronously
+        (chrnode.edge.usage.TicketDesk) runs the same steps with its awaits in between.
         """
+        self.check_signed(ticket, device, current_epoch)
+        node_ok = self.fleet_check.node_allowed(ticket.fleet, self.node)
+        device_ok = node_ok and self.fleet_check.device_allowed(ticket.fleet, device)
+        self.check_fleet(ticket, device, node_ok, device_ok)
+        accepted = self.check_totals(ticket, stored)
+        self.payment_check.check_payment(ticket, device)  # 6. payment, where the fleet requires it
+        return accepted
+
+    def check_signed(self, ticket: Ticket, device: bytes, current_epoch: int) -> None:
+        """Steps 1-3, no I/O: the epoch, the signer (the one signature recovery), node and chain."""
         epoch = ticket.epoch
         # 1. the current epoch or the previous one
         expected = f"expected the current epoch {current_epoch} or the previous one"
@@ -276,25 +288,27 @@ class TicketValidator:
         if ticket.chain_id != self.chain_id:
             message = f"ticket is for chain {ticket.chain_id}, this node serves chain {self.chain_id}"
             raise TicketError(codes.WRONG_CHAIN, message)
-        # 4. the fleet allows this node and this device
+
+    def check_fleet(self, ticket: Ticket, device: bytes, node_ok: bool, device_ok: bool) -> None:
+        """Step 4, given the fleet's answers: it allows this node, then this device."""
         fleet = _hex(ticket.fleet)
         # The messages say who can fix it and how (issue 7): the fleet's operator, with chr-node fleet.
-        if not self.fleet_check.node_allowed(ticket.fleet, self.node):
+        if not node_ok:
             message = (
                 f"fleet {fleet} does not allow this node {_hex(self.node)}: use a fleet that lists it, "
                 f"or ask the fleet operator to run `chr-node fleet allow --node {_hex(self.node)}`"
             )
             raise TicketError(codes.FLEET_DENIED_NODE, message)
-        if not self.fleet_check.device_allowed(ticket.fleet, device):
+        if not device_ok:
             message = (
                 f"fleet {fleet} does not allow device {_hex(device)}: ask the fleet operator to run "
                 f"`chr-node fleet allow {_hex(device)}` (or `chr-node fleet open` to admit any device)"
             )
             raise TicketError(codes.FLEET_DENIED_DEVICE, message)
-        # 5. cumulative totals, bounded growth
+
+    def check_totals(self, ticket: Ticket, stored: Ticket | None) -> TicketAccepted:
+        """Step 5: cumulative totals, not below the stored ticket, bounded growth."""
         added_bytes, added_connections = self._check_totals(ticket, stored)
-        # 6. payment, where the fleet requires it
-        self.payment_check.check_payment(ticket, device)
         return TicketAccepted(ticket, added_bytes, added_connections)
 
     def _check_totals(self, ticket: Ticket, stored: Ticket | None) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chrnode.metrics import summarize
-from chrnode.rpc_client import format_status
+from chrnode.rpc.client import format_status
 from chrnode.testing.rpc import sample_snapshot
 from tests.test_jsonrpc_api import rpc, setup
 from tests.test_jsonrpc_health import NOW, _families, exporter, layer

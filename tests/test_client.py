@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import DeviceKey
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceKey
 from chrnode.edge.hello import sign_hello
 from chrnode.errors import CryptoError, RequestRefused
 from chrnode.testing.edge import TEST_EPOCH, NodeThread, async_test, start_node, wait_for

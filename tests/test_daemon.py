@@ -308,9 +308,9 @@ def test_status_shows_devices_ports_bytes_and_peers(node: NodeProcess, tmp_path:
     bytes show as relayed, and peers are 0 of 0 until the peer network exists."""
     import asyncio
 
-    from chrnode.client import connect
-    from chrnode.client_key import DeviceKey
     from chrnode.crypto import parse_address
+    from chrnode.device.client import connect
+    from chrnode.device.key import DeviceKey
 
     key = DeviceKey.create(tmp_path / "device.key")
     address = parse_address(node.rpc("chr_node_info")["address"])
@@ -351,7 +351,7 @@ def test_status_shows_devices_ports_bytes_and_peers(node: NodeProcess, tmp_path:
 def test_admin_shell_commands_and_completion(node: NodeProcess) -> None:
     import io
 
-    from chrnode.rpc_client import RpcClient
+    from chrnode.rpc.client import RpcClient
     from chrnode.shell import AdminShell
 
     client = RpcClient("127.0.0.1", node.rpc_port, node.token())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chrnode.chain.contracts import Fleet
-from chrnode.client_key import DeviceKey
+from chrnode.device.key import DeviceKey
 from chrnode.testing.anvil import DEPLOYER, DevChain, anvil_session, skip_or_fail_without_anvil
 from chrnode.testing.devices import DeviceCli, edge_address, run_device
 from chrnode.testing.node import NodeProcess

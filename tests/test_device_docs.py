@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from chrnode.device_cli import add_device_commands
+from chrnode.device.cli import add_device_commands
 from chrnode.edge import codes
 from chrnode.testing.anvil import REPO_ROOT
 

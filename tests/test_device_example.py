@@ -20,9 +20,9 @@ import pytest
 
 from chrnode.chain.contracts import Fleet
 from chrnode.chain.deploy import Deployment
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.errors import ConnectionClosed
 from chrnode.testing.anvil import DEPLOYER, REPO_ROOT, AnvilProcess, anvil_session, skip_or_fail_without_anvil
 from chrnode.testing.devices import DeviceCli, devchain_node

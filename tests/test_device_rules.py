@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.client import DeviceClient
-from chrnode.client_tickets import MIN_ADVANCE, TicketAgent
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient
+from chrnode.device.tickets import MIN_ADVANCE, TicketAgent
 from chrnode.edge import codes
 from chrnode.edge.messages import Notify, PingReply
 from chrnode.errors import ConnectionClosed, RequestRefused, describe

@@ -1,126 +1,130 @@
-"""The DHT's SPEC 4 payloads (0x20-0x23): shapes, msgpack round trips, and bad input refused
-with a code, never an unexpected exception."""
+"""The DHT's requests and answers on the wire: the machine's messages (chrnode.dht.messages) through
+the one peer codec (chrnode.peer.messages) and back (chrnode.net.dht_wire), and generated bad
+payloads refused with a code before anything reaches the machine."""
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chrnode.crypto import PrivateKey
 from chrnode.dht import DhtProtocolError
 from chrnode.dht.ids import Contact
-from chrnode.dht.messages import (
-    FIND_NODE,
-    FIND_VALUE,
-    PING,
-    STORE,
-    FindNode,
-    FindValue,
-    Found,
-    Nodes,
-    Ping,
-    Pong,
-    Refused,
-    Store,
-    Stored,
-    answer_payload,
-    contact_from_node_object,
-    message_type,
-    parse_answer,
-    parse_error,
-    parse_request,
-    request_payload,
-    value_from_object,
-)
+from chrnode.dht.messages import FindNode, FindValue, Found, Nodes, Ping, Pong, Refused, Store, Stored
+from chrnode.dht.store import Value
+from chrnode.edge.messages import ErrorReply
+from chrnode.errors import RemoteProtocolError
+from chrnode.net.codecs import ObjectCodec, contact_of
+from chrnode.net.dht_wire import from_peer_answer, from_peer_request, to_peer_answer, to_peer_request
+from chrnode.objects.kinds import NodeRecord, make_location, make_node_object
+from chrnode.objects.signed import SignedObject
+from chrnode.peer import messages as pm
+from chrnode.ticket import Ticket
+
+CODEC = ObjectCodec()
+NOW = int(time.time())
 
 
-class FieldCodec:
-    """Reads the SPEC 6 fields; a real node checks the signature first (signed-object codec)."""
-
-    def decode_contact(self, record: object) -> Contact:
-        return contact_from_node_object(record)
-
-    def decode_value(self, obj: object):  # type: ignore[no-untyped-def]
-        return value_from_object(obj)
+def key(n: int) -> PrivateKey:
+    return PrivateKey.from_bytes(n.to_bytes(32, "big"))
 
 
-CODEC = FieldCodec()
-
-
-def node_object(n: int, host: str = "10.0.0.9", port: int = 51055) -> dict[str, object]:
-    address = n.to_bytes(20, "big")
-    return {
-        "kind": "node",
-        "key": address,
-        "signer": address,
-        "seq": 1,
-        "expires": 2_000_000_000,
-        "data": {"host": host, "edge_ports": [41046], "peer_port": port, "version": 2, "chain_id": 31337},
-        "signature": b"\x01" * 65,
-    }
-
-
-def location(key: bytes, seq: int = 3) -> dict[str, object]:
-    return {"kind": "location", "key": key, "signer": b"\x02" * 20, "seq": seq, "expires": 2_000_000_000,
-            "data": {"ticket": {}}, "signature": b"\x03" * 65}  # fmt: skip
-
-
-def wire(payload: dict[str, object]) -> dict[str, object]:
-    """Through msgpack as the frame carries it (bytes as bin)."""
-    return msgpack.unpackb(msgpack.packb(payload, use_bin_type=True), raw=False)  # type: ignore[no-any-return]
-
-
-def test_request_payloads_round_trip_through_msgpack() -> None:
-    target = b"\x07" * 20
-    value = value_from_object(location(target))
-    for request, kind in (
-        (Ping(), PING),
-        (FindNode(target), FIND_NODE),
-        (FindValue(target), FIND_VALUE),
-        (Store(value), STORE),
-    ):
-        assert message_type(request) == kind
-        assert parse_request(kind, wire(request_payload(request)), CODEC) == request
-    assert request_payload(FindNode(target)) == {"target": target}
-
-
-def test_answer_payloads_have_the_spec_shapes_and_round_trip() -> None:
-    contacts = [contact_from_node_object(node_object(n)) for n in (5, 6)]
-    nodes = answer_payload(Nodes(contacts))
-    assert nodes == {"nodes": [node_object(5), node_object(6)]}  # node objects, untouched
-    parsed = parse_answer(FindNode(b"\x00" * 20), wire(nodes), CODEC, CODEC)
-    assert parsed == Nodes(contacts)
-    assert [c.host for c in parsed.contacts] == ["10.0.0.9", "10.0.0.9"]  # type: ignore[union-attr]
-    key = b"\x09" * 20
-    found = parse_answer(
-        FindValue(key), wire(answer_payload(Found(value_from_object(location(key))))), CODEC, CODEC
+def node_object(n: int, port: int = 51055) -> SignedObject:
+    k = key(n)
+    return make_node_object(
+        k, NodeRecord(k.address, "10.0.0.9", (41046,), port, 2, 31337), seq=1, expires=NOW + 600
     )
-    assert isinstance(found, Found) and found.value.seq == 3
-    assert parse_answer(Ping(), wire(answer_payload(Pong(12.5))), CODEC, CODEC) == Pong(12.5)
-    assert answer_payload(Stored()) == {}
-    assert parse_error(wire(answer_payload(Refused("stale", "older")))) == Refused("stale", "older")
+
+
+def location(device: int = 900, node: int = 1) -> SignedObject:
+    ticket = Ticket(31337, 694, key(node).address, b"\x60" * 20, 1, 1000).sign(key(device))
+    return make_location(key(node), ticket, seq=3, expires=NOW + 600)
+
+
+def value(obj: SignedObject) -> Value:
+    return CODEC.decode_value(obj)
+
+
+def through_wire(msg: Any, *, response: bool, msg_type: int | None = None) -> Any:
+    """``msg`` as the link sends it (fields, msgpack) and as the other end's link types it."""
+    sent_type, fields = (
+        pm.nodes_fields(msg, msg_type or pm.FIND_NODE) if isinstance(msg, pm.Nodes) else pm.to_fields(msg)
+    )
+    payload = msgpack.unpackb(msgpack.packb(fields, use_bin_type=True), raw=False)
+    return pm.parse(sent_type, payload, response=response, request_id=7)
+
+
+def test_requests_round_trip_through_the_peer_codec() -> None:
+    target = key(900).address
+    for request in (Ping(), FindNode(target), FindValue(target), Store(value(location()))):
+        msg = through_wire(to_peer_request(request, CODEC), response=False)
+        assert from_peer_request(msg, CODEC) == request
+    assert pm.to_fields(to_peer_request(FindNode(target), CODEC)) == (pm.FIND_NODE, {"target": target})
+
+
+def test_answers_round_trip_and_keep_the_node_objects_untouched() -> None:
+    contacts = [contact_of(node_object(n)) for n in (5, 6)]
+    reply = to_peer_answer(
+        Nodes(contacts), CODEC, lambda c: c.record if isinstance(c.record, SignedObject) else None
+    )
+    assert isinstance(reply, pm.Nodes) and reply.nodes == (node_object(5), node_object(6))
+    parsed = from_peer_answer(FindNode(b"\x00" * 20), through_wire(reply, response=True), CODEC)
+    assert parsed == Nodes(contacts)
+    assert [c.record for c in parsed.contacts] == [node_object(5), node_object(6)]  # type: ignore[union-attr]
+    # FIND_VALUE without the value: the nodes come in a FIND_VALUE frame (SPEC 4: the request's type)
+    as_find_value = through_wire(reply, response=True, msg_type=pm.FIND_VALUE)
+    assert from_peer_answer(FindValue(b"\x00" * 20), as_find_value, CODEC) == Nodes(contacts)
+    held = value(location())
+    found = to_peer_answer(Found(held), CODEC, lambda c: None)
+    back = from_peer_answer(FindValue(held.key), through_wire(found, response=True), CODEC)
+    assert back == Found(held)
+    pong = through_wire(to_peer_answer(Pong(12.5), CODEC, lambda c: None), response=True)
+    assert from_peer_answer(Ping(), pong, CODEC) == Pong(12.5)
+    assert to_peer_answer(Stored(), CODEC, lambda c: None) == pm.Empty()
+    assert from_peer_answer(Store(held), pm.Empty(), CODEC) == Stored()
+    assert to_peer_answer(Refused("stale", "older"), CODEC, lambda c: None) == Refused("stale", "older")
+    refused = ErrorReply(pm.STORE, "stale", "older", 7)
+    assert from_peer_answer(Store(held), refused, CODEC) == Refused("stale", "older")
+    assert from_peer_answer(Ping(), None, CODEC) is None  # no answer: the machine's failure
+
+
+def test_a_contact_without_its_node_object_is_left_out_of_an_answer() -> None:
+    bare = Contact(key(7).address, "10.0.0.7", 51055)  # a fleet node from config, never met
+    reply = to_peer_answer(Nodes([bare, contact_of(node_object(8))]), CODEC, lambda c: None)
+    assert reply == pm.Nodes(())
+    reply = to_peer_answer(Nodes([bare]), CODEC, lambda c: node_object(7))
+    assert reply == pm.Nodes((node_object(7),))
 
 
 @pytest.mark.parametrize(
-    ("request_", "payload", "code"),
+    ("request_", "answer", "code"),
     [
-        (FindNode(b"\x00" * 20), {"nodes": [node_object(n) for n in range(1, 23)]}, "bad_payload"),  # > k
-        (FindNode(b"\x00" * 20), {"nodes": "x"}, "bad_payload"),
-        (FindNode(b"\x00" * 20), {}, "bad_payload"),
-        (FindNode(b"\x00" * 20), {"nodes": [node_object(1, port=0)]}, "bad_payload"),
-        (FindNode(b"\x00" * 20), {"nodes": [{**node_object(1), "signer": b"\x05" * 20}]}, "mis_keyed"),
-        (FindValue(b"\x00" * 20), {"object": location(b"\x01" * 20)}, "mis_keyed"),  # another key
-        (FindValue(b"\x00" * 20), {"object": {**location(b"\x00" * 20), "seq": -1}}, "bad_payload"),
-        (Ping(), {"time": True}, "bad_payload"),
+        (FindValue(b"\x00" * 20), pm.ValueFound(location()), "mis_keyed"),  # an object of another key
+        (FindNode(b"\x00" * 20), pm.ValueFound(location()), "mis_keyed"),  # a value for FIND_NODE
+        (FindNode(b"\x00" * 20), pm.Nodes((location(),)), "bad_payload"),  # not a node object
+        (FindNode(b"\x00" * 20), pm.PeerPingReply(5), "bad_payload"),  # the answer of another request
+        (Ping(), pm.Empty(), "bad_payload"),
     ],
 )
-def test_bad_answers_are_refused_with_their_code(
-    request_: object, payload: dict[str, object], code: str
+def test_answers_that_do_not_fit_their_request_are_refused_with_their_code(
+    request_: Any, answer: Any, code: str
 ) -> None:
     with pytest.raises(DhtProtocolError) as caught:
-        parse_answer(request_, payload, CODEC, CODEC)  # type: ignore[arg-type]
+        from_peer_answer(request_, answer, CODEC)
     assert caught.value.code == code and caught.value.message
+
+
+def test_a_far_future_object_is_refused_before_the_machine_sees_it() -> None:
+    ticket = Ticket(31337, 694, key(1).address, b"\x60" * 20, 1, 1000).sign(key(900))
+    forged = make_location(key(1), ticket, seq=3, expires=NOW + 10 * 365 * 86400)
+    with pytest.raises(DhtProtocolError) as caught:
+        from_peer_request(pm.Store(forged), CODEC)
+    assert caught.value.code == "expired"
 
 
 _MSGPACK = st.recursive(
@@ -130,28 +134,39 @@ _MSGPACK = st.recursive(
     max_leaves=12,
 )  # fmt: skip
 _PAYLOADS = st.dictionaries(
-    st.sampled_from(["target", "key", "object", "nodes", "time", "id", "x"]), _MSGPACK, max_size=4
+    st.sampled_from(["target", "key", "object", "nodes", "time", "id", "x"]),
+    _MSGPACK | st.just(node_object(3).to_wire()) | st.just([node_object(3).to_wire()] * 21),
+    max_size=4,
 )
+_TYPES = st.sampled_from([pm.PING, pm.STORE, pm.FIND_NODE, pm.FIND_VALUE])
+_CODES = ("bad_payload", "bad_signature", "mis_keyed", "expired", "unknown_type", "unexpected_message")
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.sampled_from([PING, STORE, FIND_NODE, FIND_VALUE, 0x24, 0x01]), _PAYLOADS)
-def test_generated_requests_parse_or_are_refused_with_a_code(kind: int, payload: dict[str, object]) -> None:
-    try:
-        request = parse_request(kind, payload, CODEC)
-    except DhtProtocolError as exc:
-        assert exc.code in ("bad_payload", "unknown_type", "mis_keyed") and exc.message
-    else:
-        assert message_type(request) == kind
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.sampled_from([Ping(), Store(value_from_object(location(b"\x04" * 20))), FindNode(b"\x04" * 20),
-                        FindValue(b"\x04" * 20)]), _PAYLOADS)  # fmt: skip
-def test_generated_answers_parse_or_are_refused_with_a_code(
-    request_: object, payload: dict[str, object]
+@settings(max_examples=300, deadline=None)
+@given(_TYPES, _PAYLOADS)
+def test_generated_requests_reach_the_machine_or_are_refused_with_a_code(
+    msg_type: int, payload: dict[str, Any]
 ) -> None:
     try:
-        parse_answer(request_, payload, CODEC, CODEC)  # type: ignore[arg-type]
+        request = from_peer_request(pm.parse(msg_type, payload, response=False, request_id=3), CODEC)
+    except RemoteProtocolError as exc:
+        assert exc.code in _CODES and exc.request_id == 3
     except DhtProtocolError as exc:
-        assert exc.code in ("bad_payload", "mis_keyed") and exc.message
+        assert exc.code in _CODES and exc.message
+    else:
+        assert isinstance(request, Ping | FindNode | FindValue | Store)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([Ping(), FindNode(b"\x04" * 20), FindValue(b"\x04" * 20)]), _TYPES, _PAYLOADS)
+def test_generated_answers_reach_the_machine_or_are_refused_with_a_code(
+    request_: Any, msg_type: int, payload: dict[str, Any]
+) -> None:
+    try:
+        answer = from_peer_answer(request_, pm.parse(msg_type, payload, response=True, request_id=3), CODEC)
+    except (RemoteProtocolError, DhtProtocolError) as exc:
+        assert exc.code in _CODES
+    else:
+        assert isinstance(answer, Pong | Nodes | Found | Stored)
+        if isinstance(answer, Nodes):
+            assert len(answer.contacts) <= pm.MAX_NODES

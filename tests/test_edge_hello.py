@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import connect
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import connect
 from chrnode.edge.hello import sign_hello
 from chrnode.errors import ConnectionClosed, CryptoError, RequestRefused
 from chrnode.testing.edge import NodeThread, RawFrameClient, async_test, start_node, wait_for

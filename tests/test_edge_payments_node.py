@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from chrnode.chain.contracts import Fleet
-from chrnode.client import DeviceClient, connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import DeviceClient, connect
+from chrnode.device.key import DeviceKey
 from chrnode.edge.messages import TicketMsg, TicketReply
 from chrnode.errors import RequestRefused
 from chrnode.testing.anvil import DEPLOYER, DevChain

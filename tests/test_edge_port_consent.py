@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from chrnode.client import PortOffer
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import PortOffer
 from chrnode.edge import codes
 from chrnode.edge.ports import MAX_PENDING_OPENS, MAX_PENDING_PER_TARGET
 from chrnode.errors import RequestRefused

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import DeviceClient, PortOffer
+from chrnode.device.client import DeviceClient, PortOffer
 from chrnode.edge.hooks import DefaultHooks, NameRecord
 from chrnode.edge.messages import encode_portsend_parts
 from chrnode.errors import ChrError, NameError_, RequestRefused

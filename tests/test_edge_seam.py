@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import DeviceClient, PortOffer
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, PortOffer
 from chrnode.edge import codes
 from chrnode.edge.flow import PAUSE_ALLOWANCE
 from chrnode.edge.messages import PORT_PAUSE, PORT_RESUME

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import DeviceClient
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient
 from chrnode.edge.hooks import DefaultHooks
 from chrnode.errors import ChainUnavailable, ConnectionClosed, RequestRefused
 from chrnode.testing.edge import TEST_EPOCH, EdgeNode, async_test, start_node, wait_for

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from chrnode.chain.contracts import Fleet
 from chrnode.cli import main
-from chrnode.client_key import DeviceKey
+from chrnode.device.key import DeviceKey
 from chrnode.testing.anvil import DEPLOYER, DEV_KEYS, AnvilProcess, DevChain, deploy_all
 
 pytestmark = pytest.mark.chain

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chrnode.errors import RpcError
-from chrnode.jsonrpc import (
+from chrnode.rpc.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,

@@ -1,4 +1,4 @@
-"""The node's methods (rpc_api) and their OpenRPC document, through the dispatcher, without HTTP."""
+"""The node's methods (chrnode.rpc.api) and their OpenRPC document, through the dispatcher, without HTTP."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import chrnode
 from chrnode.errors import ActorError, RpcError
-from chrnode.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, UNAUTHORIZED, Dispatcher
-from chrnode.openrpc import OPENRPC_VERSION
-from chrnode.rpc_api import NodeView, build_methods
+from chrnode.rpc.api import NodeView, build_methods
+from chrnode.rpc.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, UNAUTHORIZED, Dispatcher
+from chrnode.rpc.openrpc import OPENRPC_VERSION
 from chrnode.testing.rpc import RecordingAdmin, sample_snapshot
 
 READ_METHODS = [
@@ -215,7 +215,7 @@ def test_openrpc_document_lists_every_method_with_params() -> None:
 
 
 def test_extra_methods_join_the_table_and_the_document() -> None:
-    from chrnode.jsonrpc import Method, Param
+    from chrnode.rpc.jsonrpc import Method, Param
 
     view = NodeView({})
     extra = Method("bns_resolve", lambda name: {"name": name}, (Param("name", "string"),))

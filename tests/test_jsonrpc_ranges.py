@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.jsonrpc import INT64_MAX, INT64_MIN, INVALID_PARAMS, Dispatcher, Method, Param
-from chrnode.openrpc import method_object
+from chrnode.rpc.jsonrpc import INT64_MAX, INT64_MIN, INVALID_PARAMS, Dispatcher, Method, Param
+from chrnode.rpc.openrpc import method_object
 
 calls: list[Any] = []
 

@@ -269,3 +269,20 @@ def test_deep_nesting_is_refused_cleanly() -> None:
         m.decode_payload(Frame(m.PING, 0, b"\x91" * 100_000))
     with pytest.raises(RemoteProtocolError):
         m.decode_payload(Frame(m.PEER_STORE, 0, b"\x81\xa1v" + b"\x81\xa1v" * 5000 + b"\xc0"))
+
+
+def test_a_message_is_written_down_once_in_schema() -> None:
+    """schema.py is the one list: each message class is in REQUESTS or REPLIES (by its frame's
+    direction), in Message and in __all__, and the codec module re-exports every name of it."""
+    import typing
+
+    from chrnode.edge import messages, schema
+
+    named = [getattr(schema, name) for name in schema.__all__]
+    classes = {obj for obj in named if isinstance(obj, type) and hasattr(obj, "TYPE")}
+    registered = set(schema.REQUESTS.values()) | set(schema.REPLIES.values())
+    assert classes == registered
+    assert registered <= set(typing.get_args(schema.Message))
+    assert all(schema.TYPE_NAMES.get(cls.TYPE) for cls in registered)
+    assert set(schema.__all__) <= set(messages.__all__)
+    assert all(getattr(messages, name) is getattr(schema, name) for name in schema.__all__)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import DeviceClient, PortOffer
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, PortOffer
 from chrnode.dht.node import DhtConfig
 from chrnode.errors import RequestRefused
 from chrnode.testing.edge import async_test, wait_for

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import connect
 from chrnode.crypto import PrivateKey, parse_address
+from chrnode.device.client import connect
 from chrnode.testing.abuse import SlowBodies, Slowloris
 from chrnode.testing.node import NodeProcess
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from chrnode.chain.contracts import Bns, Fleet
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.edge.messages import Resolve, ResolveReply
 from chrnode.testing.anvil import DEPLOYER, DevChain, anvil_session, skip_or_fail_without_anvil
 from chrnode.testing.chain import ChainWorld

@@ -23,9 +23,9 @@ from chrnode.actorsys import free_port
 from chrnode.chain.contracts import TicketRegistry
 from chrnode.chain.deploy import Deployment
 from chrnode.chain.rpc import RemoteRpc
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.testing.anvil import REPO_ROOT, DevChain, skip_or_fail_without_anvil
 from chrnode.testing.chain import ChainWorld
 from chrnode.testing.node import NodeProcess, node_env

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.testing.crypto import signed_ticket
 from chrnode.testing.node import NodeProcess
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chrnode.client import DeviceClient, PortOffer
+from chrnode.device.client import DeviceClient, PortOffer
 from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE
 from chrnode.errors import RemoteProtocolError
 from chrnode.net.relay import HOLD_LIMIT, PASS_QUEUE, RemoteEnd

@@ -156,3 +156,40 @@ def test_a_wanted_link_beyond_the_cap_replaces_the_least_recently_used_one() -> 
     assert B not in p.peers  # no backoff for a link closed to make room: it may be dialled again
     p.dialed(C, 2.2)
     assert p.want(B, "h", 2, 3.0) == [Close(C, "at the link limit: least recently used"), Dial(B, "h", 2)]
+
+
+def test_a_peer_no_longer_wanted_is_not_redialled_and_is_forgotten_after_its_backoff() -> None:
+    p = pool(backoff_initial=1.0)
+    p.want(A, "h", 1, 0.0)
+    p.dial_failed(A, 0.5)
+    p.done_with(A)  # the request that wanted it is over
+    assert p.peers[A].state is State.BACKOFF
+    assert p.want(A, "h", 1, 0.6) == []  # still backing off: a new request fails at once
+    p.done_with(A)
+    assert not any(isinstance(a, Dial) for a in p.tick(5.0))
+    assert A not in p.peers
+    assert p.want(A, "h", 1, 5.1) == [Dial(A, "h", 1)]  # wanted again later: dialled afresh
+
+
+def test_an_unpinned_peer_whose_dial_failed_is_not_redialled_and_is_forgotten_after_its_backoff() -> None:
+    # A FIND_NODE answer may name contacts that never answer: one dial each, no peer_history row
+    # for them, no redial, and the pool does not keep them.
+    p = pool(backoff_initial=1.0, backoff_max=8.0)
+    assert p.want(A, "h", 1, 0.0) == [Dial(A, "h", 1)]
+    assert p.dial_failed(A, 0.1) == []  # never connected: no Seen
+    p.done_with(A)  # the request that wanted it is over
+    assert p.want(A, "h", 1, 0.2) == []  # within its backoff: no dial (that request fails)
+    p.done_with(A)
+    assert p.tick(10.0) == [] and A not in p.peers
+    assert p.want(A, "h", 1, 10.1) == [Dial(A, "h", 1)]  # wanted again later: dialled afresh
+    # A peer that was up once and closed is not redialled either.
+    p.want(B, "h", 2, 0.0)
+    p.dialed(B, 0.0)
+    p.closed(B, 1.0)
+    p.done_with(B)
+    assert p.peers[B].state is State.BACKOFF
+    assert p.tick(20.0) == [] and B not in p.peers
+    # A pinned one (a fleet node) is still redialled, and its failed dials are history.
+    p.want(C, "h", 3, 0.0, pinned=True)
+    assert p.dial_failed(C, 0.1) == [Seen(C, False, p.peers[C].reliability)]
+    assert p.tick(20.0) == [Dial(C, "h", 3)]

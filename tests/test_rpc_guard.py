@@ -1,4 +1,4 @@
-"""The JSON-RPC ports under abuse (chrnode.rpc_guard, chrnode.fdlimit): deadlines, the cap,
+"""The JSON-RPC ports under abuse (chrnode.rpc.guard, chrnode.fdlimit): deadlines, the cap,
 running out of descriptors. Real Tornado servers on loopback."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chrnode.fdlimit import MAX_PAUSE, QUIET, AcceptPause, raise_nofile_limit
-from chrnode.rpc_api import NodeView
-from chrnode.rpc_guard import FD_RESERVE, RpcLimits
+from chrnode.rpc.api import NodeView
+from chrnode.rpc.guard import FD_RESERVE, RpcLimits
 from chrnode.testing.rpc import ServedApp, http_post, rpc_factory
 
 INFO = b'{"jsonrpc": "2.0", "id": 1, "method": "chr_node_info"}'

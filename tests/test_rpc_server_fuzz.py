@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chrnode.rpc_api import NodeView
+from chrnode.rpc.api import NodeView
 from chrnode.testing.rpc import TOKEN, ServedApp, rpc_factory, sample_snapshot
 
 MAX_BODY = 8192

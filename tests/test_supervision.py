@@ -109,6 +109,26 @@ def test_rest_for_one_restarts_later_siblings_only() -> None:
         assert tree.actor("B")["restarts"] == 1 and tree.actor("C")["restarts"] == 1
 
 
+def test_siblings_that_need_nothing_restart_together_and_every_actor_learns_the_new_addresses() -> None:
+    # B and C need nothing, so after A's crash they stop and start alongside the others; the
+    # new names are pushed once the starts are done (actors/registry.py), and must reach A too.
+    children = (
+        m.ChildSpec("A", WORKER, needs=()),
+        m.ChildSpec("B", WORKER, needs=()),
+        m.ChildSpec("C", WORKER, needs=()),
+        m.ChildSpec("D", WORKER, needs=("A",)),
+    )
+    with running_tree(spec(*children)) as tree:
+        tree.wait_for(running(list("ABCD")))
+        before = {n: pid_of(tree, n) for n in "ABCD"}
+        kill(before["A"])
+        tree.wait_for(lambda s: running(list("ABCD"))(s) and all(pid_of(s, n) != before[n] for n in "ABCD"))
+        for name in "ABCD":
+            _, pid, registry = tree.ask(name, WhoAreYou())
+            assert pid == pid_of(tree, name)
+            assert set("ABCD") <= set(registry), f"{name} does not know {set('ABCD') - set(registry)}"
+
+
 def test_one_for_one_restarts_only_the_child() -> None:
     children = (m.ChildSpec("A", WORKER), m.ChildSpec("B", WORKER))
     with running_tree(spec(*children, strategy="one_for_one")) as tree:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from chrnode.client import connect
-from chrnode.client_key import DeviceKey
 from chrnode.crypto import parse_address
+from chrnode.device.client import connect
+from chrnode.device.key import DeviceKey
 from chrnode.testing.anvil import DevChain
 from chrnode.testing.node import NodeProcess
 

@@ -7,6 +7,7 @@ step the invariants are checked, and after the world settles, the end state.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -50,6 +51,10 @@ class World:
         self.machine = s.Supervision(self.rules)
         self.names = [c.name for c in self.rules.children]
         self.rule = {c.name: c for c in self.rules.children}
+        # name -> the siblings it needs (every elder one unless its rule names fewer)
+        self.needs = {
+            c.name: {self.names[j] for j in self.rules.needs(i)} for i, c in enumerate(self.rules.children)
+        }
 
     def alive(self, name: str) -> Proc | None:
         proc = self.procs.get(name)
@@ -77,14 +82,20 @@ class World:
             assert self.escalations == 0, "a spawn after escalating"
             for other, proc in self.procs.items():
                 if proc.alive:
-                    assert proc.started or other == action.name, f"{action.name} spawned while {other} starts"
+                    related = other in self.needs[action.name] or action.name in self.needs[other]
+                    assert proc.started or other == action.name or not related, (
+                        f"{action.name} spawned while {other} starts"
+                    )
                     assert not (proc.stop_asked or proc.killed), f"{action.name} spawned while {other} stops"
             for j in range(i):
-                # every earlier child that is to run is up already: starts go in order
+                # every earlier child it needs that is to run is up already: starts go in order
                 slot = self.machine.children[j]
-                assert j not in self.machine.to_start or slot.finished, (
-                    f"{action.name} spawned before {self.names[j]}"
-                )
+                if self.names[j] in self.needs[action.name]:
+                    assert j not in self.machine.to_start or slot.finished, (
+                        f"{action.name} spawned before {self.names[j]}"
+                    )
+                    proc = self.alive(self.names[j])
+                    assert proc is None or proc.started, f"{action.name} spawned before {self.names[j]}"
             if action.name in self.gone_temporary:
                 self.restarted_temporary.append(action.name)
             previous = self.procs.get(action.name)
@@ -97,8 +108,12 @@ class World:
             assert action.timeout == self.rule[action.name].shutdown
             i = self.names.index(action.name)
             if not admin:
-                later = [n for n in self.names[i + 1 :] if self.alive(n) is not None]
-                assert not later, f"{action.name} stopped while later children {later} still live"
+                later = [
+                    n
+                    for n in self.names[i + 1 :]
+                    if self.alive(n) is not None and action.name in self.needs[n]
+                ]
+                assert not later, f"{action.name} stopped while {later}, which need it, still live"
             proc.stop_asked = True
             proc.admin = admin
             self.stops.append(action.name)
@@ -156,15 +171,26 @@ class World:
 RESTARTS = st.sampled_from(["permanent", "transient", "temporary"])
 
 
+def elders(names: Iterable[str]) -> st.SearchStrategy[tuple[str, ...]]:
+    """Some of `names`, in order, without repeats (maybe none)."""
+    pool = list(names)
+    if not pool:
+        return st.just(())
+    return st.lists(st.sampled_from(pool), unique=True).map(lambda picked: tuple(sorted(picked)))
+
+
 @st.composite
 def rules(draw: st.DrawFn) -> s.Rules:
     count = draw(st.integers(1, 5))
+    independent = [draw(st.booleans()) for _ in range(count)]
     children = tuple(
         s.ChildRule(
             f"c{i}",
             draw(RESTARTS),
             shutdown=draw(st.sampled_from([0.5, 1.0, 5.0])),
-            independent=draw(st.booleans()),
+            independent=independent[i],
+            # None: every elder (OTP's order); or some of the elders no one calls independent
+            needs=draw(st.none() | elders(f"c{j}" for j in range(i) if not independent[j])),
         )
         for i in range(count)
     )
@@ -449,3 +475,62 @@ def test_counts_carry_over_a_supervisor_restart() -> None:
 def test_rules_refuse_duplicate_names() -> None:
     with pytest.raises(ValueError, match="unique"):
         s.Rules((s.ChildRule("a"), s.ChildRule("a")))
+
+
+def chain_with_needs() -> s.Rules:
+    """a <- b <- d, c needs nothing, e needs b and c (the shape of the node's root, small)."""
+    needs = {"a": (), "b": ("a",), "c": (), "d": ("b",), "e": ("b", "c")}
+    return s.Rules(tuple(s.ChildRule(n, needs=needs[n]) for n in "abcde"), "rest_for_one")
+
+
+def spawned(actions: list[s.Action]) -> list[str]:
+    return [a.name for a in actions if isinstance(a, s.Spawn)]
+
+
+def stopped(actions: list[s.Action]) -> list[str]:
+    return [a.name for a in actions if isinstance(a, s.StopChild)]
+
+
+def test_children_start_as_soon_as_what_they_need_runs() -> None:
+    world = World(chain_with_needs())
+
+    def started(name: str) -> list[str]:
+        world.procs[name].started = True
+        return spawned(world.feed(s.Started(name, 1)))
+
+    assert spawned(world.feed(s.Start())) == ["a", "c"]
+    assert started("c") == []  # e needs b too
+    assert started("a") == ["b"]
+    assert started("b") == ["d", "e"]
+    world.settle()
+    assert world.machine.phase == "running" and isinstance(world.log[-1], s.Ready)
+
+
+def test_a_restart_stops_dependents_first_and_the_rest_together() -> None:
+    world = started_world(chain_with_needs())
+    world.spawns.clear()
+    world.procs["a"].alive = False
+    actions = world.feed(s.Exited("a", 1, abnormal=True))
+    assert stopped(actions) == ["e", "d"]  # b and c wait for those that need them
+    world.exit("d", abnormal=False)
+    assert world.stops == ["e", "d"]  # e still needs b
+    world.exit("e", abnormal=False)
+    assert world.stops == ["e", "d", "c", "b"]
+    world.exit("c", abnormal=False)
+    assert world.spawns == []  # no start while a stop is under way
+    world.exit("b", abnormal=False)
+    assert world.spawns == ["a", "c"]
+    world.settle()
+    assert world.spawns == ["a", "c", "b", "d", "e"]
+
+
+def test_default_needs_keep_otps_strict_order() -> None:
+    rules = five("rest_for_one")
+    assert [sorted(rules.needs(i)) for i in range(5)] == [[], [0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]
+
+
+def test_rules_refuse_needs_that_are_not_dependable_elders() -> None:
+    with pytest.raises(ValueError, match="not an elder sibling"):
+        s.Rules((s.ChildRule("a", needs=("b",)), s.ChildRule("b")))
+    with pytest.raises(ValueError, match="marked independent"):
+        s.Rules((s.ChildRule("a", independent=True), s.ChildRule("b", needs=("a",))))

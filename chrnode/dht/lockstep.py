@@ -6,16 +6,17 @@ of them (answer, failure, or hard timeout: a soft timeout means nothing here); w
 leaves the k nearest unchanged, the next round queries all of their uncontacted ones. Done when
 all k nearest have been contacted, or, for FIND_VALUE, at the end of a round that found it.
 One dead or silent contact therefore stalls its whole round, which is what SPEC 6 forbids.
+The candidates, counts and result are `lookup.LookupBase`'s, shared with the event-driven lookup.
 """
 
 from __future__ import annotations
 
 from chrnode.dht.ids import ALPHA, Contact, K
-from chrnode.dht.lookup import Candidate, Candidates, LookupResult, State
+from chrnode.dht.lookup import Candidate, LookupBase, State
 from chrnode.dht.store import Value
 
 
-class LockstepLookup:
+class LockstepLookup(LookupBase):
     def __init__(
         self,
         target: bytes,
@@ -26,20 +27,9 @@ class LockstepLookup:
         k: int = K,
         alpha: int = ALPHA,
     ) -> None:
-        self.target, self.find_value, self.k, self.alpha = target, find_value, k, alpha
-        self.candidates = Candidates(target, own)
-        for seed in seeds:
-            self.candidates.add(seed, 1)
-        self.queries = 0
-        self.failures = 0
+        super().__init__(target, seeds, find_value=find_value, own=own, k=k, alpha=alpha)
         self._round: set[bytes] = set()
         self._last_nearest: list[bytes] | None = None
-        self._done = False
-        self._value: tuple[Value, Candidate] | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def start(self) -> list[Contact]:
         return self._next_round()
@@ -78,22 +68,8 @@ class LockstepLookup:
         self.failures += 1
         return self._round_over(address)
 
-    def result(self) -> LookupResult:
-        answered = self.candidates.closest_in(State.ANSWERED, n=self.k)
-        value, source = self._value if self._value else (None, None)
-        cache_at = next((c.contact for c in answered if c is not source), None) if source else None
-        hops = source.hops if source else (answered[0].hops if answered else 0)
-        return LookupResult(
-            self.target,
-            self.find_value,
-            [c.contact for c in answered],
-            value,
-            source.contact if source else None,
-            cache_at,
-            hops,
-            self.queries,
-            self.failures,
-        )
+    def _unqueried(self) -> list[Contact]:
+        return []  # PyPI kademlia does not verify the contacts it heard of
 
     def _in_round(self, address: bytes) -> Candidate | None:
         if self._done or address not in self._round:

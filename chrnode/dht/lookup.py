@@ -143,7 +143,10 @@ class Candidates:
         return found
 
 
-class Lookup:
+class LookupBase:
+    """What every lookup keeps (this one and chrnode.dht.lockstep's baseline): the candidates
+    from the seeds, the counts, the value found, and the result they make."""
+
     def __init__(
         self,
         target: bytes,
@@ -162,16 +165,54 @@ class Lookup:
             self.candidates.add(seed, 1)
         self.queries = 0
         self.failures = 0
-        self._waiting = 0
-        self._slow = 0
-        self._limit = alpha  # queries in flight; k once the lookup has converged
-        self._stale_answers = 0
         self._done = False
         self._value: tuple[Value, Candidate] | None = None
 
     @property
     def done(self) -> bool:
         return self._done
+
+    def result(self) -> LookupResult:
+        answered = self.candidates.closest_in(State.ANSWERED, n=self.k)
+        value, source = self._value if self._value else (None, None)
+        cache_at = None
+        if source is not None:
+            cache_at = next((c.contact for c in answered if c is not source), None)
+        hops = source.hops if source else (answered[0].hops if answered else 0)
+        return LookupResult(
+            self.target,
+            self.find_value,
+            [c.contact for c in answered],
+            value,
+            source.contact if source else None,
+            cache_at,
+            hops,
+            self.queries,
+            self.failures,
+            self._unqueried(),
+        )
+
+    def _unqueried(self) -> list[Contact]:
+        """Heard of, never asked: the node probes them (SPEC 6: they enter once they answer)."""
+        return [c.contact for c in self.candidates.closest_in(State.HEARD, n=self.k)]
+
+
+class Lookup(LookupBase):
+    def __init__(
+        self,
+        target: bytes,
+        seeds: list[Contact],
+        *,
+        find_value: bool = False,
+        own: bytes | None = None,
+        k: int = K,
+        alpha: int = ALPHA,
+    ) -> None:
+        super().__init__(target, seeds, find_value=find_value, own=own, k=k, alpha=alpha)
+        self._waiting = 0
+        self._slow = 0
+        self._limit = alpha  # queries in flight; k once the lookup has converged
+        self._stale_answers = 0
 
     def start(self) -> list[Contact]:
         return self._advance()
@@ -226,26 +267,6 @@ class Lookup:
         self._settle(candidate, State.FAILED)
         self.failures += 1
         return self._advance()
-
-    def result(self) -> LookupResult:
-        answered = self.candidates.closest_in(State.ANSWERED, n=self.k)
-        value, source = self._value if self._value else (None, None)
-        cache_at = None
-        if source is not None:
-            cache_at = next((c.contact for c in answered if c is not source), None)
-        hops = source.hops if source else (answered[0].hops if answered else 0)
-        return LookupResult(
-            self.target,
-            self.find_value,
-            [c.contact for c in answered],
-            value,
-            source.contact if source else None,
-            cache_at,
-            hops,
-            self.queries,
-            self.failures,
-            [c.contact for c in self.candidates.closest_in(State.HEARD, n=self.k)],
-        )
 
     # -- internals -----------------------------------------------------------------------------
 

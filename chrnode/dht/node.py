@@ -6,8 +6,9 @@ Inputs (each returns the actions it causes):
   whose peer hello proved `sender` (SPEC 4), so the sender is verified; returns the answer too;
 - `on_answer(request_id, answer, now)` and `on_failure(request_id, now)` (reset, error answer,
   closed link) for requests this node sent;
-- `tick(now)`: soft and hard timeouts, expiry, refresh and republish; call it at
-  `next_deadline()` (or earlier: it does only what is due);
+- `tick(now)`: soft and hard timeouts, expiry, refresh and republish, and the rejoin through
+  the fleet when the table has emptied (`rejoin`); call it at `next_deadline()` (or earlier:
+  it does only what is due);
 - `lookup`, `join`, `publish`: work asked by the rest of the node.
 
 Actions: `Send` (a request to send, with the id its answer must carry back), `LookupDone` (a
@@ -28,7 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from chrnode.dht.ids import ALPHA, Contact, K
+from chrnode.dht.actions import Action, DhtConfig, LookupDone, Published, Send
+from chrnode.dht.ids import ID_BITS, Contact, random_id_in_bucket
 from chrnode.dht.lookup import Lookup, LookupMachine, LookupResult
 from chrnode.dht.maintenance import Maintenance
 from chrnode.dht.messages import (
@@ -44,55 +46,18 @@ from chrnode.dht.messages import (
     Store,
     Stored,
 )
+from chrnode.dht.rejoin import REJOINED, RETRY, Rejoin
 from chrnode.dht.routing import Probe, RoutingTable
 from chrnode.dht.rtt import RttTable
 from chrnode.dht.store import STORED, Value, ValueStore
+
+__all__ = ["Action", "DhtConfig", "DhtNode", "LookupDone", "Published", "Send"]
 
 log = logging.getLogger("chrnode.dht")
 
 LookupFactory = Callable[..., LookupMachine]
 
 _SOFT, _ABANDON, _HARD = 0, 1, 2  # timer kinds, in the order they fire
-
-
-@dataclass(frozen=True)
-class DhtConfig:
-    k: int = K
-    alpha: int = ALPHA
-    hard_timeout: float = 5.0  # a request unanswered this long failed
-    rtt_initial: float = 1.0  # soft timeout before any round trip was measured (RFC 6298)
-    rtt_floor: float = 0.05
-    abandon_factor: float = 3.0  # a query unanswered this many soft timeouts no longer holds a lookup
-    max_failures: int = 5  # failures in a row that evict a contact with no replacement waiting
-    fresh_for: float = 60.0  # a contact heard from this recently is not probed before eviction
-    refresh_interval: float = 3600.0
-    republish_interval: float = 3600.0
-    maintenance_period: float = 60.0
-    cache_found_values: bool = True  # FIND_VALUE stores the value at the closest node without it
-    store_capacity: int = 100_000
-
-
-@dataclass(frozen=True)
-class Send:
-    request_id: int
-    to: Contact
-    request: Request
-
-
-@dataclass(frozen=True)
-class LookupDone:
-    lookup_id: int
-    purpose: str  # "lookup", "join", "refresh", "publish", "republish"
-    result: LookupResult
-
-
-@dataclass(frozen=True)
-class Published:
-    key: bytes
-    sent_to: list[Contact]
-
-
-Action = Send | LookupDone | Published
 
 
 @dataclass
@@ -137,6 +102,8 @@ class DhtNode:
             started=now,
         )
         self.lookup_factory = lookup_factory
+        self.fleet: list[Contact] = []  # the seeds of `join`, joined through again when the table empties
+        self.rejoin = Rejoin(config.rejoin_initial, config.rejoin_max, self.rng)
         self._outstanding: dict[int, _Outstanding] = {}
         self._lookups: dict[int, _Running] = {}
         self._timers: list[tuple[float, int, int]] = []  # (deadline, request id, kind)
@@ -174,12 +141,33 @@ class DhtNode:
             return lookup_id, [LookupDone(lookup_id, purpose, done)]
         running = _Running(machine, purpose)
         self._lookups[lookup_id] = running
+        if purpose in _JOINS:
+            self.rejoin.started(lookup_id)
         return lookup_id, self._drive(lookup_id, running, machine.start(), now)
 
     def join(self, seeds: Iterable[Contact], now: float) -> tuple[int, list[Action]]:
-        """Join through `seeds` (fleet nodes): a lookup of our own id (Kademlia 2.3); the
-        refresh timers then fill the farther buckets. Seeds enter the table when they answer."""
-        return self.lookup(self.own.address, now, seeds=seeds, purpose="join")
+        """Join through `seeds` (fleet nodes): a lookup of our own id (Kademlia 2.3), then the
+        caller's `refresh_beyond_nearest` fills the farther buckets. Seeds enter the table when
+        they answer. They are kept: whenever the table is empty later, the node joins through
+        them again, with backoff (`rejoin`), and refreshes as after a join, until it has contacts."""
+        self.fleet = [s for s in seeds if s.address != self.own.address]
+        return self.lookup(self.own.address, now, seeds=self.fleet, purpose="join")
+
+    def refresh_beyond_nearest(self, now: float) -> tuple[list[int], list[Action]]:
+        """The second half of a join (Kademlia 2.3): a lookup of a random id in every bucket
+        farther than the nearest neighbour's, so the table (and the links to its contacts) is
+        filled at once instead of by an hour's refresh timers or by the first lookups' traffic."""
+        buckets = [i for i, (contacts, _) in self.table.bucket_contents().items() if contacts]
+        if not buckets or not self.config.refresh_on_join:
+            return [], []
+        ids: list[int] = []
+        actions: list[Action] = []
+        for index in range(min(buckets) + 1, ID_BITS):
+            target = random_id_in_bucket(self.own.address, index, self.rng)
+            lookup_id, started = self.lookup(target, now, purpose="refresh")
+            ids.append(lookup_id)
+            actions += started
+        return ids, actions
 
     def publish(self, value: Value, now: float) -> tuple[str, list[Action]]:
         """Hold `value` and store it at the k nodes closest to its key (STORED or the code)."""
@@ -281,6 +269,8 @@ class DhtNode:
                 actions += self.lookup(target, now, purpose="refresh")[1]
             for value in work.republish:
                 actions += self._publish_lookup(value, now, "republish")
+        if self.rejoin.due(now):
+            actions += self._rejoin(now)
         return actions
 
     def next_deadline(self) -> float:
@@ -292,6 +282,8 @@ class DhtNode:
         expiry = self.store.next_expiry()
         if expiry is not None:
             deadlines.append(expiry)
+        if self.rejoin.running is None:
+            deadlines.append(self.rejoin.due_at)
         return min(deadlines)
 
     @property
@@ -346,11 +338,16 @@ class DhtNode:
                     heapq.heappush(self._timers, (soft_at, request_id, _SOFT))
 
     def _probes(self, probes: list[Probe], now: float) -> list[Action]:
+        self.counters["probes_sent"] += len(probes)  # PINGs of table upkeep, not of a lookup
         return [self._send(p.contact, Ping(), now, None) for p in probes]
 
     def _failed(self, request_id: int, sent: _Outstanding, now: float) -> list[Action]:
         self.counters["requests_failed"] += 1
         actions = self._probes(self.table.failed(sent.contact.address, now), now)
+        if self.fleet and not len(self.table) and self.rejoin.running is None:
+            if self.rejoin.due_at == float("inf"):
+                log.warning("the routing table is empty (every contact failed): joining the fleet again")
+            self.rejoin.emptied(now)
         if sent.lookup_id is None or sent.lookup_id not in self._lookups:
             return actions
         running = self._lookups[sent.lookup_id]
@@ -378,6 +375,7 @@ class DhtNode:
                 sent.lookup_id = None
         result = running.machine.result()
         self.counters["lookups_ok" if result.ok else "lookups_failed"] += 1
+        joined = self._joined(lookup_id, running.purpose, now) if running.purpose in _JOINS else []
         actions: list[Action] = [LookupDone(lookup_id, running.purpose, result)]
         for contact in result.unqueried:  # SPEC 6: named by others, they enter once they answer
             actions += self._probes(self.table.learned(contact, now), now)
@@ -387,7 +385,29 @@ class DhtNode:
             actions.append(Published(running.value.key, targets))
         elif result.value is not None and result.cache_at is not None and self.config.cache_found_values:
             actions.append(self._send(result.cache_at, Store(result.value), now, None))
-        return actions
+        return actions + joined
+
+    def _rejoin(self, now: float) -> list[Action]:
+        if len(self.table) or not self.fleet:
+            self.rejoin.due_at = float("inf")  # someone reached us meanwhile: nothing to do
+            return []
+        self.counters["rejoins"] += 1
+        attempt = self.rejoin.attempts + 1
+        log.info("joining through %d fleet nodes again (attempt %d)", len(self.fleet), attempt)
+        return self.lookup(self.own.address, now, seeds=self.fleet, purpose="rejoin")[1]
+
+    def _joined(self, lookup_id: int, purpose: str, now: float) -> list[Action]:
+        outcome = self.rejoin.finished(lookup_id, len(self.table), now)
+        if outcome == RETRY and self.fleet:
+            log.warning(
+                "a join through %d fleet nodes left the routing table empty; next attempt in %.1f s",
+                len(self.fleet),
+                self.rejoin.due_at - now,
+            )
+        elif outcome == REJOINED and purpose == "rejoin":
+            log.info("joined the network: %d contacts in the routing table", len(self.table))
+            return self.refresh_beyond_nearest(now)[1]
+        return []
 
     def _publish_lookup(self, value: Value, now: float, purpose: str) -> list[Action]:
         lookup_id, actions = self.lookup(value.key, now, purpose=purpose)
@@ -398,6 +418,8 @@ class DhtNode:
         # Finished at once (nobody to ask): nothing to store anywhere but here.
         return [*actions, Published(value.key, [])]
 
+
+_JOINS = ("join", "rejoin")
 
 _REFUSALS = {
     "stale": "a newer object (higher seq) is held for this key",

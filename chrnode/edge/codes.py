@@ -48,6 +48,7 @@ BAD_NAME = "bad_name"
 # --- node state -----------------------------------------------------------------------------------
 RATE_LIMITED = "rate_limited"
 BUSY = "busy"
+TOO_SLOW = "too_slow"
 TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
 SHUTTING_DOWN = "shutting_down"
@@ -84,6 +85,7 @@ ERROR_CODES: dict[str, str] = {
     BAD_NAME: "the BNS name is malformed or its top-level domain unknown",
     RATE_LIMITED: "too many requests; slow down and retry later",
     BUSY: "the node is at its connection limit",
+    TOO_SLOW: "a reader of a shared port (channel) could not keep up and was closed (notify only)",
     TIMEOUT: "the node gave up waiting (for the target device, a peer or the chain)",
     UNAVAILABLE: "a service the request needs (chain, DHT) is unavailable right now",
     SHUTTING_DOWN: "the node is stopping; reconnect to another node",

@@ -291,8 +291,7 @@ class Handlers:
         if server.presence is not None:
             server.presence.device_ticket(account.device, accepted.ticket)
         session.send(TicketReply(status="thanks", paid_bytes=accepted.ticket.total_bytes, id=msg.id))
-        session.ticket_deadline = None
-        session.request_deadline = None
+        session.deadlines.ticket_accepted()
         self.check_usage(session)
 
     def check_usage(self, session: Session) -> None:
@@ -302,41 +301,11 @@ class Handlers:
             return
         epoch = self.server.epoch
         session.flush_usage(epoch)
-        if account.uncovered(epoch) > self.config.ticket_grace_bytes and session.request_deadline is None:
-            session.request_deadline = self.server.loop.time() + self.config.ticket_request_timeout
+        if account.uncovered(epoch) > self.config.ticket_grace_bytes and session.deadlines.ticket_wanted(
+            self.server.loop.time()
+        ):
             session.send(TicketRequest(usage=account.usage.get(epoch, 0), epoch=epoch))
         session.next_check(self._check_step())
-
-    def tick(self, session: Session, now: float) -> None:
-        """The periodic check of one session's deadlines (called by the server's sweep)."""
-        config = self.config
-        if session.conn is None or session.conn.is_closing:
-            return
-        if session.device is None:
-            if now > session.hello_deadline:
-                session.close_with(
-                    codes.TIMEOUT, f"no hello within {config.hello_timeout:g} s of the TLS handshake"
-                )
-            return
-        if session.idle_check(now) > config.idle_timeout:
-            session.close_with(codes.TIMEOUT, f"no traffic for {config.idle_timeout:g} s; closing", "info")
-            return
-        self.check_usage(session)
-        if session.ticket_deadline is not None and now > session.ticket_deadline:
-            session.ticket_deadline = None
-            if config.require_tickets:
-                session.close_with(
-                    codes.TICKET_REQUIRED,
-                    f"no valid ticket within {config.ticket_timeout:g} s of hello (SPEC 5)",
-                )
-                return
-        if session.request_deadline is not None and now > session.request_deadline:
-            session.request_deadline = None
-            if config.require_tickets:
-                session.close_with(
-                    codes.TICKET_REQUIRED,
-                    f"no ticket covering the usage within {config.ticket_request_timeout:g} s of the request",
-                )
 
     def _check_step(self) -> int:
         return max(self.config.ticket_grace_bytes // 4, MIN_CHECK_STEP)

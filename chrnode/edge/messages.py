@@ -1,6 +1,6 @@
 """Typed EdgeV2 messages (SPEC 4): a frame in, a message out; a message in, a frame out. No I/O.
 
-The messages are the frozen dataclasses of chrnode.edge.schema (re-exported here), whose wire
+The messages are the frozen dataclasses of chrnode.edge.schema (all re-exported here), whose wire
 fields carry a *kind* (a validator of the msgpack value). :func:`decode_payload` checks the payload
 is a msgpack map with string keys (bounded first: chrnode.edge.bounds), then every known field:
 byte strings must be bin (never str), addresses exactly 20 bytes, signatures exactly 65, integers
@@ -22,135 +22,38 @@ from typing import Any, cast
 
 import msgpack
 
-from chrnode.edge import codes
+from chrnode.edge import codes, schema
 from chrnode.edge import fields as f
 from chrnode.edge.bounds import PayloadError, unpack
 from chrnode.edge.fields import MAX_UINT64
 from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE, Frame, encode_frame, encode_header
+from chrnode.edge.schema import *  # noqa: F403 - every message and type, re-exported (written down once there)
 from chrnode.edge.schema import (
-    DEVICE_TYPES,
-    GETNODE,
-    GETOBJECT,
-    HELLO,
-    NOTIFY,
-    PEER_FIND_NODE,
-    PEER_FIND_VALUE,
-    PEER_FORWARD,
-    PEER_PING,
-    PEER_PORTCLOSE,
-    PEER_PORTOPEN,
-    PEER_PORTSEND,
-    PEER_STORE,
     PEER_TYPES,
-    PING,
-    PORT_PAUSE,
-    PORT_RESUME,
     PORTCLOSE,
-    PORTOPEN,
     PORTSEND,
-    RESOLVE,
-    TICKET,
-    TICKET_REQUEST,
+    REPLIES,
+    REQUESTS,
     TYPE_NAMES,
     Ack,
     ErrorReply,
-    GetNode,
-    GetNodeReply,
-    GetObject,
-    GetObjectReply,
-    Hello,
-    HelloReply,
     Message,
-    Notify,
     PeerMessage,
-    Ping,
-    PingReply,
-    PortClose,
-    PortOpen,
-    PortOpenReply,
-    PortPause,
-    PortResume,
     PortSend,
-    Resolve,
-    ResolveReply,
-    TicketMsg,
-    TicketReply,
-    TicketRequest,
 )
 from chrnode.errors import LocalProtocolError, RemoteProtocolError
 from chrnode.ticket import Ticket
 
-__all__ = [
-    "DEVICE_TYPES",
-    "GETNODE",
-    "GETOBJECT",
-    "HELLO",
-    "NOTIFY",
-    "PEER_FIND_NODE",
-    "PEER_FIND_VALUE",
-    "PEER_FORWARD",
-    "PEER_PING",
-    "PEER_PORTCLOSE",
-    "PEER_PORTOPEN",
-    "PEER_PORTSEND",
-    "PEER_STORE",
-    "PEER_TYPES",
-    "PING",
-    "PORTCLOSE",
-    "PORTOPEN",
-    "PORTSEND",
-    "PORT_PAUSE",
-    "PORT_RESUME",
-    "RESOLVE",
-    "TICKET",
-    "TICKET_REQUEST",
-    "TYPE_NAMES",
-    "Ack",
-    "ErrorReply",
-    "GetNode",
-    "GetNodeReply",
-    "GetObject",
-    "GetObjectReply",
-    "Hello",
-    "HelloReply",
-    "Message",
-    "Notify",
-    "PeerMessage",
-    "Ping",
-    "PingReply",
-    "PortClose",
-    "PortOpen",
-    "PortOpenReply",
-    "PortPause",
-    "PortResume",
-    "PortSend",
-    "Resolve",
-    "ResolveReply",
-    "TicketMsg",
-    "TicketReply",
-    "TicketRequest",
-    "decode_payload",
-    "encode_message",
-    "encode_portsend_parts",
-]
+__all__ = ["decode_payload", "encode_message", "encode_portsend_parts"]
+__all__ += schema.__all__
 
-_REQUESTS: dict[int, type[Any]] = {
-    cls.TYPE: cls
-    for cls in (Hello, TicketMsg, PortOpen, PortSend, PortClose, Ping, GetNode, GetObject, Resolve)
-}
-_REQUESTS.update(
-    {TICKET_REQUEST: TicketRequest, NOTIFY: Notify, PORT_PAUSE: PortPause, PORT_RESUME: PortResume}
-)
-_REPLIES: dict[int, type[Any]] = {
-    cls.TYPE: cls
-    for cls in (HelloReply, TicketReply, PortOpenReply, PingReply, GetNodeReply, GetObjectReply, ResolveReply)
-}
 _ACK_TYPES = frozenset((PORTSEND, PORTCLOSE))
+_REPLY_CLASSES = frozenset(REPLIES.values())
 
 # Per class: (name, kind, default) of each wire field, computed once.
 _SCHEMAS: dict[type[Any], tuple[tuple[str, f.Kind, Any], ...]] = {
     cls: tuple((fld.name, fld.metadata["kind"], fld.default) for fld in fields(cls) if "kind" in fld.metadata)
-    for cls in (*_REQUESTS.values(), *_REPLIES.values(), Ack, ErrorReply, PeerMessage)
+    for cls in (*REQUESTS.values(), *REPLIES.values(), Ack, ErrorReply, PeerMessage)
 }
 
 
@@ -198,11 +101,11 @@ def decode_payload(frame: Frame) -> Message:
     if frame.is_response:
         if msg_type in _ACK_TYPES:
             return Ack(msg_type, request_id)
-        cls = _REPLIES.get(msg_type)
+        cls = REPLIES.get(msg_type)
         if cls is None:
             raise RemoteProtocolError(f"{name} has no answer, got one", codes.UNEXPECTED_MESSAGE, request_id)
         return cast(Message, _build(cls, obj, f"{name} answer", request_id))
-    return cast(Message, _build(_REQUESTS[msg_type], obj, name, request_id))
+    return cast(Message, _build(REQUESTS[msg_type], obj, name, request_id))
 
 
 def _fast_portsend(obj: dict[Any, Any]) -> PortSend | None:
@@ -270,7 +173,7 @@ def encode_message(msg: Message, *, compress: bool = False) -> bytes:
     elif isinstance(msg, PeerMessage):
         flags = FLAG_RESPONSE if msg.response else 0
     else:
-        flags = FLAG_RESPONSE if type(msg) in _REPLIES.values() or isinstance(msg, Ack) else 0
+        flags = FLAG_RESPONSE if type(msg) in _REPLY_CLASSES or isinstance(msg, Ack) else 0
     payload: dict[str, Any] = {}
     if isinstance(msg, PeerMessage):
         try:

@@ -19,8 +19,9 @@ Consent (issue 8): every port has exactly one opener and one target, and the tar
 accepted it. No device is ever given a ref the target did not answer for. ``s`` (shared) is passed
 to the target with the portopen: it says the opener expects the target to take several openers
 on that port; each of them is asked and gets its own ref, so the target tells its subscribers
-apart by ref (and by the opener address of each portopen). The node does not fan one ref out to
-several readers (a broadcast channel is a separate feature: issue 10, channels).
+apart by ref (and by the opener address of each portopen). A target that answers ``shared``
+makes the port a channel: later ``s`` openers join it without being asked (the rules are
+chrnode.edge.channels', the adapter chrnode.edge.channel_hub's, set as ``channels`` here).
 
 Backpressure is per port (SPEC 4): when the end a port's data goes to cannot keep up, it calls
 ``pause_port`` on the other end for that port only; the source's other ports keep flowing.
@@ -44,7 +45,7 @@ from chrnode.edge import codes
 from chrnode.edge.messages import PORTOPEN, ErrorReply, Message, PortClose, PortOpen, PortOpenReply
 from chrnode.edge.portsend import parse_portsend
 
-__all__ = ["DeviceResolver", "Port", "PortEnd", "PortTable", "describe", "parse_portsend"]
+__all__ = ["ChannelHost", "DeviceResolver", "Port", "PortEnd", "PortTable", "describe", "parse_portsend"]
 
 _log = logging.getLogger("chrnode.edge")
 
@@ -123,6 +124,23 @@ class PortEnd(Protocol):
         ...
 
 
+class ChannelHost(Protocol):
+    """Takes the ``s`` portopens to targets served here (chrnode.edge.channel_hub.ChannelHub)."""
+
+    def takes(self, target: PortEnd, flags: str) -> bool: ...
+
+    def open(
+        self,
+        opener: PortEnd,
+        opener_device: bytes,
+        target: PortEnd,
+        target_device: bytes,
+        msg: PortOpen,
+        what: str,
+        ref: int | None,
+    ) -> None: ...
+
+
 class DeviceResolver(Protocol):
     """Finds the end serving a device that is not connected here (issue 10: asks the DHT for its
     location and returns the peer link to the serving node). Without one, such a device is
@@ -170,6 +188,7 @@ class PortTable:
         self._pending_on_target: Counter[PortEnd] = Counter()
         self.count = 0
         self.opened_total = 0
+        self.channels: ChannelHost | None = None  # shared ports (SPEC 4 "s"); none: each opener asked
 
     def new_ref(self) -> int:
         """A random positive 63-bit ref not in use on this node (SPEC 4)."""
@@ -178,6 +197,13 @@ class PortTable:
             if ref and ref not in self._refs:
                 self._refs.add(ref)
                 return ref
+
+    def reserve(self, ref: int) -> None:
+        """Mark ``ref`` in use on this node (a ref chosen by a peer, or one a channel holds)."""
+        self._refs.add(ref)
+
+    def release(self, ref: int) -> None:
+        self._refs.discard(ref)
 
     def pending(self, end: PortEnd) -> tuple[int, int]:
         """(unanswered portopens ``end`` sent, unanswered portopens waiting on it)."""
@@ -221,8 +247,11 @@ class PortTable:
             self._count_error(codes.BUSY)
             opener.error(PORTOPEN, rid, codes.BUSY, problem)
             return
-        self._pending_as_opener[opener] += 1
-        self._pending_on_target[target] += 1
+        channels = self.channels
+        if channels is not None and channels.takes(target, msg.flags):
+            channels.open(opener, opener_device, target, target_device, msg, what, ref)
+            return
+        self.hold(opener, target)
         if ref is not None:
             self._refs.add(ref)
         self._ask(
@@ -252,9 +281,9 @@ class PortTable:
                 if not (opener.closing or target.closing):
                     self._ask(opener, opener_device, target, target_device, msg, what, attempts - 1)
                     return
-            self._settle(opener, target)
+            self.settle(opener, target)
             port = Port(ref, opener, opener_device, target, target_device, msg.port, msg.flags)
-            if not self._answered(port, msg, answer, what):
+            if not self.answered(port, msg, answer, what):
                 self._refs.discard(ref)
 
         target.request(build, on_answer, self.open_timeout)
@@ -272,13 +301,18 @@ class PortTable:
             return f"{what} has too many ports (at most {MAX_PORTS_PER_DEVICE} per device)"
         return None
 
-    def _settle(self, opener: PortEnd, target: PortEnd) -> None:
+    def hold(self, opener: PortEnd, target: PortEnd) -> None:
+        """Count an unanswered portopen of ``opener`` waiting on ``target`` (until settle)."""
+        self._pending_as_opener[opener] += 1
+        self._pending_on_target[target] += 1
+
+    def settle(self, opener: PortEnd, target: PortEnd) -> None:
         for counter, end in ((self._pending_as_opener, opener), (self._pending_on_target, target)):
             counter[end] -= 1
             if counter[end] <= 0:
                 del counter[end]
 
-    def _answered(self, port: Port, msg: PortOpen, answer: Message | None, what: str) -> bool:
+    def answered(self, port: Port, msg: PortOpen, answer: Message | None, what: str) -> bool:
         """Open ``port`` if the target accepted; True if it is open."""
         opener, target, ref, rid = port.opener, port.target, port.ref, msg.id
         accepted = isinstance(answer, PortOpenReply)
@@ -303,12 +337,16 @@ class PortTable:
             target.send(PortClose(ref=ref))
             opener.error(PORTOPEN, rid, codes.REFUSED, f"{what} answered the portopen with something else")
             return False
-        opener.ports[ref] = port
-        target.ports[ref] = port
-        self.count += 1
-        self.opened_total += 1
+        self.attach(port)
         opener.send(PortOpenReply(ref=ref, id=rid))
         return True
+
+    def attach(self, port: Port) -> None:
+        """Index an accepted ``port`` in both its ends (the opener is answered by the caller)."""
+        port.opener.ports[port.ref] = port
+        port.target.ports[port.ref] = port
+        self.count += 1
+        self.opened_total += 1
 
     # ---- data -------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ with their fields as a plain map; their schemas belong to the DHT layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from chrnode.edge import fields as f
 from chrnode.edge.fields import MAX_KEY, MAX_NAME, MAX_TEXT
@@ -38,6 +38,8 @@ __all__ = [
     "PORTSEND",
     "PORT_PAUSE",
     "PORT_RESUME",
+    "REPLIES",
+    "REQUESTS",
     "RESOLVE",
     "TICKET",
     "TICKET_REQUEST",
@@ -91,6 +93,28 @@ PEER_TYPES = frozenset(range(PEER_PING, PEER_HELLO + 1))
 
 
 # --- messages -------------------------------------------------------------------------------------
+# A message is written down once: its class here, decorated with the direction of its frame
+# (@_request: no response flag; @_reply: the response flag), its name in __all__ and in Message.
+# The codec (chrnode.edge.messages) finds it in REQUESTS / REPLIES by its TYPE and re-exports it.
+REQUESTS: dict[int, type[Any]] = {}  # frames without the response flag, by type
+REPLIES: dict[int, type[Any]] = {}  # answers (the response flag), by type
+
+_C = TypeVar("_C", bound=type[Any])
+
+
+def _request(cls: _C) -> _C:
+    assert cls.TYPE not in REQUESTS, f"two requests of type 0x{cls.TYPE:02x}"
+    REQUESTS[cls.TYPE] = cls
+    return cls
+
+
+def _reply(cls: _C) -> _C:
+    assert cls.TYPE not in REPLIES, f"two answers of type 0x{cls.TYPE:02x}"
+    REPLIES[cls.TYPE] = cls
+    return cls
+
+
+@_request
 @dataclass(frozen=True, slots=True)
 class Hello:
     TYPE: ClassVar[int] = HELLO
@@ -101,6 +125,7 @@ class Hello:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class HelloReply:
     TYPE: ClassVar[int] = HELLO
@@ -112,6 +137,7 @@ class HelloReply:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class TicketMsg:
     TYPE: ClassVar[int] = TICKET
@@ -119,6 +145,7 @@ class TicketMsg:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class TicketReply:
     """``status`` "thanks" with ``paid_bytes``, or "too_low" with the stored ticket as ``latest``."""
@@ -137,6 +164,7 @@ class TicketReply:
         return f"status must be 'thanks' or 'too_low', got {self.status!r}"
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class PortOpen:
     """Device -> node: ``device`` or ``name`` of the target. Node -> target: ``device`` is the
@@ -156,15 +184,20 @@ class PortOpen:
         return None
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class PortOpenReply:
-    """``ref`` from the node to the opener; empty (ref None) from a target accepting the port."""
+    """``ref`` from the node to the opener; empty (ref None) from a target accepting the port.
+    ``shared``: a target accepting an ``s`` portopen takes later openers as a channel (SPEC 4 ``s``;
+    docs/protocol.md, "Channels")."""
 
     TYPE: ClassVar[int] = PORTOPEN
     ref: int | None = f.wire_field(f.uint, None)
     id: int | None = f.wire_field(f.uint, None)
+    shared: bool | None = f.wire_field(f.boolean, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class PortSend:
     TYPE: ClassVar[int] = PORTSEND
@@ -173,6 +206,7 @@ class PortSend:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class PortClose:
     TYPE: ClassVar[int] = PORTCLOSE
@@ -180,12 +214,14 @@ class PortClose:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class Ping:
     TYPE: ClassVar[int] = PING
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class PingReply:
     """``time``: the answering side's clock, Unix time in milliseconds."""
@@ -195,6 +231,7 @@ class PingReply:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class GetNode:
     TYPE: ClassVar[int] = GETNODE
@@ -202,6 +239,7 @@ class GetNode:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class GetNodeReply:
     """The node's signed record (its schema is the DHT layer's, SPEC 6)."""
@@ -211,6 +249,7 @@ class GetNodeReply:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class GetObject:
     TYPE: ClassVar[int] = GETOBJECT
@@ -218,6 +257,7 @@ class GetObject:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class GetObjectReply:
     """The stored signed object (its schema is the DHT layer's, SPEC 6)."""
@@ -227,6 +267,7 @@ class GetObjectReply:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class Resolve:
     TYPE: ClassVar[int] = RESOLVE
@@ -234,6 +275,7 @@ class Resolve:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_reply
 @dataclass(frozen=True, slots=True)
 class ResolveReply:
     TYPE: ClassVar[int] = RESOLVE
@@ -243,6 +285,7 @@ class ResolveReply:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class TicketRequest:
     """Node -> device: send a ticket covering at least ``usage`` bytes in ``epoch``."""
@@ -253,6 +296,7 @@ class TicketRequest:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class Notify:
     """Node -> device, no answer. ``level``: "info", "warning" or "error"; ``code`` as in errors.
@@ -265,6 +309,7 @@ class Notify:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class PortPause:
     """Stop sending data on ``ref`` until a PortResume: the port's reader is not keeping up.
@@ -278,6 +323,7 @@ class PortPause:
     id: int | None = f.wire_field(f.uint, None)
 
 
+@_request
 @dataclass(frozen=True, slots=True)
 class PortResume:
     """Data may flow on ``ref`` again (after a PortPause)."""

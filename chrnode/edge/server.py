@@ -34,6 +34,8 @@ from chrnode.config import Config
 from chrnode.crypto import PrivateKey, keccak256, parse_address
 from chrnode.edge import codes
 from chrnode.edge.admission import TOTAL, Admission, AdmissionLimits, Refuse
+from chrnode.edge.channel_hub import ChannelHub
+from chrnode.edge.channels import Limits
 from chrnode.edge.frame import VERSION
 from chrnode.edge.handlers import Handlers
 from chrnode.edge.hooks import DefaultHooks, DevicePresence, EdgeHooks
@@ -88,6 +90,13 @@ class EdgeServer:
         self.epoch = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.ports = PortTable(config.connection_timeout, self.count_error)
+        self.channels = ChannelHub(
+            self.ports,
+            lambda: self.loop,
+            lambda end: isinstance(end, Session),  # a channel lives on its target's node
+            Limits(config.channel_max_members, config.channel_max_lag, config.channel_slow_timeout),
+            self.count_error,
+        )
         self.desk = TicketDesk(self.node_address, config.chain_id, self.hooks, config.max_ticket_jump)
         self.handlers = Handlers(self)
         self.sessions: set[Session] = set()
@@ -332,7 +341,7 @@ class EdgeServer:
             for session in list(self.sessions):
                 if not session.closed:
                     try:
-                        self.handlers.tick(session, now)
+                        session.tick(now)
                     except Exception:
                         _log.exception("sweep of %s failed", session.label())
             if now >= next_prune:
@@ -411,6 +420,7 @@ class EdgeServer:
             "devices": len(self.devices),
             "ports_open": self.ports.count,
             "ports_opened_total": self.ports.opened_total,
+            "channels": self.channels.status(listed=False),
             "bytes_in": self._closed_bytes_in + live_in,
             "bytes_out": self._closed_bytes_out + live_out,
             "accepted_total": sum(listener.accepted for listener in self._listeners),

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from chrnode.edge import codes
+from chrnode.edge.deadlines import SessionDeadlines
 from chrnode.edge.flow import PortFlow
 from chrnode.edge.frame import (
     FLAG_COMPRESSED,
@@ -111,20 +112,16 @@ class Session(PortFlow):
         "_next_id",
         "_pending",
         "_relay",
-        "_seen",
         "_throttled",
         "account",
-        "active_at",
         "closed",
         "compress",
         "conn",
+        "deadlines",
         "device",
-        "hello_deadline",
         "peer",
         "refusal",
-        "request_deadline",
         "server",
-        "ticket_deadline",
         "write_paused",
     )
 
@@ -145,21 +142,15 @@ class Session(PortFlow):
         self._frame_bucket: TokenBucket | None = None
         self._throttled = False
         self.write_paused = False
-        self.hello_deadline = 0.0
-        self.ticket_deadline: float | None = None
-        self.request_deadline: float | None = None
+        self.deadlines = SessionDeadlines(server.config)  # hello, idle, tickets (edge/deadlines.py)
         self._counted = 0  # bytes of this connection already added to the account
         self._check_at = 1 << 62  # traffic at which usage is next checked against tickets
-        self._seen = 0
-        self.active_at = 0.0
 
     # ---- TlsProtocol ------------------------------------------------------------------------
 
     def connection_made(self, conn: TlsConnection) -> None:
         self.conn = conn
-        now = self.server.loop.time()
-        self.active_at = now
-        self.hello_deadline = now + self.server.config.hello_timeout
+        self.deadlines.connected(self.server.loop.time())
         self.server.session_started(self)
         if self.refusal is not None:
             code, message = self.refusal
@@ -393,7 +384,7 @@ class Session(PortFlow):
         if config.rate_limiting:
             rate = config.frame_rate_per_device
             self._frame_bucket = TokenBucket(rate, max(rate, 1.0), time.monotonic())
-        self.ticket_deadline = now + config.ticket_timeout
+        self.deadlines.authenticated(now)
 
     # ---- usage ------------------------------------------------------------------------------
 
@@ -414,13 +405,19 @@ class Session(PortFlow):
         conn = self.conn
         return conn.bytes_in + conn.bytes_out if conn is not None else 0
 
-    def idle_check(self, now: float) -> float:
-        """Seconds since the last byte either way (the sweep notices changes, no per-frame cost)."""
-        total = self.traffic()
-        if total != self._seen:
-            self._seen = total
-            self.active_at = now
-        return now - self.active_at
+    def tick(self, now: float) -> None:
+        """The periodic check of this session's deadlines (called by the server's sweep): hello or
+        idle first, then usage against tickets (which may send a ticket_request), then the ticket
+        deadlines."""
+        conn = self.conn
+        if conn is None or conn.is_closing:
+            return
+        expired = self.deadlines.check_presence(now, self.traffic())
+        if expired is None and self.device is not None:
+            self.server.check_usage(self)
+            expired = self.deadlines.check_tickets(now)
+        if expired is not None:
+            self.close_with(expired.code, expired.message, expired.level)
 
     def label(self) -> str:
         if self.device is not None:

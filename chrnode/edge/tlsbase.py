@@ -1,4 +1,7 @@
-"""What the TLS transport (chrnode.edge.tlsconn) expects of its protocols, and the scratch buffer.
+"""The pieces of the TLS transport (chrnode.edge.tlsconn) that lower modules share: the scratch
+buffer and the calls made on OpenSSL's socket object. (TlsProtocol, what the transport calls on
+its protocol, lives beside TlsConnection in tlsconn, which it names; so this module imports
+nothing of the transport.)
 
 A protocol receives plaintext the way ``asyncio.BufferedProtocol`` does: it hands out the buffer
 to decrypt into (``get_buffer``) and learns how much arrived (``buffer_updated``). Protocols that
@@ -9,12 +12,9 @@ an idle connection owns no receive buffer at all (SPEC 13).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from chrnode.edge.tlsconn import TlsConnection
-
-__all__ = ["SCRATCH_SIZE", "SslCore", "TlsProtocol", "scratch_buffer"]
+__all__ = ["SCRATCH_SIZE", "SslCore", "scratch_buffer"]
 
 SCRATCH_SIZE = 64 * 1024  # one TLS record is at most 16 KiB; room for a few small frames per read
 
@@ -43,25 +43,3 @@ class SslCore(Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> int: ...
 
     def pending(self) -> int: ...
-
-
-class TlsProtocol(Protocol):
-    """What a TlsConnection calls; the same shape as asyncio.BufferedProtocol."""
-
-    def connection_made(self, conn: TlsConnection) -> None: ...
-
-    def get_buffer(self) -> memoryview:
-        """Where to decrypt the next bytes; its length bounds the read."""
-        ...
-
-    def buffer_updated(self, nbytes: int) -> None:
-        """``nbytes`` of plaintext were written at the start of the last get_buffer() result."""
-        ...
-
-    def eof_received(self) -> None: ...
-
-    def connection_lost(self, exc: BaseException | None) -> None: ...
-
-    def pause_writing(self) -> None: ...
-
-    def resume_writing(self) -> None: ...

@@ -37,12 +37,12 @@ import collections
 import logging
 import ssl
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
-from chrnode.edge.tlsbase import SslCore, TlsProtocol, scratch_buffer
+from chrnode.edge.tlsbase import SslCore, scratch_buffer
 from chrnode.errors import ProtocolError
 
-__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]  # the last two re-exported from tlsbase
+__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]  # scratch_buffer re-exported from tlsbase
 
 _log = logging.getLogger("chrnode.edge")
 
@@ -54,6 +54,28 @@ MAX_RECORD = 16 * 1024  # TLS plaintext record limit: a full record hints at mor
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
+
+
+class TlsProtocol(Protocol):
+    """What a TlsConnection calls; the same shape as asyncio.BufferedProtocol."""
+
+    def connection_made(self, conn: TlsConnection) -> None: ...
+
+    def get_buffer(self) -> memoryview:
+        """Where to decrypt the next bytes; its length bounds the read."""
+        ...
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` of plaintext were written at the start of the last get_buffer() result."""
+        ...
+
+    def eof_received(self) -> None: ...
+
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
 
 
 class TlsConnection:

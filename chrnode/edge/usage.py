@@ -5,15 +5,15 @@ the current epoch; relayed port data is therefore billed to both devices. A devi
 outlives its sessions (a reconnect in the same epoch continues the count) and keeps the best
 ticket per (fleet, epoch), loaded once from the TicketStore through the hooks.
 
-:class:`TicketDesk` runs :class:`chrnode.ticket.TicketValidator` with the asynchronous hooks of
-steps 4 (fleet) and 6 (payment) while keeping the SPEC's order of failures: steps 1-3 are checked
-before any chain read, step 5 before the payment check.
+:class:`TicketDesk` runs the steps of :class:`chrnode.ticket.TicketValidator` once each, awaiting
+the asynchronous hooks of steps 4 (fleet) and 6 (payment) in between, so it keeps the SPEC's order
+of failures: steps 1-3 (the signature recovered once) before any read, step 5 before the payment
+check.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from chrnode.edge.hooks import EdgeHooks
 from chrnode.ticket import Ticket, TicketAccepted, TicketValidator
@@ -62,35 +62,6 @@ class DeviceAccount:
         return not self.usage and not self.best
 
 
-class _DeferredError(Exception):
-    """Internal: the validator reached a step whose answer must be fetched asynchronously."""
-
-
-class _AskLater:
-    """FleetCheck/PaymentCheck that stops the validator at its step (so earlier steps run first)."""
-
-    def node_allowed(self, fleet: bytes, node: bytes) -> bool:
-        raise _DeferredError
-
-    def device_allowed(self, fleet: bytes, device: bytes) -> bool:
-        raise _DeferredError
-
-    def check_payment(self, ticket: Ticket, device: bytes) -> None:
-        raise _DeferredError
-
-
-@dataclass(frozen=True, slots=True)
-class _FleetAnswer:
-    node_ok: bool
-    device_ok: bool
-
-    def node_allowed(self, fleet: bytes, node: bytes) -> bool:
-        return self.node_ok
-
-    def device_allowed(self, fleet: bytes, device: bytes) -> bool:
-        return self.device_ok
-
-
 class TicketDesk:
     """Validates tickets for one node with the hooks, and records the accepted ones."""
 
@@ -99,14 +70,8 @@ class TicketDesk:
         self.chain_id = chain_id
         self.hooks = hooks
         self.max_jump_bytes = max_jump_bytes
-        self._ask_later = _AskLater()
-        self._first = TicketValidator(
-            node,
-            chain_id,
-            fleet_check=self._ask_later,
-            payment_check=self._ask_later,
-            max_jump_bytes=max_jump_bytes,
-        )
+        # Its steps only: the fleet's and the payment's answers come from the hooks, awaited here.
+        self.validator = TicketValidator(node, chain_id, max_jump_bytes=max_jump_bytes)
 
     async def stored(self, account: DeviceAccount, fleet: bytes, epoch: int) -> Ticket | None:
         key = (fleet, epoch)
@@ -125,31 +90,15 @@ class TicketDesk:
         """
         async with account.lock:
             device = account.device
-            try:
-                # Steps 1-3 (no I/O) before anything is read: a ticket of a wrong epoch, signer or
-                # node never reaches the TicketStore. The validator stops at step 4 (the chain).
-                self._first.validate(ticket, device, current_epoch, None)
-            except _DeferredError:
-                pass
+            steps = self.validator
+            # Steps 1-3 (no I/O, the one signature recovery) before anything is read: a ticket of
+            # a wrong epoch, signer or node never reaches the TicketStore or the chain.
+            steps.check_signed(ticket, device, current_epoch)
             stored = await self.stored(account, ticket.fleet, ticket.epoch)
             node_ok, device_ok = await self.hooks.fleet_check(ticket.fleet, self.node, device)
-            second = TicketValidator(
-                self.node,
-                self.chain_id,
-                fleet_check=_FleetAnswer(node_ok, device_ok),
-                payment_check=self._ask_later,
-                max_jump_bytes=self.max_jump_bytes,
-            )
-            try:
-                second.validate(ticket, device, current_epoch, stored)  # steps 4 and 5
-            except _DeferredError:
-                pass
+            steps.check_fleet(ticket, device, node_ok, device_ok)  # step 4
+            accepted = steps.check_totals(ticket, stored)  # step 5
             await self.hooks.payment_check(ticket, device)  # step 6
-            accepted = TicketAccepted(
-                ticket,
-                ticket.total_bytes - (stored.total_bytes if stored else 0),
-                ticket.total_connections - (stored.total_connections if stored else 0),
-            )
             return await self._accept(account, accepted)
 
     async def _accept(self, account: DeviceAccount, accepted: TicketAccepted) -> TicketAccepted:

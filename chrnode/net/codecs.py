@@ -29,7 +29,7 @@ def contact_of(obj: SignedObject) -> Contact:
 
 
 class ObjectCodec:
-    """ContactCodec and ValueCodec of chrnode.dht.messages, over SignedObject.
+    """Node objects as Contacts and signed objects as Values of chrnode.dht, checked.
 
     ``accept_hello``: whether a location may carry a hello proof instead of a ticket (SPEC 6: a
     node that requires tickets may refuse it).

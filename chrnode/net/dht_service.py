@@ -22,9 +22,8 @@ from chrnode.dht.ids import Contact
 from chrnode.dht.lookup import LookupResult
 from chrnode.dht.node import DhtNode, LookupDone, Published, Send
 from chrnode.dht.store import STORED
-from chrnode.edge import codes
-from chrnode.edge.messages import ErrorReply
 from chrnode.net.codecs import ObjectCodec, contact_of
+from chrnode.net.dht_wire import from_peer_answer, from_peer_request, to_peer_answer, to_peer_request
 from chrnode.net.peers import PeerNetwork
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
@@ -56,15 +55,25 @@ class DhtService:
         self.lookups_failed = 0
         self.stores_refused: dict[str, int] = {}
         self.on_stored: list[Callable[[SignedObject], None]] = []  # a peer's STORE was kept
+        # The machine joined through the fleet again after its table emptied (chrnode.dht.rejoin).
+        self.on_rejoined: list[Callable[[LookupResult], None]] = []
         for msg_type in (pm.PING, pm.STORE, pm.FIND_NODE, pm.FIND_VALUE):
             network.handlers[msg_type] = self._request
         network.on_link_up.append(self._link_up)
 
     # ---- the node's work ------------------------------------------------------------------------
     async def join(self, seeds: Iterable[Contact]) -> LookupResult:
-        """Join the network through ``seeds`` (fleet nodes): a lookup of our own id."""
+        """Join the network through ``seeds`` (fleet nodes): a lookup of our own id, then one in
+        every bucket farther than the nearest neighbour's (Kademlia 2.3), awaited too, so a node
+        that has joined holds a full table and a link to each of its contacts."""
         lookup_id, actions = self.node.join(list(seeds), self.clock())
-        return await self._await_lookup(lookup_id, actions)
+        result = await self._await_lookup(lookup_id, actions)
+        if result.ok:
+            ids, actions = self.node.refresh_beyond_nearest(self.clock())
+            futures = [self._future(i) for i in ids]  # before acting: some may finish at once
+            self._act(actions)
+            await asyncio.gather(*futures)
+        return result
 
     async def lookup(self, target: bytes, *, find_value: bool = False) -> LookupResult:
         lookup_id, actions = self.node.lookup(target, self.clock(), find_value=find_value)
@@ -103,10 +112,14 @@ class DhtService:
         return self.node.store.put(self.codec.decode_value(obj), self.clock())
 
     async def _await_lookup(self, lookup_id: int, actions: list[Any]) -> LookupResult:
-        future: asyncio.Future[LookupResult] = self.loop.create_future()
-        self._lookups[lookup_id] = future
+        future = self._future(lookup_id)
         self._act(actions)
         return await future
+
+    def _future(self, lookup_id: int) -> asyncio.Future[LookupResult]:
+        future: asyncio.Future[LookupResult] = self.loop.create_future()
+        self._lookups[lookup_id] = future
+        return future
 
     # ---- requests from peers --------------------------------------------------------------------
     def _link_up(self, link: PeerLink) -> None:
@@ -117,7 +130,7 @@ class DhtService:
         assert link.record is not None
         msg_type, _ = pm.to_fields(msg)
         try:
-            request = self._as_dht_request(msg)
+            request = from_peer_request(msg, self.codec)
         except DhtProtocolError as exc:
             self.stores_refused[exc.code] = self.stores_refused.get(exc.code, 0) + 1
             link.error(msg_type, request_id, exc.code, exc.message)
@@ -131,40 +144,23 @@ class DhtService:
                     callback(obj)
         self._act(actions)
 
-    def _as_dht_request(self, msg: Any) -> dm.Request:
-        if isinstance(msg, pm.PeerPing):
-            return dm.Ping()
-        if isinstance(msg, pm.FindNode):
-            return dm.FindNode(msg.target)
-        if isinstance(msg, pm.FindValue):
-            return dm.FindValue(msg.key)
-        if isinstance(msg, pm.Store):
-            return dm.Store(self.codec.decode_value(msg.object))
-        raise DhtProtocolError(codes.UNEXPECTED_MESSAGE, f"not a DHT request: {type(msg).__name__}")
-
     def _answer(self, link: PeerLink, msg_type: int, request_id: int | None, answer: dm.Answer) -> None:
-        if isinstance(answer, dm.Pong):
-            link.answer(request_id, pm.PeerPingReply(int(answer.time * 1000)))
-        elif isinstance(answer, dm.Nodes):
-            link.answer(request_id, pm.Nodes(tuple(self._records(answer.contacts))))
-        elif isinstance(answer, dm.Found):
-            link.answer(request_id, pm.ValueFound(self.codec.object_of(answer.value.obj)))
-        elif isinstance(answer, dm.Refused):
-            self.stores_refused[answer.code] = self.stores_refused.get(answer.code, 0) + 1
-            link.error(msg_type, request_id, answer.code, answer.message)
-        else:
+        reply = to_peer_answer(answer, self.codec, self._record_of)
+        if isinstance(reply, dm.Refused):
+            self.stores_refused[reply.code] = self.stores_refused.get(reply.code, 0) + 1
+            link.error(msg_type, request_id, reply.code, reply.message)
+        elif isinstance(reply, pm.Nodes):  # in a frame of the request's type (SPEC 4)
+            link.answer_fields(msg_type, request_id, pm.nodes_fields(reply, msg_type)[1])
+        elif isinstance(reply, pm.Empty):
             link.answer_fields(msg_type, request_id, {})
+        else:
+            link.answer(request_id, reply)
 
-    def _records(self, contacts: list[Contact]) -> list[SignedObject]:
-        out = []
-        for contact in contacts:
-            record = contact.record
-            if not isinstance(record, SignedObject):
-                live = self.network.links.get(contact.address)
-                record = live.record if live is not None else None
-            if isinstance(record, SignedObject):
-                out.append(record)
-        return out
+    def _record_of(self, contact: Contact) -> SignedObject | None:
+        if isinstance(contact.record, SignedObject):
+            return contact.record
+        live = self.network.links.get(contact.address)  # a fleet node from config: its hello's
+        return live.record if live is not None else None
 
     # ---- the machine's actions ------------------------------------------------------------------
     def _act(self, actions: list[Any] | None) -> None:
@@ -188,6 +184,9 @@ class DhtService:
         future = self._lookups.pop(done.lookup_id, None)
         if future is not None and not future.done():
             future.set_result(done.result)
+        if done.purpose == "rejoin" and len(self.node.table):
+            for callback in self.on_rejoined:
+                callback(done.result)
 
     async def _send(self, send: Send) -> None:
         contact = send.to
@@ -196,14 +195,14 @@ class DhtService:
         except PeerError:
             self._act(self.node.on_failure(send.request_id, self.clock()))
             return
-        request = _as_peer_request(send.request, self.codec)
+        request = to_peer_request(send.request, self.codec)
         timeout = self.node.config.hard_timeout + 1.0  # the machine's own hard timeout comes first
         link.request(request, lambda answer: self._answered(send, link, answer), timeout)
 
     def _answered(self, send: Send, link: PeerLink, answer: Any) -> None:
         now = self.clock()
         try:
-            parsed = self._as_dht_answer(send.request, answer)
+            parsed = from_peer_answer(send.request, answer, self.codec)
         except DhtProtocolError as exc:
             _log.debug("bad answer from %s: %s", link.label(), exc)
             parsed = None
@@ -216,24 +215,6 @@ class DhtService:
         # config has none until then): the table keeps that copy.
         sender = contact_of(link.record) if link.record is not None else None
         self._act(self.node.on_answer(send.request_id, parsed, now, sender=sender))
-
-    def _as_dht_answer(self, request: dm.Request, answer: Any) -> dm.Answer | None:
-        if answer is None or isinstance(answer, PeerError):
-            return None
-        if isinstance(answer, ErrorReply):
-            return dm.Refused(answer.code, answer.message)
-        if isinstance(answer, pm.PeerPingReply):
-            return dm.Pong(answer.time / 1000)
-        if isinstance(answer, pm.Empty):
-            return dm.Stored()
-        if isinstance(answer, pm.ValueFound):
-            value = self.codec.decode_value(answer.object)
-            if not isinstance(request, dm.FindValue) or value.key != request.key:
-                raise DhtProtocolError("mis_keyed", "FIND_VALUE answered with an object of another key")
-            return dm.Found(value)
-        if isinstance(answer, pm.Nodes):
-            return dm.Nodes([self.codec.decode_contact(obj) for obj in answer.nodes])
-        return None
 
     # ---- timers -----------------------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -267,16 +248,6 @@ class DhtService:
             "lookups_failed": self.lookups_failed,
             "refused": dict(self.stores_refused),
         }
-
-
-def _as_peer_request(request: dm.Request, codec: ObjectCodec) -> Any:
-    if isinstance(request, dm.Ping):
-        return pm.PeerPing()
-    if isinstance(request, dm.FindNode):
-        return pm.FindNode(request.target)
-    if isinstance(request, dm.FindValue):
-        return pm.FindValue(request.key)
-    return pm.Store(codec.object_of(request.value.obj))
 
 
 def _quiet(task: asyncio.Task[None]) -> None:

@@ -15,7 +15,9 @@ the process (objects held, peer_history) goes out through :class:`Persistence`, 
 the network never waits on storage.
 
 Fleet nodes (``fleet_nodes``, SPEC 11) are the bootstrap: pinned in the pool (kept linked,
-redialled with backoff), joined through at start and again whenever the routing table is empty.
+redialled with backoff), joined through at start and again whenever the routing table empties
+(the DHT machine's rule, chrnode.dht.rejoin: with backoff, logged); after a rejoin the node
+publishes its node object again, since it reached nobody while the table was empty.
 Whenever a link comes up, the node reconciles its objects with that peer through MERKLE, so a
 restarted or partitioned node fetches and pushes only what differs.
 """
@@ -76,8 +78,7 @@ class NetworkSettings:
     dht: DhtConfig = field(default_factory=DhtConfig)
     peers: PeerNetworkConfig = field(default_factory=PeerNetworkConfig)
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
-    tick_interval: float = 2.0  # Publisher ticks, expiry, the empty-table check
-    rejoin_interval: float = 10.0  # at most one join through the fleet this often
+    tick_interval: float = 2.0  # Publisher ticks, expiry
 
 
 class NodeNetwork:
@@ -112,7 +113,6 @@ class NodeNetwork:
         self.published = 0
         self._restored = asyncio.Event()  # MERKLE waits for it: compare what we really hold
         self._reliability: dict[bytes, float] = {}
-        self._last_join = -float("inf")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
@@ -150,6 +150,7 @@ class NodeNetwork:
         self.network.pool.rng = random.Random()
         self.dht = DhtService(self.network, node, self.codec, clock=self.clock)
         self.dht.on_stored.append(self._stored)
+        self.dht.on_rejoined.append(self._rejoined)
         self._offer_own(first)
         for seed in self._seeds():
             self.network.pin(seed.address, seed.host, seed.peer_port)
@@ -173,7 +174,6 @@ class NodeNetwork:
 
     async def _join(self) -> None:
         assert self.dht is not None
-        self._last_join = self.loop.time()
         self.joins += 1
         result = await self.dht.join(self._seeds())
         _log.info(
@@ -302,20 +302,12 @@ class NodeNetwork:
         if self.publisher is not None:
             self._emit(self.publisher.tick(now))
         self.objects.expire(now)
-        dht = self.dht
-        if (
-            dht is not None
-            and self._seeds()
-            and len(dht.node.table) == 0
-            and self.loop.time() - self._last_join >= self.settings.rejoin_interval
-        ):
-            self._spawn(self._rejoin())
         self._schedule_tick()
 
-    async def _rejoin(self) -> None:
-        await self._join()
-        if self.dht is not None and len(self.dht.node.table) and self.record is not None:
-            await self._publish(self.record)  # it reached nobody while the table was empty
+    def _rejoined(self, result: Any) -> None:
+        self.joins += 1
+        if self.record is not None and not self._closing:
+            self._spawn(self._publish(self.record))  # it reached nobody while the table was empty
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -356,6 +348,7 @@ class NodeNetwork:
             "links": len(self.network.links),
             "known": len(self.network.pool.peers),
             "inbound_refused": self.network.refused,
+            "admission": self.network.admission.counters(),
             "objects": len(self.objects),
             "joins": self.joins,
             "published": self.published,

@@ -5,11 +5,17 @@ decisions (chrnode.peer.pool): it listens on the peer port, dials peers on deman
 a relay, a bootstrap node), reuses the one link it has to a peer, pings idle links, redials the
 pinned bootstrap nodes with backoff and persists what it learns through ``on_seen`` (peer_history).
 Requests arriving on any link go to the handler registered for their type.
+
+Inbound connections go through the edge's admission control (chrnode.edge.admission): caps per
+source address, per /24 and in all; a deadline from TCP accept to a proven peer hello; when a cap
+is reached, the oldest silent unproven connection is shed. Proven links are never shed (the pool
+decides which of them to keep).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -20,6 +26,7 @@ from typing import Any, Protocol
 
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
+from chrnode.edge.admission import Admission, AdmissionLimits, Refuse
 from chrnode.edge.ratelimit import KeyedBuckets
 from chrnode.edge.tlslisten import TlsListener, open_tls_connection, start_tls_server
 from chrnode.objects.signed import SignedObject
@@ -31,6 +38,8 @@ from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
 __all__ = ["PeerNetwork", "PeerNetworkConfig"]
 
 _log = logging.getLogger("chrnode.peer")
+
+PRESSURE_LOG_INTERVAL = 60.0
 
 Handler = Callable[[PeerLink, Any, "int | None"], None]
 
@@ -52,6 +61,13 @@ class PeerNetworkConfig:
     handshake_timeout: float = 5.0
     accepts_per_second_per_ip: float = 20.0  # new inbound links per source address
     tick_interval: float = 1.0
+    # Admission (chrnode.edge.admission): inbound connections at once, in all, per source address
+    # and per /24 (0 = no such cap; the daemon sets them from its config), and seconds from TCP
+    # accept to a proven peer hello.
+    max_connections: int = 1024
+    conns_per_ip: int = 0
+    conns_per_subnet: int = 0
+    admission_deadline: float = 10.0
 
 
 class PeerNetwork:
@@ -83,11 +99,21 @@ class PeerNetwork:
         self.listener: TlsListener | None = None
         self._dials: dict[bytes, asyncio.Future[PeerLink]] = {}
         self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
+        self.admission: Admission[PeerLink] = Admission(
+            AdmissionLimits(
+                max_connections=config.max_connections,
+                per_address=config.conns_per_ip,
+                per_subnet=config.conns_per_subnet,
+                pending_timeout=config.admission_deadline,
+            )
+        )
         self.last_rtt: dict[bytes, float] = {}
         self._every: weakref.WeakSet[PeerLink] = weakref.WeakSet()  # proven or not, for close()
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
         self.refused = 0
+        self.dials = 0  # outbound dials started (each a TLS handshake and a peer hello)
+        self.links_opened = 0  # links that came up, either way
 
     # ---- LinkHost ---------------------------------------------------------------------------
     def own_record(self) -> SignedObject:
@@ -95,6 +121,11 @@ class PeerNetwork:
 
     def link_up(self, link: PeerLink) -> None:
         assert link.node is not None
+        self.admission.authenticated(link)  # proven: no deadline, never shed (a no-op if dialled)
+        existing = self.links.get(link.node)
+        if existing is not None and existing is not link and not existing.closed:
+            self._duplicate(existing, link)
+            return
         now = self.loop.time()
         if link.dialer:
             actions = self.pool.dialed(link.node, now)
@@ -108,12 +139,34 @@ class PeerNetwork:
             self._act([a for a in actions if not (isinstance(a, Close) and a.address == link.node)])
             return
         self.links[link.node] = link
+        self.links_opened += 1
         _log.info("%s link up with %s", "outbound" if link.dialer else "inbound", link.label())
         self._act(actions)
         for callback in self.on_link_up:
             callback(link)
 
+    def _duplicate(self, existing: PeerLink, new: PeerLink) -> None:
+        """Both nodes dialled each other at once: each end holds an inbound and an outbound link.
+        Both keep the one dialled by the lower address, so that neither closes the link the other
+        kept (which left them with none); a link already closing gives way to the new one. The
+        pool's state (up) holds for whichever is kept."""
+        assert new.node is not None
+        closing = existing.conn is None or existing.conn.is_closing
+        if not closing and new.dialer != (self.key.address < new.node):
+            _log.info("closing %s: duplicate link (the other one is kept)", new.label())
+            new.close()
+            return
+        _log.info(
+            "keeping %s; closing the duplicate (closing already, or dialled by the higher address)",
+            new.label(),
+        )
+        self.links[new.node] = new  # before the close, so the old link's link_down is a no-op
+        existing.close()
+        for callback in self.on_link_up:
+            callback(new)
+
     def link_down(self, link: PeerLink) -> None:
+        self.admission.closed(link)
         if link.node is None or self.links.get(link.node) is not link:
             return
         del self.links[link.node]
@@ -146,21 +199,59 @@ class PeerNetwork:
 
     # ---- listening ----------------------------------------------------------------------------
     def listen(self, host: str, port: int) -> int:
-        self.listener = start_tls_server(
+        self.listener = listener = start_tls_server(
             self.loop, self._server_ctx, host, port, self._accept, self.config.handshake_timeout
         )
+        listener.on_failed = self.admission.closed
+        listener.on_spoke = self.admission.progressed  # type: ignore[assignment]
         self._schedule_tick()
-        return self.listener.port
+        return listener.port
 
     def _accept(self, addr: tuple[str, int]) -> PeerLink | None:
         # Per source address: a token bucket of new links, before any TLS work (SPEC 4 "per-peer
-        # rate limits"); the handshake and the peer hello each have their deadline.
+        # rate limits"); then admission, which gives the connection its deadline to a proven hello.
         if self._closing or not self._accepts.take(addr[0]):
             self.refused += 1
             return None
         link = PeerLink(self, self.config.link)
+        decision = self.admission.accept(link, addr[0], self.loop.time())
+        if isinstance(decision, Refuse):
+            self.refused += 1
+            self._log_pressure()
+            return None  # the group is full of proven links: not even a TLS handshake
+        for victim in decision.shed:
+            self._cut(victim, "the peer port is full and this connection had not proven a peer hello")
+        if decision.shed:
+            self._log_pressure()
+        # Unproven when it closes (a bad hello, a timeout): it leaves the accounting at once.
+        link.ready.add_done_callback(functools.partial(self._unproven_closed, link))
         self._every.add(link)
         return link
+
+    def _unproven_closed(self, link: PeerLink, ready: asyncio.Future[PeerLink]) -> None:
+        if ready.cancelled() or ready.exception() is not None:
+            self.admission.closed(link)
+
+    def _cut(self, link: PeerLink, reason: str) -> None:
+        """Close an unproven inbound connection admission gave up on (in TLS, or before its hello)."""
+        _log.debug("cutting an unproven peer connection: %s", reason)
+        if link.conn is not None:
+            link.close()
+        elif self.listener is not None:
+            self.listener.abort_handshake(link)
+
+    def _log_pressure(self) -> None:
+        """One line a minute at most, with counts, however hard the peer port is pushed."""
+        report = self.admission.pressure_report(self.loop.time(), PRESSURE_LOG_INTERVAL)
+        if report is not None:
+            _log.warning(
+                "peer port admission under pressure: %d connections shed, %d refused, %d cut at the "
+                "%g s hello deadline since the last report; %d open, %d of them without a peer hello",
+                *report,
+                self.config.admission_deadline,
+                len(self.admission),
+                self.admission.pending_count,
+            )
 
     # ---- dialling -----------------------------------------------------------------------------
     def pin(self, address: bytes, host: str, port: int) -> None:
@@ -179,12 +270,18 @@ class PeerNetwork:
         if dial is None:
             actions = self.pool.want(address, host, port, self.loop.time())
             if not any(isinstance(a, Dial) for a in actions):
+                self.pool.done_with(address)  # not dialled (backing off): this need ends here
                 peer = self.pool.peers.get(address)
                 state = peer.state.value if peer is not None else "unknown"
                 raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
             self._act(actions)
             dial = self._dials[address]
-        return await asyncio.shield(dial)
+        try:
+            return await asyncio.shield(dial)
+        finally:
+            # One dial per need: a peer that is not pinned is not redialled after its link
+            # closes or its dial failed (a dead DHT contact would be, for ever, with backoff).
+            self.pool.done_with(address)
 
     def _dial(self, action: Dial) -> None:
         if action.address in self._dials:
@@ -195,6 +292,7 @@ class PeerNetwork:
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _dial_now(self, action: Dial, future: asyncio.Future[PeerLink]) -> None:
+        self.dials += 1
         link = PeerLink(self, self.config.link, expected=action.address)
         self._every.add(link)
         try:
@@ -214,8 +312,9 @@ class PeerNetwork:
                 future.exception()
             return
         self._dials.pop(action.address, None)
-        if not future.done():
-            future.set_result(link)
+        if not future.done():  # the link kept if the peer dialled us at the same time
+            kept = self.links.get(action.address)
+            future.set_result(kept if kept is not None and not kept.closed else link)
 
     # ---- the pool's actions and timer ---------------------------------------------------------
     def _act(self, actions: list[Any]) -> None:
@@ -251,7 +350,11 @@ class PeerNetwork:
 
     def _tick(self) -> None:
         self._ticker = None
-        self._act(self.pool.tick(self.loop.time()))
+        now = self.loop.time()
+        for link in self.admission.tick(now):
+            self._cut(link, f"no proven peer hello within {self.config.admission_deadline:g} s of connecting")
+        self._log_pressure()
+        self._act(self.pool.tick(now))
         self._schedule_tick()
 
     def answered(self, address: bytes) -> None:

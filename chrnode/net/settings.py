@@ -23,7 +23,13 @@ def network_settings(cfg: Config) -> NetworkSettings:
         fleet=cfg.fleet_seed_nodes,
         accept_hello=not cfg.require_tickets,
         dht=DhtConfig(hard_timeout=cfg.dht_request_timeout),
-        peers=PeerNetworkConfig(pool=PoolConfig(max_links=cfg.peer_max_links)),
+        peers=PeerNetworkConfig(
+            pool=PoolConfig(max_links=cfg.peer_max_links),
+            # Room for every kept link and as many again, plus unproven newcomers to shed.
+            max_connections=2 * cfg.peer_max_links + 64,
+            conns_per_ip=cfg.peer_max_conns_per_ip,
+            conns_per_subnet=cfg.peer_max_conns_per_subnet,
+        ),
         # Republished well within its lifetime, so one lost STORE round does not let it lapse.
         publisher=PublisherConfig(location_ttl=ttl, location_republish=max(5, int(ttl * 0.4))),
     )

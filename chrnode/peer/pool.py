@@ -9,8 +9,9 @@ Rules:
   recently used unpinned link, or is refused when every link is pinned;
 - pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
   exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
-  caller's RNG so that many nodes do not redial in step); unpinned peers are forgotten after a
-  close unless wanted again;
+  caller's RNG so that many nodes do not redial in step); an unpinned peer is redialled only
+  while it is wanted (``want`` until ``done_with``: a DHT request wants its contact for one
+  dial), and forgotten after a close, or once its backoff has run out, when it is not;
 - a link idle for ``ping_interval`` gets a health ping; no answer within ``ping_timeout`` closes it;
 - every answered / failed request updates the peer's reliability (answered + 1) / (total + 2),
   the score ``peer_history`` keeps (SPEC 6).
@@ -34,7 +35,7 @@ class State(Enum):
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
-    max_links: int = 64
+    max_links: int = 512  # config peer_max_links: about 21 KiB per idle link (docs/dht.md)
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     backoff_initial: float = 1.0
@@ -97,6 +98,7 @@ class Pool:
     config: PoolConfig = field(default_factory=PoolConfig)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     peers: dict[bytes, Peer] = field(default_factory=dict)
+    evictions: int = 0  # links closed to make room at the cap (network_stats, the benchmark)
 
     # ---- queries ----------------------------------------------------------------------------
     def links(self) -> list[Peer]:
@@ -139,7 +141,9 @@ class Pool:
             return []
         peer.failed += 1
         self._back_off(peer, now)
-        return [Seen(address, False, peer.reliability)]
+        # peer_history is for peers: not for every address a FIND_NODE answer named that never
+        # answered (a liar could fill it).
+        return [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
 
     def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
         """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
@@ -154,6 +158,7 @@ class Pool:
             if victim is None:
                 return [Close(address, "at the link limit")]
             victim.state = State.IDLE
+            self.evictions += 1
             actions.append(Close(victim.address, "at the link limit"))
         if peer is None:
             peer = self.peers[address] = Peer(address, host, port)
@@ -213,7 +218,10 @@ class Pool:
                     peer.ping_sent = now
                     actions.append(Ping(peer.address))
             elif peer.state is State.BACKOFF and now >= peer.next_attempt:
-                actions += self._maybe_dial(peer, now)
+                if peer.pinned or peer.wanted:
+                    actions += self._maybe_dial(peer, now)
+                else:  # a dead DHT contact is not redialled for ever; a new want dials it afresh
+                    del self.peers[peer.address]
         return actions
 
     # ---- rules ------------------------------------------------------------------------------
@@ -230,6 +238,7 @@ class Pool:
             if victim is None:
                 return []
             victim.state = State.IDLE
+            self.evictions += 1
             actions.append(Close(victim.address, "at the link limit: least recently used"))
         peer.state = State.DIALING
         return [*actions, Dial(peer.address, peer.host, peer.port)]

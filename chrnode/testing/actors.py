@@ -72,3 +72,14 @@ class BrokenStart(ChrActor):
 
     def on_start(self, init: m.Init) -> None:
         raise OSError(98, "Address already in use (test)")
+
+
+class Lingering(Worker):
+    """Says it exits when asked (Exiting, from the base) but its process stays up: a thread that
+    is not a daemon keeps it alive, as Thespian keeps an exiting actor up while it waits for a
+    child's exit notice that never comes."""
+
+    def on_stop(self) -> None:
+        import threading
+
+        threading.Thread(target=threading.Event().wait, name="lingering", daemon=False).start()

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from chrnode.client import DeviceClient, connect
 from chrnode.config import Config
 from chrnode.crypto import PrivateKey
+from chrnode.device.client import DeviceClient, connect
 from chrnode.edge.frame import VERSION
 from chrnode.edge.hello import sign_hello
 from chrnode.edge.hooks import DefaultHooks, EdgeHooks

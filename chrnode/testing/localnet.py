@@ -134,7 +134,15 @@ class Localnet:
         return out
 
     def _env(self, index: int, fleet: list[str]) -> dict[str, str]:
-        env = {"CHR_FLEET_NODES": ",".join(fleet), "CHR_HOST": "127.0.0.1", **self.env}
+        env = {
+            "CHR_FLEET_NODES": ",".join(fleet),
+            "CHR_HOST": "127.0.0.1",
+            # Every node dials from 127.0.0.1: the peer port's per-address caps must fit them all
+            # (the defaults, 16 and 64, up to 8 nodes).
+            "CHR_PEER_MAX_CONNS_PER_IP": str(max(16, 2 * self.count)),
+            "CHR_PEER_MAX_CONNS_PER_SUBNET": str(max(64, 4 * self.count)),
+            **self.env,
+        }
         if self.chain_url:
             env["CHR_CHAIN_RPC"] = self.chain_url
         return env

@@ -54,8 +54,10 @@ class NetNode:
 
 
 async def start_net_node(
-    directory: Path, index: int, dht_config: DhtConfig | None = None, **edge: Any
+    directory: Path, index: int, dht_config: DhtConfig | None = None, *, peer_port: int = 0, **edge: Any
 ) -> NetNode:
+    """One node; ``directory`` keeps its identity, so a node started again there (on its old
+    ``peer_port``) is the same node back."""
     directory.mkdir(parents=True, exist_ok=True)
     node = await start_node(directory, **edge)
     server = node.server
@@ -70,7 +72,7 @@ async def start_net_node(
         edge_client_context(),
         PeerNetworkConfig(accepts_per_second_per_ip=10_000.0),
     )
-    peer_port = network.listen("127.0.0.1", 0)
+    peer_port = network.listen("127.0.0.1", peer_port)
     now = time.time()
     record = make_node_object(
         identity.key,

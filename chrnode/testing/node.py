@@ -116,7 +116,7 @@ class NodeProcess:
             return ""
 
     def token(self) -> str:
-        from chrnode.rpc_server import read_cookie
+        from chrnode.rpc.server import read_cookie
 
         return read_cookie(self.data_dir / ".cookie")
 

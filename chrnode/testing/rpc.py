@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chrnode.errors import ChrError
-from chrnode.rpc_server import RpcApplication, make_app, start_servers
+from chrnode.rpc.server import RpcApplication, make_app, start_servers
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats, StatsAggregate
 
 TOKEN = "5f0c7e4b9a1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f80912"
@@ -26,6 +26,7 @@ _TREE = [
     ("Model.Sql.Cache", "Model.Sql", "permanent"),
     ("TicketStore", "ChronaraNode.Supervisor", "permanent"),
     ("Cron", "ChronaraNode.Supervisor", "permanent"),
+    ("Channels", "ChronaraNode.Supervisor", "permanent"),
     ("PubSub", "ChronaraNode.Supervisor", "permanent"),
     ("Connectivity", "ChronaraNode.Supervisor", "permanent"),
     ("Network.EdgeV2.Listener", "ChronaraNode.Supervisor", "transient"),
@@ -149,7 +150,7 @@ class ServedApp:
     ) -> None:
         self._factory = factory
         self._ssl_ctx = ssl_ctx
-        self._limits = limits  # chrnode.rpc_guard.RpcLimits, or None for the defaults
+        self._limits = limits  # chrnode.rpc.guard.RpcLimits, or None for the defaults
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

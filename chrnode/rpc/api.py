@@ -23,15 +23,24 @@ from typing import Any, Protocol
 import chrnode
 from chrnode.errors import ChrError, RpcError
 from chrnode.health import HealthLimits, compute_health
-from chrnode.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
 from chrnode.metrics import ProcessSampler, summarize
-from chrnode.openrpc import openrpc_document
+from chrnode.rpc.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
+from chrnode.rpc.openrpc import openrpc_document
 
 log = logging.getLogger("chrnode.rpc")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason", "requested_restarts")
 _EDGE_FIELDS = ("devices", "connections", "ports_open", "bytes_in", "bytes_out")
+_CHANNEL_FIELDS = (
+    "channels",
+    "members",
+    "peak_members",
+    "opened_total",
+    "joined_total",
+    "slow_closed",
+    "bytes_delivered",
+)
 
 
 class NodeView:
@@ -125,6 +134,10 @@ def _section(snapshot: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _channel_counts(part: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v if type(v := part.get(k)) is int else 0 for k in _CHANNEL_FIELDS}
+
+
 def _rows(snapshot: Mapping[str, Any], key: str) -> list[Any]:
     value = snapshot.get(key)
     return [jsonable(r) for r in value if isinstance(r, Mapping)] if isinstance(value, list | tuple) else []
@@ -210,7 +223,16 @@ def build_methods(
         stats["p2p"].update(jsonable(_section(snapshot, "p2p")))
         # How late the network process's loop runs (chrnode.net.looplag): p50/p99/max, last minute.
         stats["loop_lag"] = jsonable(_section(snapshot, "loop_lag"))
+        stats["channels"] = _channel_counts(_section(snapshot, "channels"))  # chr_channels lists them
         return stats
+
+    def chr_channels() -> dict[str, Any]:
+        # The Channels actor's view of the channels on the network loop (actors/channels.py).
+        part = _section(view.snapshot, "channels")
+        out = _channel_counts(part)
+        out["reported_at"] = part.get("reported_at") if isinstance(part.get("reported_at"), float) else None
+        out["list"] = _rows(part, "list")
+        return out
 
     def peer_list() -> dict[str, Any]:
         peers = _rows(view.snapshot, "peers")
@@ -307,6 +329,15 @@ def build_methods(
             "p2p, chain{..., endpoints[{url, state, latency_ms}], node_balance{eth, can_pay}}, reward, "
             "process{actor: {rss_bytes, cpu_seconds, cpu_percent}}, counters, gauges, "
             "edge{devices, connections, ports_open, bytes_in, bytes_out}}",
+            result_schema=obj,
+        ),
+        Method(
+            "chr_channels",
+            chr_channels,
+            summary="Channels (shared ports, flag s) on this node: members and bytes delivered",
+            result="{channels, members, peak_members, opened_total, joined_total, slow_closed, "
+            "bytes_delivered, reported_at, list[{target, port, ref, members[{device, ref, flags, owner}], "
+            "joined_total, bytes_delivered, frames_delivered, bytes_written}]}",
             result_schema=obj,
         ),
         Method(

@@ -1,4 +1,4 @@
-"""The JSON-RPC API over HTTP(S) with Tornado (SPEC 8, 12): a thin adapter over chrnode.jsonrpc.
+"""The JSON-RPC API over HTTP(S) with Tornado (SPEC 8, 12): a thin adapter over chrnode.rpc.jsonrpc.
 
     POST /rpc, POST /   JSON-RPC 2.0 (Content-Type is not checked; the body must be JSON)
     GET /metrics        Prometheus text format (chrnode.metrics)
@@ -41,10 +41,10 @@ from tornado.netutil import bind_sockets
 
 from chrnode.errors import ConfigError
 from chrnode.health import HealthLimits, compute_health
-from chrnode.jsonrpc import Dispatcher, Method, encode_json
 from chrnode.metrics import MetricsExporter
-from chrnode.rpc_api import AdminOps, NodeView, build_methods
-from chrnode.rpc_guard import GuardedHTTPServer, RpcLimits
+from chrnode.rpc.api import AdminOps, NodeView, build_methods
+from chrnode.rpc.guard import GuardedHTTPServer, RpcLimits
+from chrnode.rpc.jsonrpc import Dispatcher, Method, encode_json
 
 log = logging.getLogger("chrnode.rpc")
 
@@ -315,7 +315,7 @@ def _listen(
         raise ConfigError(key, port, f"bind {bind}", f"a free port ({exc.strerror})") from exc
     # No body_timeout: Tornado wraps every body read in gen.with_timeout, which costs about 15%
     # of a small request (measured with bench/bench_rpc.py, SPEC 13). The header and body
-    # deadlines are kept by GuardedHTTPServer's sweep instead (chrnode.rpc_guard).
+    # deadlines are kept by GuardedHTTPServer's sweep instead (chrnode.rpc.guard).
     server = GuardedHTTPServer(
         app,
         ssl_options=ssl_ctx,

@@ -20,13 +20,14 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chrnode.crypto import to_hex_address
 from chrnode.edge import codes
 from chrnode.edge.messages import (
     PORTOPEN,
     ErrorReply,
+    Message,
     PortClose,
     PortOpen,
     PortOpenReply,
@@ -34,10 +35,7 @@ from chrnode.edge.messages import (
 )
 from chrnode.errors import ChrError, ConnectionClosed, describe
 
-if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
-
-__all__ = ["Acceptor", "Port", "PortOffer", "answer_portopen", "pump", "tunnel"]
+__all__ = ["Acceptor", "Port", "PortHost", "PortOffer", "answer_portopen", "pump", "tunnel"]
 
 _log = logging.getLogger("chrnode.client")
 
@@ -47,11 +45,31 @@ WRITE_CHUNK = 256 * 1024  # data per portsend frame (well under the node's 1 MiB
 JOIN_LIMIT = 64 * 1024  # below this the frame header and data are joined into one TLS write
 
 
+class PortHost(Protocol):
+    """What a port needs of the connection it runs on (the DeviceClient implements it), so that
+    this lower module needs nothing of the client (no import cycle)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def is_open(self) -> bool: ...
+    @property
+    def shared_ports(self) -> set[int | str]: ...
+    def send(self, msg: Message) -> None: ...
+    def write_raw(self, data: bytes | bytearray | memoryview) -> None: ...
+    async def drain(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def forget_port(self, ref: int) -> None: ...
+    def adopt_port(self, port: Port) -> None: ...
+    async def open_port(self, target: bytes | str, port: int | str, flags: str = "rw") -> Port: ...
+
+
 class Port:
     """One end of a port. ``peer`` is the other device; ``flags`` the opener's (SPEC 4)."""
 
     def __init__(
-        self, client: DeviceClient, ref: int, peer: bytes, name: int | str, flags: str, opener: bool
+        self, client: PortHost, ref: int, peer: bytes, name: int | str, flags: str, opener: bool
     ) -> None:
         self.client = client
         self.ref = ref
@@ -224,7 +242,7 @@ async def pump(port: Port, reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def tunnel(
-    client: DeviceClient,
+    client: PortHost,
     target: bytes | str,
     port_name: int | str,
     flags: str,
@@ -272,7 +290,7 @@ Acceptor = Callable[[PortOffer], Awaitable[bool]]
 
 
 async def answer_portopen(
-    client: DeviceClient, msg: PortOpen, local: tuple[str, int] | None, acceptor: Acceptor | None
+    client: PortHost, msg: PortOpen, local: tuple[str, int] | None, acceptor: Acceptor | None
 ) -> Port | None:
     """Answer a portopen the node forwarded (SPEC 4): a published port (``local``, host and port
     of its service) is accepted once its TCP connection is made and pumped until either side
@@ -305,7 +323,9 @@ async def answer_portopen(
     _log.info("port %r opened by %s (ref %d)", msg.port, opener, msg.ref)
     port = Port(client, msg.ref, msg.device, msg.port, msg.flags, opener=False)
     client.adopt_port(port)
-    client.send(PortOpenReply(id=msg.id))
+    # A port this device shares as a channel: later "s" openers join without asking (protocol.md).
+    shared = "s" in msg.flags and msg.port in client.shared_ports
+    client.send(PortOpenReply(id=msg.id, shared=True if shared else None))
     if streams is None:
         return port
     await pump(port, *streams)

@@ -10,7 +10,7 @@
 
 It uses the node's own TLS transport (chrnode.edge.tlsconn) and zero-copy frame reader, checks
 the node's address from its certificate, proves its key in hello, and pays with tickets
-automatically (chrnode.client_tickets).
+automatically (chrnode.device.tickets).
 
 What the node refuses or says is logged on ``chrnode.client`` with its code (refused tickets,
 notices, refused ports); why the connection ended is ``client.closed_reason`` (the notify that
@@ -28,11 +28,11 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from chrnode.client_key import DeviceKey
-from chrnode.client_link import Link
-from chrnode.client_ports import Acceptor, Port, PortOffer, answer_portopen, tunnel
-from chrnode.client_tickets import MIN_ADVANCE, TicketAgent
 from chrnode.crypto import PrivateKey, to_hex_address
+from chrnode.device.key import DeviceKey
+from chrnode.device.link import Link
+from chrnode.device.ports import Acceptor, Port, PortOffer, answer_portopen, tunnel
+from chrnode.device.tickets import MIN_ADVANCE, TicketAgent
 from chrnode.edge import codes
 from chrnode.edge.frame import DEFAULT_MAX_FRAME_SIZE, VERSION
 from chrnode.edge.hello import sign_hello
@@ -143,6 +143,8 @@ class DeviceClient:
         self.tickets: TicketAgent | None = None
         self.auto_tickets = False
         self.on_portopen: Acceptor | None = None
+        # Ports this device shares as channels: an accepted "s" portopen on one answers shared.
+        self.shared_ports: set[int | str] = set()
         self.on_notify: Callable[[Notify], None] | None = None
         self.notifications: list[Notify] = []
         self.closed_reason: ConnectionClosed | None = None

@@ -1,4 +1,5 @@
-"""The device client's side of the TLS connection: frames in, messages to the DeviceClient.
+"""The device client's side of the TLS connection: frames in, messages to its :class:`LinkOwner`
+(the DeviceClient).
 
 Port data (portsend without id) is taken straight out of the frame buffer (one copy, into the
 bytes the reader gets); everything else goes through the reference decoder (messages).
@@ -7,7 +8,7 @@ bytes the reader gets); everything else goes through the reference decoder (mess
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chrnode.edge.frame import (
     FLAG_COMPRESSED,
@@ -16,18 +17,26 @@ from chrnode.edge.frame import (
     Frame,
     decompress_payload,
 )
-from chrnode.edge.messages import PORTSEND, PortSend, decode_payload
-from chrnode.edge.ports import parse_portsend
+from chrnode.edge.messages import PORTSEND, Message, PortSend, decode_payload
+from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.reader import FrameReader
 from chrnode.edge.tlsconn import TlsConnection
 from chrnode.errors import FrameError, RemoteProtocolError
 
-if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
-
-__all__ = ["Link"]
+__all__ = ["Link", "LinkOwner"]
 
 _log = logging.getLogger("chrnode.client")
+
+
+class LinkOwner(Protocol):
+    """What the link hands its frames to: the DeviceClient implements it, so that this lower
+    module needs nothing of the client (no import cycle)."""
+
+    def data_received(self, ref: int, data: bytes) -> None: ...
+    def answer_received(self, msg: Message) -> None: ...
+    def request_received(self, msg: Message) -> None: ...
+    def connection_lost(self, exc: BaseException | None) -> None: ...
+    def writing_paused(self, paused: bool) -> None: ...
 
 
 class Link(FrameReader):
@@ -35,7 +44,7 @@ class Link(FrameReader):
 
     __slots__ = ("client", "conn")
 
-    def __init__(self, client: DeviceClient, max_frame_size: int) -> None:
+    def __init__(self, client: LinkOwner, max_frame_size: int) -> None:
         super().__init__(max_frame_size)
         self.client = client
         self.conn: TlsConnection | None = None

@@ -1,4 +1,4 @@
-"""`chr-node device ...`: a device on the command line (SPEC 3-5), on top of chrnode.client.
+"""`chr-node device ...`: a device on the command line (SPEC 3-5), on top of chrnode.device.client.
 
     chr-node device keygen --key dev.key
     chr-node device address --key dev.key                       # its 0x address, for scripts
@@ -78,14 +78,14 @@ class _Connector:
     """What every network action needs, checked before the event loop starts (bad input: exit 2)."""
 
     def __init__(self, args: argparse.Namespace, loaded: Any) -> None:
-        from chrnode.client_key import DeviceKey
+        from chrnode.device.key import DeviceKey
 
         self.host, self.port = _node(args, loaded)
         self.key = DeviceKey.load(args.key)
         self.expect = _expect(args)
 
     async def connect(self) -> Any:
-        from chrnode.client import connect
+        from chrnode.device.client import connect
 
         return await connect(self.host, self.port, self.key, expect_node=self.expect)
 
@@ -98,7 +98,7 @@ def _closed_line(client: Any) -> str:
 
 
 def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
-    from chrnode.client_key import DeviceKey
+    from chrnode.device.key import DeviceKey
 
     key = DeviceKey.create(args.key)
     print(f"device {key.hex_address} (key written to {args.key}, mode 0600)")
@@ -106,7 +106,7 @@ def cmd_keygen(args: argparse.Namespace, loaded: Any) -> int:
 
 
 def cmd_address(args: argparse.Namespace, loaded: Any) -> int:
-    from chrnode.client_key import DeviceKey
+    from chrnode.device.key import DeviceKey
 
     print(DeviceKey.load(args.key).hex_address)
     return 0

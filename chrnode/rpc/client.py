@@ -6,10 +6,30 @@ import http.client
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chrnode.errors import ChrError, RpcError
+
+
+def parse_params(raw: Sequence[str]) -> list[Any] | dict[str, Any]:
+    """`chr-node rpc M a b` (and the shell's `call M a b`) -> positional params; each is JSON if it
+    parses, else a string. A single JSON object or array is passed as the params themselves."""
+    if len(raw) == 1:
+        try:
+            whole = json.loads(raw[0])
+        except ValueError:
+            whole = None
+        if isinstance(whole, (dict, list)):
+            return whole
+    out: list[Any] = []
+    for item in raw:
+        try:
+            out.append(json.loads(item))
+        except ValueError:
+            out.append(item)
+    return out
 
 
 class RpcClient:
@@ -23,7 +43,7 @@ class RpcClient:
     @classmethod
     def for_config(cls, cfg: Any) -> RpcClient:
         host = "127.0.0.1" if cfg.rpc_bind in ("0.0.0.0", "", "::") else cfg.rpc_bind
-        from chrnode.rpc_server import read_cookie
+        from chrnode.rpc.server import read_cookie
 
         try:
             token: str | None = read_cookie(Path(cfg.cookie_path))

@@ -1,6 +1,6 @@
 """A pure JSON-RPC 2.0 dispatcher (SPEC 8): request bytes in, response bytes out, no I/O.
 
-The transport (``chrnode.rpc_server``) hands over the raw body and whether the caller showed the
+The transport (``chrnode.rpc.server``) hands over the raw body and whether the caller showed the
 admin token; :meth:`Dispatcher.dispatch_body` answers with the bytes to send, or ``None`` when
 nothing is to be sent (the body held notifications only).
 

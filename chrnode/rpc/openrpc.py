@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chrnode.jsonrpc import (
+from chrnode.rpc.jsonrpc import (
     INVALID_PARAMS,
     TIMED_OUT,
     UNAUTHORIZED,

@@ -10,16 +10,15 @@ and at once when the node sends ``ticket_request``. Tickets never go down (they 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
-from chrnode.edge.messages import TicketMsg, TicketReply
+from chrnode.crypto import PrivateKey
+from chrnode.edge.messages import Message, TicketMsg, TicketReply
 from chrnode.errors import ChrError, ConnectionClosed, describe
 from chrnode.ticket import Ticket
 
-if TYPE_CHECKING:
-    from chrnode.client import DeviceClient
-
-__all__ = ["TicketAgent"]
+__all__ = ["TicketAgent", "TicketChannel"]
 
 _log = logging.getLogger("chrnode.client")
 
@@ -27,11 +26,27 @@ MIN_ADVANCE = 8 * 1024 * 1024  # bytes paid ahead of the estimate
 MAX_ADVANCE = 1024 * 1024 * 1024
 
 
+class TicketChannel(Protocol):
+    """What the agent needs of the connection it pays for (the DeviceClient implements it)."""
+
+    @property
+    def key(self) -> PrivateKey: ...
+    @property
+    def address(self) -> bytes: ...
+    @property
+    def node(self) -> bytes: ...
+    @property
+    def chain_id(self) -> int: ...
+    def traffic(self) -> int: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+    async def request(self, msg: Message) -> Message: ...
+
+
 class TicketAgent:
     """Keeps one device's tickets ahead of its usage on one connection."""
 
     def __init__(
-        self, client: DeviceClient, fleet: bytes, epoch: int, min_advance: int = MIN_ADVANCE
+        self, client: TicketChannel, fleet: bytes, epoch: int, min_advance: int = MIN_ADVANCE
     ) -> None:
         self.client = client
         self.fleet = fleet
