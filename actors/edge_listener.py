@@ -33,7 +33,7 @@ from chrnode.net.resolver import NetworkResolver
 from chrnode.net.server import NetworkServer
 from chrnode.net.settings import network_settings
 from chrnode.objects.kinds import NODE
-from chrnode.ports_file import ports_to_bind, previous_ports
+from chrnode.ports_file import REBIND_SECONDS, ports_to_bind, previous_ports
 from chrnode.stats import BANDWIDTH_IN, BANDWIDTH_OUT, CONNECTIONS, LocalStats
 from chrnode.ticket import Ticket, epoch_of
 
@@ -44,7 +44,6 @@ RESTORE_LIMIT = 100_000  # the ObjectStore's own cap
 RESTORE_TRIES = 10
 
 _log = logging.getLogger("chrnode.net")
-REBIND_SECONDS = 3.0  # how long a restarted listener tries to get its old device ports back
 
 
 class ActorHooks:

@@ -9,7 +9,9 @@ Admin methods go to the root supervisor through the ThreadBridge and wait for it
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from actors.base import ChrActor, LoopAsks, LoopThread
 from actors.rpc_methods import chain_methods
 from actors.tree import ROOT
 from chrnode.errors import ConfigError, RpcError
-from chrnode.ports_file import ports_to_bind, previous_ports
+from chrnode.ports_file import REBIND_SECONDS, ports_to_bind, previous_ports
 from chrnode.rpc.api import NodeView
 from chrnode.rpc.guard import RpcLimits
 from chrnode.rpc.server import make_app, read_cookie, start_servers
@@ -27,6 +29,9 @@ from chrnode.stats import LocalStats
 START_TIMEOUT = 15.0
 ADMIN_TIMEOUT = 30.0
 STATS_SECONDS = 1.0
+STOP_SECONDS = 2.0  # open requests get this long to finish when the actor stops
+
+_log = logging.getLogger("chrnode.actor.rpc")
 
 
 class _Admin:
@@ -56,6 +61,7 @@ class RpcActor(ChrActor):
         cfg = self.config
         self.view = NodeView()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: Any = None  # the Tornado HTTPServer, closed by on_stop
         self.start_bridge()
         token = read_cookie(Path(cfg.cookie_path))
         self.thread = LoopThread(f"{self.name}-tornado")
@@ -102,28 +108,62 @@ class RpcActor(ChrActor):
         configured = cfg.rpc_port if tls is None else cfg.rpcs_port
         # Port 0 on a restart: bind the port this listener had, so clients keep reaching it.
         (wanted,) = ports_to_bind((configured,), previous_ports(cfg.data_dir, self.KIND))
-        try:
-            port = self._listen(app, wanted, tls)
-        except ConfigError:
-            if wanted == configured:
-                raise
-            port = self._listen(app, configured, tls)  # the old port was taken meanwhile
+        if wanted == configured:
+            port = self._listen(app, configured, tls)
+        else:
+            port = await self._listen_again(app, wanted, configured, tls)
         loop.call_later(STATS_SECONDS, flush)
-        assert port is not None
         return port
 
-    def _listen(self, app: Any, port: int, tls: ssl.SSLContext | None) -> int | None:
+    async def _listen_again(self, app: Any, wanted: int, configured: int, tls: ssl.SSLContext | None) -> int:
+        """Bind the port this listener had, as the edge listener does its device ports: its old
+        holder may still be letting go of it (a rebuilt actor system), so try for REBIND_SECONDS,
+        then take a fresh one (clients must then be told: the ports file names it)."""
+        deadline = time.monotonic() + REBIND_SECONDS
+        while True:
+            try:
+                return self._listen(app, wanted, tls)
+            except ConfigError as exc:
+                if time.monotonic() >= deadline:
+                    _log.warning(
+                        "%s: port %d not bound again within %g s (%s); taking a fresh one",
+                        self.name,
+                        wanted,
+                        REBIND_SECONDS,
+                        exc,
+                    )
+                    return self._listen(app, configured, tls)
+            await asyncio.sleep(0.1)
+
+    def _listen(self, app: Any, port: int, tls: ssl.SSLContext | None) -> int:
         cfg = self.config
         limits = RpcLimits(cfg.rpc_max_connections, cfg.rpc_header_timeout, cfg.rpc_body_timeout)
         if tls is None:
-            return start_servers(app, port, None, cfg.rpc_bind, limits=limits)[2][0]
-        return start_servers(app, None, port, cfg.rpc_bind, tls, limits)[2][1]
+            http, _, (bound, _) = start_servers(app, port, None, cfg.rpc_bind, limits=limits)
+            self.server = http
+        else:
+            _, https, (_, bound) = start_servers(app, None, port, cfg.rpc_bind, tls, limits)
+            self.server = https
+        assert bound is not None
+        return bound
 
     def on_published(self, topic: str, key: str, payload: Any) -> None:
         self.view.set_part(key, payload)
 
     def on_stop(self) -> None:
-        self.thread.stop()
+        # Close the listening socket before the supervisor hears Exiting: it starts the
+        # replacement then, without waiting for this process to be reaped, and the replacement
+        # binds the same port (a stopped loop closes no sockets of its own).
+        self.thread.stop(self._stop)
+
+    async def _stop(self) -> None:
+        if self.server is None:
+            return
+        self.server.stop()  # the listening socket, at once
+        try:
+            await asyncio.wait_for(self.server.close_all_connections(), STOP_SECONDS)
+        except TimeoutError:
+            _log.warning("%s: requests still open at stop", self.name)
 
 
 class RpcHttp(RpcActor):

@@ -29,6 +29,10 @@ PORTS_FILE = "ports.json"
 # Listeners that must report before the file is first written; a new listener adds its kind here.
 LISTENER_KINDS = ("rpc", "rpcs", "edge2", "peer2")
 
+# How long a restarted listener tries to bind the ports it had before taking fresh ones: their
+# old holder may still be letting go of them (actors/edge_listener.py, actors/rpc_http.py).
+REBIND_SECONDS = 3.0
+
 
 def ports_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / PORTS_FILE

@@ -17,7 +17,9 @@ OTP's rules, as implemented here:
   (last first) and starts them again in order; `one_for_all` does that with every child. A
   temporary sibling that such a restart stops is not started again. A child marked `independent`
   (no later sibling needs it) is restarted under rest_for_one as if it sat under a one_for_one
-  supervisor of its own (docs/architecture.md, "Blast radius");
+  supervisor of its own (docs/architecture.md, "Blast radius"), and so its restarts count
+  against an intensity of its own: only when that is exceeded (that supervisor would exit) does
+  one count against this supervisor's;
 * stopping goes last child first: each child is asked to stop (`StopChild`, with its own
   shutdown timeout), and a child still there when that timeout fires (`Timeout(kind="stop")`) is
   killed; a child is stopped only once every sibling being stopped that needs it is gone (by
@@ -125,6 +127,12 @@ class Supervision:
         for slot in self.children:
             slot.restarts, slot.requested = self.restarts.get(slot.rule.name, (0, 0))
         self.intensity = Intensity(self.rules.intensity, self.rules.period)
+        # The independent children's own intensities (the one_for_one supervisor each stands for).
+        self._own = {
+            i: Intensity(self.rules.intensity, self.rules.period)
+            for i, slot in enumerate(self.children)
+            if slot.rule.independent and self.rules.strategy == "rest_for_one"
+        }
         self.to_stop: list[int] = []  # in stop order (last child first)
         self.to_start: list[int] = []  # ascending
         self._index = {c.rule.name: i for i, c in enumerate(self.children)}
@@ -241,7 +249,7 @@ class Supervision:
                 self.to_start.remove(index)
             out.append(self._report(slot, "stopped", reason, why="crash" if abnormal else ""))
             return
-        if not self.intensity.record(now):
+        if not self._record_restart(index, now):
             self.escalation = (
                 f"{slot.rule.name} needed more than {self.intensity.max_restarts} restarts in "
                 f"{self.intensity.window:g} s; last reason: {reason}"
@@ -275,6 +283,21 @@ class Supervision:
                 out.append(self._report(sibling, "restarting", f"{slot.rule.name} restarted", why="strategy"))
             restart.append(j)
         self._add_start(restart)
+
+    def _record_restart(self, index: int, now: float) -> bool:
+        """Count a crash restart of child `index`; False when this supervisor must give up.
+
+        An independent child stands for a one_for_one supervisor of its own holding it (docs/
+        architecture.md, "Blast radius"): its restarts count there first, and only one past that
+        supervisor's intensity (it would exit, and be restarted afresh) counts here. Otherwise
+        quick crashes of unrelated independent actors (Stats, Cron, Connectivity) would add up
+        to the root giving up, which the supervisors they stand for would never have done."""
+        own = self._own.get(index)
+        if own is not None:
+            if own.record(now):
+                return True
+            self._own[index] = Intensity(self.rules.intensity, self.rules.period)
+        return self.intensity.record(now)
 
     def _group(self, index: int) -> list[int]:
         """The children a crash of `index` restarts, in start order."""

@@ -142,6 +142,28 @@ def test_admin_restart_and_log_level(node: NodeProcess) -> None:
     node.rpc("admin_set_log_level", ["info"], admin=True)
 
 
+def test_an_rpc_listener_restarted_gracefully_binds_its_port_again(node: NodeProcess) -> None:
+    """Its replacement starts once the old one said Exiting, before that process is reaped (so
+    the old one must have closed its listening socket by then): the same port, not a fresh one."""
+    port = node.ports["rpcs"]  # configured 0: the port it had is the one to bind again
+
+    def listening(pid: int) -> set[int]:
+        return {c.laddr.port for c in psutil.Process(pid).net_connections() if c.status == psutil.CONN_LISTEN}
+
+    for _ in range(3):
+        before = node.actor_pid("Network.RpcHttps")
+        # A client connected meanwhile (the connection's task holds the server, and so its socket)
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        wait_until(lambda pid=before: len(psutil.Process(pid).net_connections()) > 1, what="accepted")
+        node.rpc("admin_restart_actor", ["Network.RpcHttps"], admin=True)  # answers once it runs
+        client.close()
+        after = node.actor_pid("Network.RpcHttps")
+        assert after not in (before, 0)
+        wait_until(lambda pid=after: port in listening(pid), timeout=10, what=f"RpcHttps listening on {port}")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+
+
 def test_public_listeners_are_only_the_documented_ports(tmp_path: Path, nodes: list[NodeProcess]) -> None:
     proc = NodeProcess(tmp_path / "data", CHR_BIND_ADDRESS="0.0.0.0", CHR_RPC_BIND="0.0.0.0")
     nodes.append(proc)

@@ -36,6 +36,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, what: str = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def zombies_under(pid: int) -> list[int]:
+    """The defunct processes under `pid`; one that exits while being looked at is not one."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                found.append(child.pid)
+        except psutil.NoSuchProcess:  # reaped between the listing and the look: gone, not defunct
+            pass
+    return found
+
+
 def title(pid: int) -> str:
     """What ps shows (setproctitle pads argv with NULs, which psutil splits on)."""
     return " ".join(part for part in psutil.Process(pid).cmdline() if part)
@@ -93,9 +105,9 @@ def test_every_process_names_itself(node: NodeProcess) -> None:
 
 
 def test_no_defunct_process_under_the_daemon(node: NodeProcess) -> None:
-    daemon = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
-    zombies = lambda: [p.pid for p in daemon.children(recursive=True) if p.status() == psutil.STATUS_ZOMBIE]  # noqa: E731
-    wait_until(lambda: not zombies(), timeout=5, what="no zombie child of the daemon")
+    assert node.proc is not None
+    daemon = node.proc.pid
+    wait_until(lambda: not zombies_under(daemon), timeout=5, what="no zombie child of the daemon")
 
 
 def test_each_listening_socket_belongs_to_one_process(node: NodeProcess) -> None:
@@ -237,9 +249,10 @@ def test_a_stopped_root_or_admin_is_killed_and_the_tree_rebuilt(
     whole_again(node, before)
     noticed = logged_at(node, rf"{named} \(pid {target}\) was stopped \(SIGSTOP\) for 5 s: killed it")
     assert 5.0 <= noticed - stopped_at < 6.5
-    daemon = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+    assert node.proc is not None
+    daemon = node.proc.pid
     wait_until(
-        lambda: all(p.status() != psutil.STATUS_ZOMBIE for p in daemon.children(recursive=True)),
+        lambda: not zombies_under(daemon),
         timeout=5,
         what="no zombie after the rebuild",
     )

@@ -408,6 +408,30 @@ def test_an_independent_child_restarts_alone_under_rest_for_one() -> None:
     assert world.spawns == ["b", "a", "b", "c", "d"]
 
 
+@given(
+    own=st.integers(0, 12),
+    others=st.integers(0, 4),
+    intensity=st.integers(0, 3),
+)
+def test_an_independent_child_counts_its_restarts_against_an_intensity_of_its_own(
+    own: int, others: int, intensity: int
+) -> None:
+    # As under a one_for_one supervisor of its own: that supervisor exits (one restart here)
+    # each time its own intensity is exceeded, i.e. on every (intensity + 1)-th crash.
+    children = (s.ChildRule("a"), s.ChildRule("b", independent=True), s.ChildRule("c"))
+    world = started_world(s.Rules(children, "rest_for_one", intensity=intensity, period=5.0))
+    crashes = [("b", own), ("c", others)]
+    for name, count in crashes:
+        for _ in range(count):
+            if world.escalations:
+                break
+            world.now += 0.01  # all within one period
+            world.exit(name, abnormal=True)
+            world.settle()
+    counted = own // (intensity + 1) + others
+    assert world.escalations == (1 if counted > intensity else 0), (own, others, world.machine.escalation)
+
+
 def test_a_hung_child_is_reported_killed_after_its_shutdown_and_does_not_block_the_restart() -> None:
     children = (s.ChildRule("a"), s.ChildRule("b", shutdown=2.0), s.ChildRule("c", shutdown=0.5))
     world = started_world(s.Rules(children, "rest_for_one"))
