@@ -279,6 +279,10 @@ class EdgeListener(ChrActor):
         self.thread.stop(self._stop)
 
     async def _stop(self) -> None:
+        # Listening sockets first: the supervisor may start this listener's replacement as soon
+        # as it says Exiting, and it binds the same ports (REBIND_SECONDS); draining the records,
+        # closing the peer links and saying goodbye to the devices can take seconds under load.
+        self.network.close_all_listeners()
         if hasattr(self, "net"):
             try:
                 await asyncio.wait_for(self.persistence.drain(), STOP_DRAIN)

@@ -97,6 +97,12 @@ class NetworkServer:
         for listener in self._listeners.pop(service, ()):
             listener.close()
 
+    def close_all_listeners(self) -> None:
+        """Stop accepting on every port at once (the first step of a stop: a replacement process
+        may bind the same ports while this one still says goodbye to its devices and peers)."""
+        for service in list(self._listeners):
+            self.close_listeners(service)
+
     # ---- outbound links ----------------------------------------------------------------------
 
     async def connect(
@@ -152,8 +158,7 @@ class NetworkServer:
         self._stopping = True
         if self.lag is not None:
             self.lag.stop()
-        for service in list(self._listeners):
-            self.close_listeners(service)
+        self.close_all_listeners()
         for links in self._links.values():
             for conn in list(links):
                 conn.abort()
