@@ -131,8 +131,10 @@ class Pool:
     def dialed(self, address: bytes, now: float) -> list[Action]:
         """Our dial finished: TLS up and the peer hello answered."""
         peer = self.peers.get(address)
-        if peer is None or peer.state is not State.DIALING:
+        if peer is None or peer.state is State.UP:
             return [Close(address, "not dialing this peer")]
+        # DIALING, or BACKOFF when a link the peer dialled at the same time came up and closed
+        # meanwhile (it kept ours: chrnode.net.peers, duplicates): the link we dialled is good.
         return self._up(peer, now)
 
     def dial_failed(self, address: bytes, now: float) -> list[Action]:
