@@ -131,7 +131,10 @@ class Pool:
     def dialed(self, address: bytes, now: float) -> list[Action]:
         """Our dial finished: TLS up and the peer hello answered."""
         peer = self.peers.get(address)
-        if peer is None or peer.state is State.UP:
+        if peer is None or not (
+            peer.state is State.DIALING
+            or (peer.state is State.BACKOFF and self._busy() < self.config.max_links)
+        ):
             return [Close(address, "not dialing this peer")]
         # DIALING, or BACKOFF when a link the peer dialled at the same time came up and closed
         # meanwhile (it kept ours: chrnode.net.peers, duplicates): the link we dialled is good.
