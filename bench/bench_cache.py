@@ -96,8 +96,9 @@ def main() -> int:
             ticket = world.ticket(total_bytes=1000, payment_proof=proof)
             device, epoch = world.device.address, world.epoch
             plain = TicketValidator(world.node.address, DEV_CHAIN_ID)
-            base = measure("allow-all hooks (signature only)", seconds,
-                           lambda: plain.validate(ticket, device, epoch))
+            base = measure(
+                "allow-all hooks (signature only)", seconds, lambda: plain.validate(ticket, device, epoch)
+            )
             service = ChainService(rpc, contracts, TieredCache(1000, l2))
             hooked = TicketValidator(
                 world.node.address,
@@ -106,8 +107,9 @@ def main() -> int:
                 payment_check=ChainPaymentCheck(service, PaymentLedger(l2)),
             )
             hooked.validate(ticket, device, epoch)  # warm: fleet allowlists, terms, payment facts
-            measure("chain fleet + payment checks", seconds,
-                    lambda: hooked.validate(ticket, device, epoch), base)
+            measure(
+                "chain fleet + payment checks", seconds, lambda: hooked.validate(ticket, device, epoch), base
+            )
             stats = service.cache.stats()
             print(f"  cache after the run: {stats['hits']} requests={stats['requests']}")
         l2.close()

@@ -70,7 +70,11 @@ def clock() -> Clock:
 
 def test_seed_ttls() -> None:
     assert {name: p.ttl for name, p in CATEGORIES.items() if name != "immutable"} == {
-        "peer": 300.0, "blocks": 60.0, "contracts": 300.0, "stats": 30.0, "tickets": 3600.0,
+        "peer": 300.0,
+        "blocks": 60.0,
+        "contracts": 300.0,
+        "stats": 30.0,
+        "tickets": 3600.0,
     }
     assert CATEGORIES["tickets"].refresh_ahead > 0
     assert all(p.refresh_ahead == 0 for n, p in CATEGORIES.items() if n != "tickets")
@@ -165,6 +169,7 @@ def test_identical_requests_in_flight_share_one_load(clock: Clock) -> None:
         return "shared"
 
     results: list[Any] = []
+
     def call() -> None:
         results.append(cache.fetch("peer", "p", slow))
 

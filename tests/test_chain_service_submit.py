@@ -54,15 +54,26 @@ def test_submitted_tickets_appear_in_the_registry(world: ChainWorld) -> None:
 def test_storage_rows_round_trip_into_mark_ops(world: ChainWorld) -> None:
     ticket = world.ticket(total_bytes=42)
     row = TicketRow(
-        device=world.device.address, fleet=ticket.fleet, epoch=ticket.epoch, total_bytes=42,
-        total_connections=1, ticket=msgpack.packb(ticket.to_wire(), use_bin_type=True), received_at=1.0,
-        submitted_at=None, submit_tx=None, accepted=None,
+        device=world.device.address,
+        fleet=ticket.fleet,
+        epoch=ticket.epoch,
+        total_bytes=42,
+        total_connections=1,
+        ticket=msgpack.packb(ticket.to_wire(), use_bin_type=True),
+        received_at=1.0,
+        submitted_at=None,
+        submit_tx=None,
+        accepted=None,
     )
     assert ticket_of_row(row) == ticket
     outcomes = [SubmitOutcome(True, "", b"\x01" * 32, 42)]
     (op,) = mark_ops([row], outcomes, 5.0)
     assert (op.device, op.total_bytes, op.submit_tx, op.accepted, op.submitted_at) == (
-        world.device.address, 42, b"\x01" * 32, True, 5.0
+        world.device.address,
+        42,
+        b"\x01" * 32,
+        True,
+        5.0,
     )
     assert mark_ops([row], [SubmitOutcome(None, "chain unavailable")], 5.0) == []  # not sent: stays pending
     with pytest.raises(ValueError, match="1 rows but 2 outcomes"):

@@ -126,9 +126,15 @@ def node(world: ChainWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     write_node_key(data_dir)
     c = world.chain.contracts
     config = Config(
-        data_dir=data_dir, chain_rpc=(world.chain.rpc_url,), log_level="warning", worker_pool_size=4,
-        bns_contract=c["bns"], fleet_contract=c["fleet"], chai_contract=c["chai"],
-        ticket_registry_contract=c["ticket_registry"], chain_timeout=5.0,
+        data_dir=data_dir,
+        chain_rpc=(world.chain.rpc_url,),
+        log_level="warning",
+        worker_pool_size=4,
+        bns_contract=c["bns"],
+        fleet_contract=c["fleet"],
+        chai_contract=c["chai"],
+        ticket_registry_contract=c["ticket_registry"],
+        chain_timeout=5.0,
     )
     with running_tree(chain_tree(), config) as tree:
         yield tree, config
@@ -136,8 +142,9 @@ def node(world: ChainWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 def test_names_resolve_through_the_cache_actor(node: tuple[TreeHandle, Config]) -> None:
     tree, config = node
-    for tag, (name, device) in enumerate((("shop.chronara.com", b"\x01"), ("cam.chronara.net", b"\x02"),
-                                          ("door.chronara.app", b"\x03"))):
+    for tag, (name, device) in enumerate(
+        (("shop.chronara.com", b"\x01"), ("cam.chronara.net", b"\x02"), ("door.chronara.app", b"\x03"))
+    ):
         answer = ask(tree, "RemoteChain.Cache", cm.BnsResolve(name, tag=tag))
         assert answer.ok and isinstance(answer.result, BnsResolution)
         assert answer.result.found and answer.result.device == device * 20
@@ -150,6 +157,7 @@ def test_names_resolve_through_the_cache_actor(node: tuple[TreeHandle, Config]) 
     db = open_database(database_path(config.data_dir), readonly=True)
     try:
         reader = Reader(db)
+
         def stored() -> Any:
             # The Monitor's watch starts 16 blocks back and may drop the entry for the name's own
             # Register event after it was stored: resolving again stores it anew.
@@ -205,13 +213,23 @@ def test_monitor_and_cache_publish_their_snapshots(
     tree, _ = node
     status = ask(tree, "RemoteChain.Monitor", cm.ChainStatusRequest(tag="s")).result
     assert status["configured"] and status["chain_id"] == 31337
+
     def monitor_status() -> str:
         return str(ask(tree, "RemoteChain.Monitor", cm.ChainStatusRequest(tag="s")).result["status"])
 
     wait_for(lambda: monitor_status() == "synced", what="monitor synced")
     ask(tree, "RemoteChain.Cache", cm.BnsResolve("shop.chronara.com", tag="again"))
-    parts = wait_for(lambda: (p := tree.ask("Probe", GetParts(), 10)) and "chain" in p and "cache" in p
-                     and "fleet_chain" in p and p["cache"]["hits"]["l1"] > 0 and p, what="snapshots")
+    parts = wait_for(
+        lambda: (
+            (p := tree.ask("Probe", GetParts(), 10))
+            and "chain" in p
+            and "cache" in p
+            and "fleet_chain" in p
+            and p["cache"]["hits"]["l1"] > 0
+            and p
+        ),
+        what="snapshots",
+    )
     standing = parts["fleet_chain"]
     assert standing["ok"] and standing["node_allowed"] and standing["node"] == "0x" + world.node.address.hex()
     chain, cache = parts["chain"], parts["cache"]
@@ -226,8 +244,15 @@ def test_tickets_are_submitted_and_recorded(world: ChainWorld, node: tuple[TreeH
     world.allow_device(second.address)
     tickets = [world.ticket(total_bytes=300), world.ticket(second, total_bytes=200)]
     ops = tuple(
-        TicketUpsert(device, t.fleet, t.epoch, t.total_bytes, t.total_connections,
-                     msgpack.packb(t.to_wire(), use_bin_type=True), time.time())
+        TicketUpsert(
+            device,
+            t.fleet,
+            t.epoch,
+            t.total_bytes,
+            t.total_connections,
+            msgpack.packb(t.to_wire(), use_bin_type=True),
+            time.time(),
+        )
         for device, t in zip((world.device.address, second.address), tickets, strict=True)
     )
     written = tree.ask("Model.Sql.Worker", m.SqlWrite(ops, tag="tickets"), 10)
@@ -241,8 +266,14 @@ def test_tickets_are_submitted_and_recorded(world: ChainWorld, node: tuple[TreeH
     db = open_database(database_path(config.data_dir), readonly=True)
     try:
         reader = Reader(db)
-        row = wait_for(lambda: (r := reader.best_ticket(second.address, world.fleet_address, world.epoch))
-                       and r.accepted is not None and r, what="ticket marked")
+        row = wait_for(
+            lambda: (
+                (r := reader.best_ticket(second.address, world.fleet_address, world.epoch))
+                and r.accepted is not None
+                and r
+            ),
+            what="ticket marked",
+        )
         assert row.accepted is True and row.submit_tx is not None
         assert reader.unsubmitted_tickets(world.epoch) == []
     finally:

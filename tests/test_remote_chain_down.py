@@ -39,7 +39,13 @@ def test_a_node_without_a_chain_starts_and_fails_fast(tmp_path: Path) -> None:
         # Without the node's contracts no fleet rule applies: said at once, no chain call made.
         assert (fleet.ok, fleet.code) == (False, "not_configured")
         assert time.monotonic() - started < 5.0
-        status = wait_for(lambda: (s := ask(tree, "RemoteChain.Monitor", cm.ChainStatusRequest(3)).result)
-                          and s["endpoints"][0]["checked_at"] and s, what="first poll")
+        status = wait_for(
+            lambda: (
+                (s := ask(tree, "RemoteChain.Monitor", cm.ChainStatusRequest(3)).result)
+                and s["endpoints"][0]["checked_at"]
+                and s
+            ),
+            what="first poll",
+        )
         assert status["status"] == "down" and not status["configured"]
         assert status["reason"].startswith("not configured") and status["endpoints"][0]["status"] == "down"
