@@ -237,3 +237,40 @@ def test_portsend_fast_path_never_raises_on_truncated_or_odd_payloads(
     other_order = struct.pack(">BBHI", 2, 4, 0, len(reordered)) + reordered
     parsed = parse_portsend(other_order)
     assert parsed is not None and parsed[0] == ref and other_order[parsed[1] : parsed[2]] == data
+
+
+@async_test()
+async def test_large_writes_are_corked_only_while_written(tmp_path: Path) -> None:
+    """A large write goes out under TCP_CORK (full segments, not one per TLS record), and the
+    socket is uncorked again when the write returns, sent at once or queued, so what follows,
+    however small, is never held back by the cork."""
+    import socket
+
+    from chrnode.edge.tlsconn import CORK_MIN
+
+    server_side, client_side, listener = await _pair(tmp_path)
+    assert server_side.conn is not None and client_side.conn is not None
+    raw = socket.socket(fileno=server_side.conn.fd)  # a second object on the same descriptor
+    try:
+
+        def corked() -> int:
+            return raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK)
+
+        block = bytes(range(256)) * (CORK_MIN // 256 * 4)
+        client_side.conn.pause_reading()  # the kernel fills: later writes are queued and flushed
+        for _ in range(60):
+            server_side.conn.write(block)
+            assert corked() == 0
+        assert server_side.conn.get_write_buffer_size() > 0
+        server_side.conn.write(b"tail")
+        client_side.conn.resume_reading()
+        total = 60 * len(block) + 4
+        await wait_for(lambda: len(client_side.received) == total, what="all data read")
+        assert corked() == 0 and server_side.conn.get_write_buffer_size() == 0
+        assert bytes(client_side.received) == block * 60 + b"tail"
+        server_side.conn.write(b"small")  # not corked, not waiting for anything
+        await wait_for(lambda: client_side.received.endswith(b"small"), what="a small write after")
+    finally:
+        raw.detach()
+        client_side.conn.close()
+        listener.close()  # type: ignore[attr-defined]

@@ -87,6 +87,38 @@ def test_the_ledger_credits_exactly_what_left_the_node(frames: list[tuple[int, i
     assert credited + ledger.ready == end and not ledger.pending
 
 
+@given(st.integers(1_000, 400_000), st.integers(1_000, 1_000_000))
+def test_a_paused_source_resumes_only_at_half_the_window(frame: int, window: int) -> None:
+    """The relay's policy (chrnode.net.relay.RemoteEnd): pause the source once the window is
+    blocked, resume it once ``reopened``. A source that always has data, credited one frame at a
+    time, is paused at most once per half window of data (at least once per two frames when
+    frames are under half the window), never while a frame waits."""
+    flow = SendWindow(window)
+    paused, pauses, moved, in_flight = False, 0, 0, 0
+    for _ in range(100_000):
+        if moved >= 4 * (window + frame):
+            break
+        if not paused:
+            if flow.can_send(frame):
+                flow.sent(frame)
+                in_flight += 1
+            else:
+                flow.hold(bytes(frame))
+            if flow.blocked:
+                paused, pauses = True, pauses + 1
+            continue
+        if in_flight:  # the peer passes one frame on
+            in_flight -= 1
+            moved += frame
+            in_flight += len(flow.credit(frame))
+        if flow.reopened:
+            assert not flow.held and flow.outstanding <= window // 2
+            paused = False
+    assert moved >= 4 * (window + frame)
+    per_pause = max(window // 2, frame)
+    assert pauses <= moved // per_pause + 1, (pauses, moved)
+
+
 def test_the_codec_round_trips() -> None:
     for frame, flags, expected in (
         (encode_credit(7, 4096), 0, ("credit", 7, 4096)),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -52,6 +53,12 @@ DEFAULT_LOW_WATER = 128 * 1024
 CLOSE_TIMEOUT = 10.0  # seconds to flush queued data on close() before the socket is cut
 MAX_RECORD = 16 * 1024  # TLS plaintext record limit: a full record hints at more data behind it
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
+
+# A write this large (a big port frame: OpenSSL writes it as one 16 KiB record per send) is
+# corked (TCP_CORK) while OpenSSL writes it, so the kernel sends it in full segments and the
+# reader is woken for a few segments, not once per record; small writes are never delayed.
+CORK_MIN = 64 * 1024
+_TCP_CORK: int = getattr(socket, "TCP_CORK", 0)  # Linux; elsewhere the records go as they come
 
 _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
 
@@ -254,7 +261,10 @@ class TlsConnection:
             self._enqueue(data)
             return
         try:
-            self._tls.write(data)
+            if size >= CORK_MIN and _TCP_CORK:
+                self._write_corked(data)
+            else:
+                self._tls.write(data)
             return
         except ssl.SSLWantWriteError:
             self._retrying = True
@@ -268,6 +278,23 @@ class TlsConnection:
         self._enqueue(data)
         if not self._wants_read_for_write:
             self._watch(read=self._reading, write=True)
+
+    def _write_corked(self, data: bytes | bytearray | memoryview) -> None:
+        """One large TLS write under TCP_CORK (see CORK_MIN); uncorked whatever it raises, which
+        pushes out what OpenSSL wrote of it."""
+        sock = self._sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
+        except OSError:
+            self._tls.write(data)  # the socket is failing: the write will say how
+            return
+        try:
+            self._tls.write(data)
+        finally:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
+            except OSError:
+                pass  # reset meanwhile: the next read or write reports it
 
     def _enqueue(self, data: bytes | bytearray | memoryview) -> None:
         item = bytes(data) if isinstance(data, memoryview) else data
@@ -371,7 +398,10 @@ class TlsConnection:
                 self._coalesce()
             head = out[0]
             try:
-                tls.write(head)
+                if len(head) >= CORK_MIN and _TCP_CORK:
+                    self._write_corked(head)
+                else:
+                    tls.write(head)
             except ssl.SSLWantWriteError:
                 # OpenSSL must be given the same bytes again (CPython allows a moving buffer).
                 self._retrying = True

@@ -23,11 +23,11 @@ Backpressure is per port: B's reader that cannot keep up pauses the port at its 
 a RemoteEnd means a port_pause over the link, which A passes to its device; the link itself is
 never paused. Where both nodes credit (chrnode.peer.credit, 0x2C), a port also has at most
 WINDOW bytes on the link that B has not passed on yet: what does not fit waits in A's RemoteEnd,
-and the port is paused at its source until B credits more, so a slow reader costs B's node at
-most the window, however much the link and the kernels between the nodes hold. If the link's
-send buffer grows past LINK_HIGH_WATER anyway, each port that writes into it is paused at its
-source until the link drains. A source port paused for several of these reasons resumes when
-the last one ends.
+and the port is paused at its source until B credits it down to half the window, so a slow
+reader costs B's node at most the window, however much the link and the kernels between the
+nodes hold. If the link's send buffer grows past LINK_HIGH_WATER anyway, each port that writes
+into it is paused at its source until the link drains. A source port paused for several of
+these reasons resumes when the last one ends.
 
 Finding the node that serves a device is chrnode.net.resolver's.
 """
@@ -241,14 +241,14 @@ class RemoteEnd:
         for frame in flow.credit(nbytes):
             self.link.write_frame(frame)
             self.relay.bytes_out += len(frame)
-        if flow.held_bytes <= HOLD_LIMIT // 2:
+        if flow.reopened:
             self._unchoke(ref)
         if flow.closing and not flow.held:
             del self._flows[ref]
             self.link.send(pm.RelayPortClose(ref))
             return
         port = self.ports.get(ref)
-        if port is not None and not flow.blocked:
+        if port is not None and flow.reopened:
             self._release_source(port, "credit")
 
     def _unchoke(self, ref: int) -> None:

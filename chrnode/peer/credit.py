@@ -7,8 +7,11 @@ data, all of which lands in the reader's node: the link is never paused, so it m
 Credit bounds it. A node sends at most ``window`` bytes of one port over a link that the peer
 has not yet credited; the peer credits bytes once they have left it (written on towards the
 reader's device), in batches of CREDIT_BATCH. What does not fit waits at the sending node,
-whose port table pauses that port at its source meanwhile (chrnode.net.relay). So one port holds
-at most ``window`` bytes in the reader's node, whatever the link and the kernels hold.
+whose port table pauses that port at its source meanwhile (chrnode.net.relay), until nothing
+waits and at most half the window is uncredited (``reopened``: resumed as soon as one frame fits,
+a fast port paused again after every frame, a port_pause, a port_resume and two changes of the
+source's read watch per frame). So one port holds at most ``window`` bytes in the reader's node,
+whatever the link and the kernels hold.
 
     0x2C port_credit  {ref, bytes}        no id, no answer: ``bytes`` more of ``ref`` may be sent
     0x2C port_credit  {id, ref: 0, bytes: 0}   the probe, answered {id} by a node that credits
@@ -42,6 +45,9 @@ __all__ = [
 PORT_CREDIT = 0x2C
 # Enough for several 256 KiB frames in flight (throughput across nodes is unaffected on loopback
 # and LAN round trips), small enough that one slow port costs its reader's node under 1 MiB.
+# Two whole 256 KiB port frames fit (262,176 bytes each with their headers); at 800 KiB three
+# would, and a reader that reads nothing then held four frames (just over 1 MiB) in its node:
+# one partly written to the kernel, still queued in full, plus the window.
 WINDOW = 768 * 1024
 CREDIT_BATCH = 64 * 1024  # one small frame of credit per 64 KiB passed on
 
@@ -92,6 +98,12 @@ class SendWindow:
     def blocked(self) -> bool:
         """Frames wait, or the window is full: the port's source should pause."""
         return bool(self.held) or self.outstanding >= self.window
+
+    @property
+    def reopened(self) -> bool:
+        """Nothing waits and at most half the window is uncredited: a paused source may go on
+        (hysteresis: resumed at a full window, it would pause again after one frame)."""
+        return not self.held and self.outstanding <= self.window // 2
 
     def can_send(self, size: int) -> bool:
         """A frame of ``size`` may go now: nothing waits and it fits the window (a frame larger
