@@ -58,19 +58,23 @@ def _inherited_fds() -> list[int]:
         return list(range(3, 1024))
 
 
+def listening_fds() -> list[int]:
+    """The descriptors of this process that are listening sockets (it only looks)."""
+    return [fd for fd in _inherited_fds() if fd > 2 and _is_listening_socket(fd)]
+
+
 def close_inherited_listeners() -> int:
     """Replace every listening socket this process holds by /dev/null; returns how many."""
-    replaced = 0
+    listening = listening_fds()
+    if not listening:
+        return 0
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
-        for fd in _inherited_fds():
-            if fd <= 2 or fd == devnull or not _is_listening_socket(fd):
-                continue
+        for fd in listening:
             os.dup2(devnull, fd)
-            replaced += 1
     finally:
         os.close(devnull)
-    return replaced
+    return len(listening)
 
 
 def _is_listening_socket(fd: int) -> bool:
