@@ -136,13 +136,14 @@ def _warm_for_children() -> None:
       check that this OpenSSL offers the EdgeV2 suite (SPEC 3) does all of that, in memory.
     * The probe of inherited descriptors and the child's log handler (chrnode.logsink) are built
       or run here, so a child only uses them; the ABCs' isinstance caches are filled
-      (chrnode.forkhooks.warm_abc_caches).
+      (chrnode.forkhooks.warm_abc_caches); setproctitle is imported.
     """
     global _prctl
     if _prctl is None:
         _prctl = _load_prctl()
     forkhooks.listening_fds()  # only looks: the daemon keeps its sockets
     forkhooks.warm_abc_caches()
+    forkhooks.prepare_titles()
     logsink.prepare_child_handler()
     from chrnode.errors import CryptoError
     from chrnode.identity import check_secp256k1_tls_support

@@ -3,6 +3,7 @@
 * Every process names itself (`ps`, `top`: `chr-node: Model.Sql.Worker`, `chr-node: Thespian
   admin`), through setproctitle; Thespian's own `setProcName` is redirected here so its admin and
   logger get names of the same form.
+  setproctitle is imported in the daemon before the first fork (`prepare_titles`).
 * A forked process holds only the sockets it owns (SPEC 9): right after a fork, every inherited
   listening socket is replaced by /dev/null. Thespian closes its parent's transport sockets in
   actors but not in its admin, so the daemon's own listening socket used to reach every process.
@@ -39,6 +40,14 @@ def set_title(name: str) -> None:
         return
     setproctitle(TITLE_PREFIX + name)
     setthreadtitle(name[:15])  # the kernel's comm (top's default view) holds 15 bytes
+
+
+def prepare_titles() -> None:
+    """In the daemon, before the first fork: import setproctitle, so that no process imports it for
+    itself (an import after a fork costs about 1 MiB of private memory in that process; Thespian's
+    admin, the first to name itself, did, and the processes forked from it inherited it)."""
+    with contextlib.suppress(ImportError):
+        import setproctitle  # noqa: F401
 
 
 def _thespian_set_proc_name(name: str, actor_address: Any) -> None:
