@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="", help="another checkout to measure the same way")
     args = parser.parse_args()
     here = str(Path(__file__).resolve().parent.parent)
+    load_before = os.getloadavg()
     runs, base = [], []
     for _ in range(args.runs):  # interleaved, so both see the same load on the machine
         runs.append(one_run(here, args.idle))
@@ -181,6 +182,13 @@ def main() -> None:
         table(base[-1])
     print(f"\n== bare interpreter (floor): PSS {floor[0]:.1f}  USS {floor[1]:.1f}  RSS {floor[2]:.1f} MiB")
     uss = [a[1] for a in actors]
+    load_after = os.getloadavg()
+    print(
+        "== load average (1, 5, 15 min): before "
+        + " ".join(f"{v:.2f}" for v in load_before)
+        + ", after "
+        + " ".join(f"{v:.2f}" for v in load_after)
+    )
     print(
         f"== bare Thespian actor (floor of any actor process, {len(actors)} runs): USS median "
         f"{statistics.median(uss):.1f}  range {min(uss):.1f}-{max(uss):.1f} MiB"

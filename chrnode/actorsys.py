@@ -89,11 +89,9 @@ def _set_pdeathsig() -> None:
         _admin_starting = False
         _watch_daemon(_daemon_pid)
         return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:  # not Linux: the admin's watchdog still applies
+    if _prctl is None:  # not Linux: the admin's watchdog still applies
         return
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != _parent_pid:  # the parent died before prctl took effect
         os._exit(0)
 
@@ -119,6 +117,41 @@ _fork_hook = threading.Event()
 _admin_starting = False
 _daemon_pid = 0
 _parent_pid = 0
+_prctl: Any = None  # libc's prctl, looked up once in the daemon (each child loading it cost 0.1 MiB)
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _warm_for_children() -> None:
+    """Do once in the daemon, before the first fork, what every child would otherwise do for the
+    first time on its own: pages written by a first use become a private copy in each process.
+
+    * OpenSSL's first context, certificate load and handshake fetch its providers and methods
+      (about 0.7 MiB in each process that makes a TLS context: the edge listener, HTTPS RPC); the
+      check that this OpenSSL offers the EdgeV2 suite (SPEC 3) does all of that, in memory.
+    * The probe of inherited descriptors and the child's log handler (chrnode.logsink) are built
+      or run here, so a child only uses them; the ABCs' isinstance caches are filled
+      (chrnode.forkhooks.warm_abc_caches); setproctitle is imported.
+    """
+    global _prctl
+    if _prctl is None:
+        _prctl = _load_prctl()
+    forkhooks.listening_fds()  # only looks: the daemon keeps its sockets
+    forkhooks.warm_abc_caches()
+    forkhooks.prepare_titles()
+    logsink.prepare_child_handler()
+    from chrnode.errors import CryptoError
+    from chrnode.identity import check_secp256k1_tls_support
+
+    try:
+        check_secp256k1_tls_support()
+    except CryptoError as exc:  # the edge listener reports it when it makes its context
+        log.warning("%s", exc)
 
 
 def die_with_parent() -> None:
@@ -244,6 +277,7 @@ def _start_once(admin_port: int, level: str, log_file: str | None) -> Any:
     _daemon_pid = os.getpid()
     loopback_only()
     die_with_parent()
+    _warm_for_children()
     from thespian.actors import ActorSystem, InvalidActorAddress
 
     nonce = secrets.token_hex(16)

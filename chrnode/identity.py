@@ -278,11 +278,20 @@ def ensure_node_certificate(key: PrivateKey, directory: Path) -> tuple[Path, Pat
     return cert_path, key_pem_path
 
 
-def load_node_identity(data_dir: Path, key_path: Path | None = None) -> NodeIdentity:
-    """The node key (``key_path`` or ``<data_dir>/node.key``, created if missing) and its TLS files."""
+def load_node_identity(
+    data_dir: Path, key_path: Path | None = None, check_certificate: bool = True
+) -> NodeIdentity:
+    """The node key (``key_path`` or ``<data_dir>/node.key``, created if missing) and its TLS files.
+
+    With ``check_certificate=False`` existing certificate files are taken as they are (an actor of
+    a node whose daemon checked them at start: checking again loads cryptography's OpenSSL in that
+    process, 1.4 MiB of private memory); missing files are still made.
+    """
     data_dir = Path(data_dir)
     key = load_or_create_node_key(Path(key_path) if key_path is not None else data_dir / KEY_FILE)
-    cert_path, key_pem_path = ensure_node_certificate(key, data_dir)
+    cert_path, key_pem_path = data_dir / NODE_CERT_FILE, data_dir / NODE_KEY_PEM_FILE
+    if check_certificate or not (cert_path.exists() and key_pem_path.exists()):
+        cert_path, key_pem_path = ensure_node_certificate(key, data_dir)
     return NodeIdentity(key=key, cert_path=cert_path, key_pem_path=key_pem_path)
 
 

@@ -266,10 +266,36 @@ def route_child_logging() -> None:
         os.dup2(devnull, sink.recv.fileno())
     finally:
         os.close(devnull)
-    root = logging.getLogger()
+    handler = _child_handler
+    if handler is None or handler.sock is not sink.send:
+        handler = _new_child_handler(sink)
+    logging.getLogger().handlers = [handler]
+
+
+_child_handler: SinkHandler | None = None
+
+
+def _new_child_handler(sink: LogSink) -> SinkHandler:
     handler = SinkHandler(sink.send)
     handler.addFilter(NotThespianFilter())
-    root.handlers = [handler]
+    return handler
+
+
+def prepare_child_handler() -> None:
+    """In the daemon, before the first fork: the handler every child logs through, made (and its
+    formatting run once) here, so each child shares it instead of building its own (0.3 MiB of
+    private memory in each process)."""
+    global _child_handler
+    sink = _active
+    if sink is None:
+        _child_handler = None
+        return
+    if _child_handler is None or _child_handler.sock is not sink.send:
+        _child_handler = _new_child_handler(sink)
+    _encode(
+        logging.makeLogRecord({"name": "chrnode", "msg": "warm"}),
+        _child_handler.formatter or logging.Formatter(),
+    )
 
 
 class NotThespianFilter(logging.Filter):
