@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from chrnode.dht.actions import Action, DhtConfig, LookupDone, Published, Send
-from chrnode.dht.ids import ID_BITS, Contact, random_id_in_bucket
+from chrnode.dht.ids import ID_BITS, Contact, distance, random_id_in_bucket
 from chrnode.dht.lookup import Lookup, LookupMachine, LookupResult
 from chrnode.dht.maintenance import Maintenance
 from chrnode.dht.messages import (
@@ -153,16 +153,28 @@ class DhtNode:
         self.fleet = [s for s in seeds if s.address != self.own.address]
         return self.lookup(self.own.address, now, seeds=self.fleet, purpose="join")
 
-    def refresh_beyond_nearest(self, now: float) -> tuple[list[int], list[Action]]:
+    def refresh_beyond_nearest(
+        self, now: float, explored: Iterable[Contact] = ()
+    ) -> tuple[list[int], list[Action]]:
         """The second half of a join (Kademlia 2.3): a lookup of a random id in every bucket
         farther than the nearest neighbour's, so the table (and the links to its contacts) is
-        filled at once instead of by an hour's refresh timers or by the first lookups' traffic."""
+        filled at once instead of by an hour's refresh timers or by the first lookups' traffic.
+
+        `explored`: the k closest that answered the join's lookup of our own id. That lookup
+        met every node nearer to us than the farthest of them, so the buckets wholly inside
+        that distance are complete already and are not looked up again (each refresh costs
+        about k requests, and on a new node a new link for each)."""
         buckets = [i for i, (contacts, _) in self.table.bucket_contents().items() if contacts]
         if not buckets or not self.config.refresh_on_join:
             return [], []
+        first = min(buckets) + 1
+        met = [c for c in explored if c.address != self.own.address]
+        if len(met) >= self.config.k:
+            reach = max(distance(self.own.address, c.address) for c in met)
+            first = max(first, reach.bit_length() - 1)  # the bucket the farthest one is in
         ids: list[int] = []
         actions: list[Action] = []
-        for index in range(min(buckets) + 1, ID_BITS):
+        for index in range(first, ID_BITS):
             target = random_id_in_bucket(self.own.address, index, self.rng)
             lookup_id, started = self.lookup(target, now, purpose="refresh")
             ids.append(lookup_id)
@@ -375,7 +387,7 @@ class DhtNode:
                 sent.lookup_id = None
         result = running.machine.result()
         self.counters["lookups_ok" if result.ok else "lookups_failed"] += 1
-        joined = self._joined(lookup_id, running.purpose, now) if running.purpose in _JOINS else []
+        joined = self._joined(lookup_id, running.purpose, result, now) if running.purpose in _JOINS else []
         actions: list[Action] = [LookupDone(lookup_id, running.purpose, result)]
         for contact in result.unqueried:  # SPEC 6: named by others, they enter once they answer
             actions += self._probes(self.table.learned(contact, now), now)
@@ -396,7 +408,7 @@ class DhtNode:
         log.info("joining through %d fleet nodes again (attempt %d)", len(self.fleet), attempt)
         return self.lookup(self.own.address, now, seeds=self.fleet, purpose="rejoin")[1]
 
-    def _joined(self, lookup_id: int, purpose: str, now: float) -> list[Action]:
+    def _joined(self, lookup_id: int, purpose: str, result: LookupResult, now: float) -> list[Action]:
         outcome = self.rejoin.finished(lookup_id, len(self.table), now)
         if outcome == RETRY and self.fleet:
             log.warning(
@@ -406,7 +418,7 @@ class DhtNode:
             )
         elif outcome == REJOINED and purpose == "rejoin":
             log.info("joined the network: %d contacts in the routing table", len(self.table))
-            return self.refresh_beyond_nearest(now)[1]
+            return self.refresh_beyond_nearest(now, result.closest)[1]
         return []
 
     def _publish_lookup(self, value: Value, now: float, purpose: str) -> list[Action]:

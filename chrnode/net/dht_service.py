@@ -69,7 +69,7 @@ class DhtService:
         lookup_id, actions = self.node.join(list(seeds), self.clock())
         result = await self._await_lookup(lookup_id, actions)
         if result.ok:
-            ids, actions = self.node.refresh_beyond_nearest(self.clock())
+            ids, actions = self.node.refresh_beyond_nearest(self.clock(), result.closest)
             futures = [self._future(i) for i in ids]  # before acting: some may finish at once
             self._act(actions)
             await asyncio.gather(*futures)
