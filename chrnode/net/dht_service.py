@@ -166,8 +166,12 @@ class DhtService:
     def _act(self, actions: list[Any] | None) -> None:
         for action in actions or ():
             if isinstance(action, Send):
-                task = self.loop.create_task(self._send(action))
-                task.add_done_callback(_quiet)
+                link = self.network.links.get(action.to.address)
+                if link is not None and not link.closed:
+                    self._send_on(link, action)  # the usual case: no task, no extra loop turn
+                else:
+                    task = self.loop.create_task(self._send(action))
+                    task.add_done_callback(_quiet)
             elif isinstance(action, LookupDone):
                 self._lookup_done(action)
             elif isinstance(action, Published):
@@ -195,6 +199,9 @@ class DhtService:
         except PeerError:
             self._act(self.node.on_failure(send.request_id, self.clock()))
             return
+        self._send_on(link, send)
+
+    def _send_on(self, link: PeerLink, send: Send) -> None:
         request = to_peer_request(send.request, self.codec)
         timeout = self.node.config.hard_timeout + 1.0  # the machine's own hard timeout comes first
         link.request(request, lambda answer: self._answered(send, link, answer), timeout)
