@@ -202,7 +202,12 @@ class DhtService:
         self._send_on(link, send)
 
     def _send_on(self, link: PeerLink, send: Send) -> None:
-        request = to_peer_request(send.request, self.codec)
+        try:
+            request = to_peer_request(send.request, self.codec)
+        except DhtProtocolError as exc:  # a value that lapsed meanwhile: never raise into a link
+            _log.debug("not sending %s to %s: %s", type(send.request).__name__, link.label(), exc)
+            self._act(self.node.on_failure(send.request_id, self.clock()))
+            return
         timeout = self.node.config.hard_timeout + 1.0  # the machine's own hard timeout comes first
         link.request(request, lambda answer: self._answered(send, link, answer), timeout)
 
