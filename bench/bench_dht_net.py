@@ -9,7 +9,7 @@ worker SIGSTOPped (25% silent: no answer at all). Both implementations use k = 2
 a 5 s request timeout (kademlia's default).
 
     .venv/bin/python bench/bench_dht_net.py [--nodes 200] [--lookups 1000] [--runs 3] [--workers 4]
-                                            [--max-links 512] [--refresh-on-join] [--only chr|kademlia]
+                                            [--max-links 512] [--no-refresh-on-join] [--only chr|kademlia]
 
 For chr-node it also prints the dials per lookup (each one a TLS handshake and a peer hello),
 links closed at the pool's cap, and links held per node. The summary gives each figure's median
@@ -337,12 +337,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each network; medians [min-max]")
     parser.add_argument("--workers", type=int, default=WORKERS, help="processes the nodes are spread over")
     parser.add_argument("--max-links", type=int, default=MAX_LINKS, help="chr-node's pool cap per node")
-    parser.add_argument("--refresh-on-join", action="store_true", help="chr-node joins refresh every bucket")
+    parser.add_argument(
+        "--no-refresh-on-join", action="store_true", help="chr-node joins without refreshing the buckets"
+    )
     parser.add_argument("--failures", default="killed,silent", help="which failure networks to run")
     parser.add_argument("--only", choices=["chr", "kademlia"])
     args = parser.parse_args()
     WORKERS, MAX_LINKS = args.workers, args.max_links
-    REFRESH_ON_JOIN = REFRESH_ON_JOIN or args.refresh_on_join
+    REFRESH_ON_JOIN = REFRESH_ON_JOIN and not args.no_refresh_on_join
     impls = ["chr", "kademlia"] if args.only is None else [args.only]
     if "kademlia" in impls:
         try:

@@ -269,3 +269,31 @@ def test_a_fleet_node_from_config_gets_its_record_from_the_link_and_only_then_is
     bare = make()
     bare.table.heard_from(seed, now=0.0)  # a contact without record is never sent to others
     assert bare.on_request(peer(11), FindNode(as_id(9)), now=0.2)[0] == Nodes([])
+
+
+def test_the_first_answer_brings_forward_the_soft_deadlines_set_from_rtt_initial() -> None:
+    """Queries sent before any round trip was measured wait `rtt_initial`; the first answer
+    brings their soft deadlines forward to the measured figure, later answers at about the same
+    figure leave them be (no pass over the open requests), a much faster one brings them again."""
+    node = make(hard_timeout=5.0, rtt_initial=1.0, rtt_floor=0.01, alpha=3)
+    learn(node, *range(10, 20))
+    _, actions = node.lookup(as_id(0), now=0.0)
+    first, *others = sends(actions)
+    assert len(others) == 2 and node.next_deadline() == 1.0
+    node.on_answer(first.request_id, Nodes([]), now=0.02)  # a 20 ms round trip
+    assert node.next_deadline() < 0.2  # the two others: soft timeout from 20 ms, not 1 s
+    moved = sorted(t for t in node._timers if t[1] in {s.request_id for s in others})
+    later = node.lookup(as_id(1), now=0.05)[1]
+    quick = sends(later)[0]
+    node.on_answer(quick.request_id, Nodes([]), now=0.071)  # 21 ms: about the same figure
+    assert sorted(t for t in node._timers if t[1] in {s.request_id for s in others}) == moved
+    slow_start = node.lookup(as_id(2), now=0.1)[1]
+    # (the contacts that answered have round trips of their own: only the others follow the network's)
+    fresh = [s for s in sends(slow_start) if s.to not in (first.to, quick.to)]
+    soft_of = {s.request_id: min(t[0] for t in node._timers if t[1] == s.request_id) for s in fresh}
+    assert soft_of
+    for _ in range(12):  # round trips of 1 ms pull the estimate down to well under 3/4 of it
+        ping = node._send(peer(19), Ping(), 0.1, None)
+        node.on_answer(ping.request_id, Pong(0.1), now=0.101)
+    brought = {i: min(t[0] for t in node._timers if t[1] == i) for i in soft_of}
+    assert all(brought[i] < soft_of[i] for i in soft_of)

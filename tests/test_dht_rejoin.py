@@ -193,3 +193,26 @@ def test_refresh_after_a_join_looks_up_one_id_in_every_bucket_past_the_nearest()
     off = DhtNode(OWN, config=DhtConfig(refresh_on_join=False), rng=random.Random(3))
     off.on_request(FLEET, Ping(), now=0.0)
     assert off.refresh_beyond_nearest(now=1.0) == ([], [])
+
+
+def test_a_refresh_after_a_join_skips_the_buckets_the_join_lookup_met_whole() -> None:
+    """The join's lookup of our own id met every node nearer than the farthest of its k closest:
+    only the bucket that farthest one is in, and those beyond, are looked up again."""
+    node = DhtNode(OWN, config=DhtConfig(refresh_on_join=True), rng=random.Random(5))
+    k = node.config.k
+    met = [Contact(as_id((1 << 159) ^ (i + 1)), "10.0.0.9", 51055, record=f"m{i}") for i in range(k - 1)]
+    farthest = Contact(as_id((1 << 159) ^ (1 << 40) ^ 7), "10.0.0.9", 51055, record="far")  # bucket 40
+    for contact in [*met, farthest]:
+        node.on_request(contact, Ping(), now=0.0)
+    nearest = min(bucket_index(OWN.address, c.address) for c in met)
+    assert nearest == 0
+    ids, actions = node.refresh_beyond_nearest(now=1.0, explored=[*met, farthest])
+    targets = [s.request.target for s in sends(actions) if isinstance(s.request, FindNode)]
+    assert sorted({bucket_index(OWN.address, t) for t in targets}) == list(range(40, 160))
+    assert len(ids) == 160 - 40
+    # Fewer than k met (a small network, or a join that reached few): every bucket past the nearest.
+    again = DhtNode(OWN, config=DhtConfig(refresh_on_join=True), rng=random.Random(5))
+    for contact in [*met, farthest]:
+        again.on_request(contact, Ping(), now=0.0)
+    ids, _ = again.refresh_beyond_nearest(now=1.0, explored=met)
+    assert len(ids) == 159 - nearest

@@ -192,6 +192,37 @@ def test_hello_location_and_the_ticket_policy() -> None:
     assert code_of(check_kind, stolen) == "mis_keyed"
 
 
+def test_a_location_is_checked_once_per_verified_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ticket's recovery is remembered for the very object checked: the same object off the
+    wire again (signed.py hands out its one verified instance) is not recovered again; an object
+    around a copied signature, or the hello form under another ticket policy, is checked in full."""
+    recovered: list[bytes] = []
+    real = Ticket.recover
+
+    def counting(self: Ticket) -> bytes:
+        recovered.append(self.node)
+        return real(self)
+
+    monkeypatch.setattr(Ticket, "recover", counting)
+    loc = make_location(NODE, ticket(total=4242), seq=7, expires=NOW + 60)
+    recovered.clear()
+    first = wire_roundtrip(loc)
+    assert location_device(first) == DEVICE.address and len(recovered) == 1
+    again = wire_roundtrip(loc)
+    assert again is first
+    check_kind(again)
+    assert location_device(again) == DEVICE.address and len(recovered) == 1
+    copied = dataclasses.replace(first, key=OTHER_NODE.address)  # the same signature, another key
+    assert code_of(check_kind, copied) == "mis_keyed" and len(recovered) == 2
+    forged = dataclasses.replace(first, data={"ticket": {**ticket().to_wire(), "signature": b"\x00" * 65}})
+    assert code_of(check_kind, forged) == "bad_signature"
+    binding = bytes(range(12))
+    hello = make_hello_location(NODE, DEVICE.address, binding, sign_hello(DEVICE, binding, NODE.address),
+                                seq=1, expires=NOW)  # fmt: skip
+    assert location_device(hello) == DEVICE.address
+    assert code_of(check_kind, hello, accept_hello=False) == "mis_keyed"
+
+
 def test_unknown_kind_is_refused() -> None:
     obj = SignedObject.sign(NODE, kind="bogus", key=NODE.address, seq=1, expires=NOW, data={})
     assert code_of(check_kind, obj) == "bad_payload"

@@ -26,7 +26,7 @@ class DhtConfig:
     maintenance_period: float = 60.0
     cache_found_values: bool = True  # FIND_VALUE stores the value at the closest node without it
     store_capacity: int = 100_000
-    refresh_on_join: bool = False  # a join also looks up one id in every bucket past the nearest
+    refresh_on_join: bool = True  # a join also looks up one id in every bucket past the nearest
     rejoin_initial: float = 2.0  # the table emptied: first join through the fleet again after this
     rejoin_max: float = 300.0  # the backoff between failed rejoins doubles up to this
 

@@ -69,7 +69,7 @@ class DhtService:
         lookup_id, actions = self.node.join(list(seeds), self.clock())
         result = await self._await_lookup(lookup_id, actions)
         if result.ok:
-            ids, actions = self.node.refresh_beyond_nearest(self.clock())
+            ids, actions = self.node.refresh_beyond_nearest(self.clock(), result.closest)
             futures = [self._future(i) for i in ids]  # before acting: some may finish at once
             self._act(actions)
             await asyncio.gather(*futures)
@@ -166,8 +166,12 @@ class DhtService:
     def _act(self, actions: list[Any] | None) -> None:
         for action in actions or ():
             if isinstance(action, Send):
-                task = self.loop.create_task(self._send(action))
-                task.add_done_callback(_quiet)
+                link = self.network.links.get(action.to.address)
+                if link is not None and not link.closed:
+                    self._send_on(link, action)  # the usual case: no task, no extra loop turn
+                else:
+                    task = self.loop.create_task(self._send(action))
+                    task.add_done_callback(_quiet)
             elif isinstance(action, LookupDone):
                 self._lookup_done(action)
             elif isinstance(action, Published):
@@ -195,7 +199,15 @@ class DhtService:
         except PeerError:
             self._act(self.node.on_failure(send.request_id, self.clock()))
             return
-        request = to_peer_request(send.request, self.codec)
+        self._send_on(link, send)
+
+    def _send_on(self, link: PeerLink, send: Send) -> None:
+        try:
+            request = to_peer_request(send.request, self.codec)
+        except DhtProtocolError as exc:  # a value that lapsed meanwhile: never raise into a link
+            _log.debug("not sending %s to %s: %s", type(send.request).__name__, link.label(), exc)
+            self._act(self.node.on_failure(send.request_id, self.clock()))
+            return
         timeout = self.node.config.hard_timeout + 1.0  # the machine's own hard timeout comes first
         link.request(request, lambda answer: self._answered(send, link, answer), timeout)
 
