@@ -193,3 +193,12 @@ def test_an_unpinned_peer_whose_dial_failed_is_not_redialled_and_is_forgotten_af
     p.want(C, "h", 3, 0.0, pinned=True)
     assert p.dial_failed(C, 0.1) == [Seen(C, False, p.peers[C].reliability)]
     assert p.tick(20.0) == [Dial(C, "h", 3)]
+
+
+def test_a_dial_that_fails_while_the_peer_dialled_us_leaves_the_link_up() -> None:
+    # Both dialled at once: the peer's link came up and ours was closed before its hello answer.
+    p = pool()
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.inbound(A, "h", 1, 0.1)
+    assert p.dial_failed(A, 0.2) == []
+    assert p.is_up(A) and p.tick(100.0) == [Ping(A)]  # not backing off, not redialled

@@ -3,7 +3,7 @@ state machine. Events in (``want``, ``dialed``, ``dial_failed``, ``inbound``, ``
 ``answered``, ``failed``, ``tick``), actions out (:class:`Dial`, :class:`Ping`, :class:`Close`,
 :class:`Seen`). Time is an argument; the network loop's adapter owns the sockets and timers.
 
-Rules:
+Rules (two links to one peer at once: chrnode.peer.twins):
 - one link per peer, reused by every request to it; a dial already in progress is not repeated;
 - at most ``max_links`` links; a link wanted (dialled or inbound) beyond the cap closes the least
   recently used unpinned link, or is refused when every link is pinned;
@@ -142,8 +142,8 @@ class Pool:
 
     def dial_failed(self, address: bytes, now: float) -> list[Action]:
         peer = self.peers.get(address)
-        if peer is None:
-            return []
+        if peer is None or peer.state is State.UP:
+            return []  # up meanwhile (the peer dialled us at the same time): not a failure
         peer.failed += 1
         self._back_off(peer, now)
         # peer_history is for peers: not for every address a FIND_NODE answer named that never
