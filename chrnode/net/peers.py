@@ -60,6 +60,9 @@ class PeerNetworkConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     handshake_timeout: float = 5.0
+    # A dial's deadline from TCP connect to the peer's hello answer: a contact that never
+    # answers holds one of the pool's dial slots (PoolConfig.max_dials) this long, never a link.
+    dial_timeout: float = 5.0
     accepts_per_second_per_ip: float = 20.0  # new inbound links per source address
     tick_interval: float = 1.0
     # Admission (chrnode.edge.admission): inbound connections at once, in all, per source address
@@ -326,14 +329,16 @@ class PeerNetwork:
         task = self.loop.create_task(self._dial_now(action, link))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
+    async def _connect_and_hello(self, action: Dial, link: PeerLink) -> None:
+        timeout = self.config.dial_timeout
+        await open_tls_connection(action.host, action.port, self._client_ctx, link, timeout)
+        await asyncio.shield(link.ready)
+
     async def _dial_now(self, action: Dial, link: PeerLink) -> None:
         self.dials += 1
         self._every.add(link)
         try:
-            await open_tls_connection(
-                action.host, action.port, self._client_ctx, link, self.config.handshake_timeout
-            )
-            await asyncio.wait_for(asyncio.shield(link.ready), self.config.link.hello_timeout + 1)
+            await asyncio.wait_for(self._connect_and_hello(action, link), self.config.dial_timeout)
         except (OSError, ssl.SSLError, TimeoutError, PeerError) as exc:
             link.close()
             _log.debug("dial 0x%s at %s:%d failed: %s", action.address.hex(), action.host, action.port, exc)
