@@ -133,6 +133,7 @@ def test_a_decider_that_never_chooses_is_given_the_settle_timeout() -> None:
     t: Twins[str] = Twins(HIGH, settle_timeout=5.0)
     assert t.up(LOW, "inbound", False, 0.0) == Change("inbound", became=True)
     assert t.up(LOW, "ours", True, 1.0) == Change("inbound", settled=False)
+    assert t.second(LOW) == "ours" and t.second(HIGH) is None
     assert t.tick(5.9) == {} and not t.settled(LOW)
     assert t.tick(6.0) == {LOW: Change("inbound", ("ours",))}
     assert t.settled(LOW) and t.link(LOW) == "inbound"

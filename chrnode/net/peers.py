@@ -362,10 +362,12 @@ class PeerNetwork:
             elif isinstance(action, Ping):
                 self._ping(action.address)
             elif isinstance(action, Close):
-                link = self.links.get(action.address)
-                if link is not None:
-                    _log.info("closing %s: %s", link.label(), action.reason)
-                    link.close()
+                # The pool closes the peer, not one link: a second one awaiting the peer's choice
+                # (chrnode.peer.twins) goes first, so that it is not taken up in the first's place.
+                for link in (self.twins.second(action.address), self.links.get(action.address)):
+                    if link is not None:
+                        _log.info("closing %s: %s", link.label(), action.reason)
+                        link.close()
             elif isinstance(action, Seen) and self.on_seen is not None:
                 self.on_seen(action.address, action.connected, action.reliability)
 

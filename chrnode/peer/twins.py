@@ -80,6 +80,11 @@ class Twins(Generic[L]):
         held = self._held.get(peer)
         return held.link if held is not None else None
 
+    def second(self, peer: bytes) -> L | None:
+        """The second link to ``peer`` awaiting the decider's choice, if any."""
+        second = self._second.get(peer)
+        return second.link if second is not None else None
+
     def settled(self, peer: bytes) -> bool:
         return peer not in self._second
 
