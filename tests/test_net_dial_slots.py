@@ -95,3 +95,32 @@ async def test_black_holed_contacts_do_not_keep_real_peers_out(tmp_path: Path) -
         await node.stop()
         for r in real:
             await r.stop()
+
+
+@async_test(timeout=90)
+async def test_a_dial_waits_for_a_slot_the_black_holes_hold_and_then_gets_its_link(tmp_path: Path) -> None:
+    config = PeerNetworkConfig(pool=PoolConfig(max_links=8, max_dials=2), dial_timeout=DIAL_TIMEOUT)
+    node = await start_peer_node(
+        tmp_path / "n", PrivateKey.from_bytes((0x920).to_bytes(32, "big")), net_config=config
+    )
+    real = await start_peer_node(tmp_path / "r", PrivateKey.from_bytes((0x921).to_bytes(32, "big")))
+    fake = [PrivateKey.from_bytes((0xB1AD0 + n).to_bytes(32, "big")).address for n in range(2)]
+    try:
+        async with black_holes(len(fake)) as ports:
+            holes = [
+                asyncio.ensure_future(node.network.connect(addr, "127.0.0.1", port))
+                for addr, port in zip(fake, ports, strict=True)
+            ]
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            # Both slots are held: the real peer waits (not failed at once: a DHT request would
+            # count that against the contact), then is dialled when a black hole's deadline ends.
+            link = await node.network.connect(real.key.address, "127.0.0.1", real.contact.peer_port)
+            waited = time.monotonic() - started
+            assert await link.ask(pm.PeerPing()) is not None
+            assert DIAL_TIMEOUT - 0.5 < waited < 2 * DIAL_TIMEOUT + 1.0, waited
+            assert all(isinstance(r, PeerError) for r in await asyncio.gather(*holes, return_exceptions=True))
+            assert node.network.links.get(real.key.address) is link
+    finally:
+        await node.stop()
+        await real.stop()

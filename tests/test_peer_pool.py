@@ -181,12 +181,12 @@ def test_dials_in_progress_have_a_cap_of_their_own() -> None:
     assert p.inbound(D, "h", 4, 0.5) == [Seen(D, True, 0.5)]  # links are not taken by the dials
     assert p.tick(1.0) == []  # still no slot
     p.done_with(A)
-    p.dial_failed(A, 5.0)  # the deadline of a silent contact (its request is over)
-    assert p.tick(6.0) == [Dial(C, "h", 3)]
+    # The deadline of a silent contact (its request is over): the slot goes to C at once.
+    assert p.dial_failed(A, 5.0) == [Dial(C, "h", 3)]
     p.want(E, "h", 5, 6.0)
     p.done_with(E)  # the request that wanted it gave up: it is not dialled later
     assert p.peers[E].state is State.WAITING
-    p.dial_failed(B, 7.0)
+    assert p.dial_failed(B, 7.0) == [Seen(B, False, p.peers[B].reliability)]  # B pinned: history
     assert p.tick(7.5) == [] and E not in p.peers
 
 

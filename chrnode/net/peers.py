@@ -33,7 +33,7 @@ from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
 from chrnode.peer.link import LinkConfig, PeerError, PeerLink
-from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
+from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen, State
 from chrnode.peer.twins import Change, Twins
 
 __all__ = ["PeerNetwork", "PeerNetworkConfig"]
@@ -102,6 +102,7 @@ class PeerNetwork:
         self.relay: RelayHandler | None = None  # the cross-node ports (chrnode.net.relay)
         self.listener: TlsListener | None = None
         self._dials: dict[bytes, tuple[asyncio.Future[PeerLink], PeerLink]] = {}  # in progress
+        self._queued: dict[bytes, asyncio.Future[PeerLink]] = {}  # connect()s awaiting a dial slot
         self.twins: Twins[PeerLink] = Twins(key.address, config.link.hello_timeout * 2)
         self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
         self.admission: Admission[PeerLink] = Admission(
@@ -174,6 +175,9 @@ class PeerNetwork:
             for callback in self.on_link_up:
                 callback(change.link)
         if change.settled and change.link is not None:
+            queued = self._queued.pop(node, None)  # waited for a dial slot; the peer dialled us
+            if queued is not None and not queued.done():
+                queued.set_result(change.link)
             dial = self._dials.get(node)
             if dial is not None and dial[1].ready.done():
                 self._dial_over(node, change.link)
@@ -304,17 +308,36 @@ class PeerNetwork:
         if address == self.key.address:
             raise PeerError("a node does not dial itself", codes.BAD_PAYLOAD)
         dial = self._dials.get(address)
-        if dial is None:
+        if dial is not None:
+            future = dial[0]
+        else:
             actions = self.pool.want(address, host, port, self.loop.time())
-            if not any(isinstance(a, Dial) for a in actions):
+            peer = self.pool.peers.get(address)
+            if not any(isinstance(a, Dial) for a in actions) and (
+                peer is None or peer.state is not State.WAITING
+            ):
                 self.pool.done_with(address)  # not dialled (backing off): this need ends here
-                peer = self.pool.peers.get(address)
                 state = peer.state.value if peer is not None else "unknown"
                 raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
             self._act(actions)
-            dial = self._dials[address]
+            dial = self._dials.get(address)
+            if dial is not None:
+                future = dial[0]
+            else:  # every dial slot is taken: the pool dials it once one frees
+                future = self._queued.setdefault(address, self.loop.create_future())
         try:
-            return await asyncio.shield(dial[0])
+            if dial is not None:
+                return await asyncio.shield(future)
+            try:
+                # A slot frees within one dial deadline (every dial ends by its own), then ours.
+                return await asyncio.wait_for(asyncio.shield(future), 2 * self.config.dial_timeout)
+            except TimeoutError:
+                if self._queued.get(address) is future:
+                    del self._queued[address]
+                raise PeerError(
+                    f"no link to 0x{address.hex()}: no dial done within {2 * self.config.dial_timeout:g} s",
+                    codes.UNAVAILABLE,
+                ) from None
         finally:
             # One dial per need: a peer that is not pinned is not redialled after its link
             # closes or its dial failed (a dead DHT contact would be, for ever, with backoff).
@@ -323,7 +346,10 @@ class PeerNetwork:
     def _dial(self, action: Dial) -> None:
         if action.address in self._dials:
             return
-        future: asyncio.Future[PeerLink] = self.loop.create_future()
+        # A connect() that waited for a dial slot is given this dial's outcome.
+        future = self._queued.pop(action.address, None)
+        if future is None:
+            future = self.loop.create_future()
         link = PeerLink(self, self.config.link, expected=action.address)
         self._dials[action.address] = (future, link)
         task = self.loop.create_task(self._dial_now(action, link))
@@ -443,6 +469,8 @@ class PeerNetwork:
         if self.listener is not None:
             self.listener.close()
         for future, _ in self._dials.values():
+            future.cancel()
+        for future in self._queued.values():
             future.cancel()
         links = list(self._every)
         for link in links:

@@ -10,7 +10,7 @@ Rules (two links to one peer at once: chrnode.peer.twins):
 - at most ``max_dials`` dials in progress, counted apart from the links: a dial to a contact
   that never answers (the adapter gives each a short deadline) holds a dial slot, never a link,
   so a few black-holed contacts cannot keep real peers out. A peer wanted while every slot is
-  taken is dialled by a later ``tick`` once one frees (pinned or still wanted), or not at all;
+  taken waits, and is dialled as soon as one frees (pinned or still wanted), or not at all;
 - pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
   exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
   caller's RNG so that many nodes do not redial in step); an unpinned peer is redialled only
@@ -144,8 +144,8 @@ class Pool:
         room = self._make_room("at the link limit: least recently used")
         if room is None:
             self._back_off(peer, now)
-            return [Close(address, "at the link limit")]
-        return room + self._up(peer, now)
+            return [Close(address, "at the link limit"), *self._dial_waiting(now)]
+        return room + self._up(peer, now) + self._dial_waiting(now)
 
     def dial_failed(self, address: bytes, now: float) -> list[Action]:
         peer = self.peers.get(address)
@@ -155,7 +155,8 @@ class Pool:
         self._back_off(peer, now)
         # peer_history is for peers: not for every address a FIND_NODE answer named that never
         # answered (a liar could fill it).
-        return [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
+        seen = [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
+        return seen + self._dial_waiting(now)
 
     def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
         """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
@@ -242,6 +243,16 @@ class Pool:
             return []
         peer.state = State.DIALING
         return [Dial(peer.address, peer.host, peer.port)]
+
+    def _dial_waiting(self, now: float) -> list[Action]:
+        """A dial slot freed: the peers waiting for one (still pinned or wanted), in turn."""
+        actions: list[Action] = []
+        for peer in [p for p in self.peers.values() if p.state is State.WAITING]:
+            if self._count(State.DIALING) >= self.config.max_dials:
+                break
+            if peer.pinned or peer.wanted:
+                actions += self._maybe_dial(peer, now)
+        return actions
 
     def _make_room(self, reason: str) -> list[Action] | None:
         """Room for one more link: [] if below the cap, else the least recently used unpinned
