@@ -107,16 +107,21 @@ async def test_a_flood_is_rate_limited_and_dropped_while_an_honest_peer_works(
         table_before = {c.address for c in victim.dht.node.table}
         held_before = len(victim.dht.node.store)
         requests = flood_of(kind, hostile, victim, 1000)
+        started = time.monotonic()
         flood = asyncio.gather(*(link.ask(r, timeout=5.0) for r in requests), return_exceptions=True)
         honest_answers = [await honest_link.ask(pm.FindNode(b"\x42" * 20)) for _ in range(5)]
         results = await flood
+        elapsed = time.monotonic() - started
         assert all(isinstance(a, pm.Nodes) and a.nodes for a in honest_answers)
         # Served: FIND_NODE answered, STORE refused by the object rules (a peer signs only its own
         # node object); then rate limited, then dropped.
         served = [r for r in results if isinstance(r, pm.Nodes) or getattr(r, "code", "") == "mis_keyed"]
         limited = [r for r in results if isinstance(r, PeerError) and r.code == "rate_limited"]
         assert served and limited, (len(served), len(limited))
-        assert len(served) <= link.config.burst + 100  # the burst, and what refilled meanwhile
+        # The burst, and what refilled while the victim worked through the flood (on a loaded
+        # machine that takes longer than the 0.5 s an idle one needs: the bound is the rate's).
+        refilled = link.config.requests_per_second * elapsed
+        assert len(served) <= link.config.burst + refilled + 10, (len(served), elapsed)
         # A flood that persists costs the flooder its link; the honest link is untouched.
         await wait_for(
             lambda: hostile.key.address not in victim.network.links, 5, "the flood link to be dropped"

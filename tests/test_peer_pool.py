@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen, State
 
-A, B, C = b"\xaa" * 20, b"\xbb" * 20, b"\xcc" * 20
+A, B, C, D, E = (bytes([n]) * 20 for n in (0xAA, 0xBB, 0xCC, 0xDD, 0xEE))
 
 
 def pool(**kw: float) -> Pool:
@@ -105,10 +105,12 @@ EVENTS = st.lists(
 )
 
 
-@given(EVENTS, st.integers(1, 4))
+@given(EVENTS, st.integers(1, 4), st.integers(1, 3))
 @settings(max_examples=300, deadline=None)
-def test_invariants_under_generated_events(events: list[tuple[str, bytes, float]], cap: int) -> None:
-    p = pool(max_links=cap)
+def test_invariants_under_generated_events(
+    events: list[tuple[str, bytes, float]], cap: int, dial_cap: int
+) -> None:
+    p = pool(max_links=cap, max_dials=dial_cap)
     now = 0.0
     for name, addr, dt in events:
         now += dt
@@ -132,8 +134,8 @@ def test_invariants_under_generated_events(events: list[tuple[str, bytes, float]
             actions = p.answered(addr, now)
         else:
             actions = p.tick(now)
-        busy = [a for a, peer in p.peers.items() if peer.state in (State.UP, State.DIALING)]
-        assert len(busy) <= cap
+        assert sum(1 for peer in p.peers.values() if peer.state is State.UP) <= cap
+        assert sum(1 for peer in p.peers.values() if peer.state is State.DIALING) <= dial_cap
         for action in actions:
             if isinstance(action, Dial):  # a dial is only ever asked for a peer that was not busy
                 assert before.get(action.address) not in (State.UP, State.DIALING)
@@ -150,12 +152,42 @@ def test_a_wanted_link_beyond_the_cap_replaces_the_least_recently_used_one() -> 
     p.dialed(A, 0.0)
     p.want(B, "h", 2, 1.0)
     p.dialed(B, 1.0)
-    actions = p.want(C, "h", 3, 2.0)
-    assert actions == [Close(B, "at the link limit: least recently used"), Dial(C, "h", 3)]
-    p.closed(B, 2.1)
+    assert p.want(C, "h", 3, 2.0) == [Dial(C, "h", 3)]  # a dial takes no link: nothing closed yet
+    actions = p.dialed(C, 2.2)  # up: now the least recently used link makes room
+    assert actions == [Close(B, "at the link limit: least recently used"), Seen(C, True, 0.5)]
+    p.closed(B, 2.3)
     assert B not in p.peers  # no backoff for a link closed to make room: it may be dialled again
-    p.dialed(C, 2.2)
-    assert p.want(B, "h", 2, 3.0) == [Close(C, "at the link limit: least recently used"), Dial(B, "h", 2)]
+    assert p.want(B, "h", 2, 3.0) == [Dial(B, "h", 2)]
+    assert p.dialed(B, 3.1)[0] == Close(C, "at the link limit: least recently used")
+
+
+def test_a_dial_completing_when_every_link_is_pinned_is_refused() -> None:
+    p = pool(max_links=1)
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.dialed(A, 0.0)
+    assert p.want(B, "h", 2, 1.0) == [Dial(B, "h", 2)]
+    assert p.dialed(B, 1.1) == [Close(B, "at the link limit")]
+    assert p.peers[B].state is State.BACKOFF and p.is_up(A)
+
+
+def test_dials_in_progress_have_a_cap_of_their_own() -> None:
+    # Black-holed contacts hold dial slots, never links: an inbound peer still gets a link, and a
+    # wanted peer waits for a slot (dialled by the tick that finds one free).
+    p = pool(max_links=4, max_dials=2)
+    assert p.want(A, "h", 1, 0.0) == [Dial(A, "h", 1)]
+    assert p.want(B, "h", 2, 0.0, pinned=True) == [Dial(B, "h", 2)]
+    assert p.want(C, "h", 3, 0.0, pinned=True) == []  # no dial slot
+    assert p.peers[C].state is State.WAITING
+    assert p.inbound(D, "h", 4, 0.5) == [Seen(D, True, 0.5)]  # links are not taken by the dials
+    assert p.tick(1.0) == []  # still no slot
+    p.done_with(A)
+    # The deadline of a silent contact (its request is over): the slot goes to C at once.
+    assert p.dial_failed(A, 5.0) == [Dial(C, "h", 3)]
+    p.want(E, "h", 5, 6.0)
+    p.done_with(E)  # the request that wanted it gave up: it is not dialled later
+    assert p.peers[E].state is State.WAITING
+    assert p.dial_failed(B, 7.0) == [Seen(B, False, p.peers[B].reliability)]  # B pinned: history
+    assert p.tick(7.5) == [] and E not in p.peers
 
 
 def test_a_peer_no_longer_wanted_is_not_redialled_and_is_forgotten_after_its_backoff() -> None:
@@ -193,3 +225,12 @@ def test_an_unpinned_peer_whose_dial_failed_is_not_redialled_and_is_forgotten_af
     p.want(C, "h", 3, 0.0, pinned=True)
     assert p.dial_failed(C, 0.1) == [Seen(C, False, p.peers[C].reliability)]
     assert p.tick(20.0) == [Dial(C, "h", 3)]
+
+
+def test_a_dial_that_fails_while_the_peer_dialled_us_leaves_the_link_up() -> None:
+    # Both dialled at once: the peer's link came up and ours was closed before its hello answer.
+    p = pool()
+    p.want(A, "h", 1, 0.0, pinned=True)
+    p.inbound(A, "h", 1, 0.1)
+    assert p.dial_failed(A, 0.2) == []
+    assert p.is_up(A) and p.tick(100.0) == [Ping(A)]  # not backing off, not redialled

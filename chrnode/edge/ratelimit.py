@@ -43,14 +43,22 @@ class TokenBucket:
         return False
 
     def spend(self, clock: Callable[[], float], cost: float = 1.0) -> bool:
-        """``take`` that reads the clock only when the saved tokens run out (per-frame hot path).
+        """``take`` at ``clock()``, inlined: the per-frame form.
 
-        Refilling lazily can only be more permissive than refilling on every call (the cap at
-        ``burst`` is applied once instead of continuously), never stricter."""
-        if self._tokens >= cost:
-            self._tokens -= cost
+        It once read the clock only when the saved tokens ran out; the idle time before a burst
+        was then credited at the end of it (capped once at ``burst`` instead of continuously),
+        so a bucket full for two seconds let 2 x ``burst`` through at once (issue 10: a peer's
+        flood of 1,000 requests got 450-630 served against a burst of 400)."""
+        now = clock()
+        tokens = self._tokens
+        if now > self._stamp:
+            tokens = min(self._burst, tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+        if tokens >= cost:
+            self._tokens = tokens - cost
             return True
-        return self.take(clock(), cost)
+        self._tokens = tokens
+        return False
 
     def wait_time(self, now: float, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens are available (0 when they are now)."""

@@ -48,6 +48,7 @@ from chrnode.edge.messages import (
     decode_payload,
     encode_message,
 )
+from chrnode.edge.pending import Pending
 from chrnode.edge.ports import Frame as FrameBytes
 from chrnode.edge.ports import Port, PortEnd, PortTable
 from chrnode.edge.portsend import parse_portsend
@@ -109,7 +110,6 @@ class Session(PortFlow):
         "_counted",
         "_faults",
         "_frame_bucket",
-        "_next_id",
         "_pending",
         "_relay",
         "_throttled",
@@ -136,8 +136,7 @@ class Session(PortFlow):
         self.account: DeviceAccount | None = None
         self.compress = False
         self.closed = False
-        self._pending: dict[int, tuple[Callable[[Message | None], None], asyncio.TimerHandle]] = {}
-        self._next_id = 0
+        self._pending: Pending[Message] = Pending(server.loop, self._answer_failed)  # node-sent requests
         self._faults: TokenBucket | None = None
         self._frame_bucket: TokenBucket | None = None
         self._throttled = False
@@ -164,10 +163,7 @@ class Session(PortFlow):
             return
         self.closed = True
         self.stop_frames()
-        pending, self._pending = self._pending, {}
-        for callback, timer in pending.values():
-            timer.cancel()
-            self._safely(callback, None)
+        self._pending.close()
         self.server.session_ended(self)
         self.release_blocked()
 
@@ -246,15 +242,9 @@ class Session(PortFlow):
             self.server.dispatch(self, msg)
 
     def _answer_received(self, msg: Message) -> None:
-        request_id = getattr(msg, "id", None)
-        entry = self._pending.pop(request_id, None) if request_id is not None else None
-        if entry is None:
+        if not self._pending.answer(getattr(msg, "id", None), msg):
             # Never answer an answer (two confused peers would loop); count it as a fault.
             self.fault()
-            return
-        callback, timer = entry
-        timer.cancel()
-        self._safely(callback, msg)
 
     def _protocol_error(self, msg_type: int, flags: int, exc: ProtocolError) -> None:
         self.server.count_error(exc.code)
@@ -331,24 +321,12 @@ class Session(PortFlow):
     ) -> None:
         """Send a node-originated request; ``on_answer`` gets the answer, or None on timeout/close."""
         if self.closing:
-            self._safely(on_answer, None)
+            self._pending.call(on_answer, None)
             return
-        self._next_id += 1
-        request_id = self._next_id
-        timer = self.server.loop.call_later(timeout, self._request_timed_out, request_id)
-        self._pending[request_id] = (on_answer, timer)
-        self.send(build(request_id))
+        self.send(build(self._pending.add(on_answer, timeout)))
 
-    def _request_timed_out(self, request_id: int) -> None:
-        entry = self._pending.pop(request_id, None)
-        if entry is not None:
-            self._safely(entry[0], None)
-
-    def _safely(self, callback: Callable[[Message | None], None], answer: Message | None) -> None:
-        try:
-            callback(answer)
-        except Exception:
-            _log.exception("%s: answer handler failed", self.label())
+    def _answer_failed(self) -> None:
+        _log.exception("%s: answer handler failed", self.label())
 
     # ---- flow control, faults, limits --------------------------------------------------------
 

@@ -33,7 +33,8 @@ from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
 from chrnode.peer.link import LinkConfig, PeerError, PeerLink
-from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
+from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen, State
+from chrnode.peer.twins import Change, Twins
 
 __all__ = ["PeerNetwork", "PeerNetworkConfig"]
 
@@ -59,6 +60,9 @@ class PeerNetworkConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
     handshake_timeout: float = 5.0
+    # A dial's deadline from TCP connect to the peer's hello answer: a contact that never
+    # answers holds one of the pool's dial slots (PoolConfig.max_dials) this long, never a link.
+    dial_timeout: float = 5.0
     accepts_per_second_per_ip: float = 20.0  # new inbound links per source address
     tick_interval: float = 1.0
     # Admission (chrnode.edge.admission): inbound connections at once, in all, per source address
@@ -97,7 +101,9 @@ class PeerNetwork:
         self.on_seen: Callable[[bytes, bool, float], None] | None = None
         self.relay: RelayHandler | None = None  # the cross-node ports (chrnode.net.relay)
         self.listener: TlsListener | None = None
-        self._dials: dict[bytes, asyncio.Future[PeerLink]] = {}
+        self._dials: dict[bytes, tuple[asyncio.Future[PeerLink], PeerLink]] = {}  # in progress
+        self._queued: dict[bytes, asyncio.Future[PeerLink]] = {}  # connect()s awaiting a dial slot
+        self.twins: Twins[PeerLink] = Twins(key.address, config.link.hello_timeout * 2)
         self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
         self.admission: Admission[PeerLink] = Admission(
             AdmissionLimits(
@@ -121,57 +127,92 @@ class PeerNetwork:
 
     def link_up(self, link: PeerLink) -> None:
         assert link.node is not None
+        node = link.node
         self.admission.authenticated(link)  # proven: no deadline, never shed (a no-op if dialled)
-        existing = self.links.get(link.node)
-        if existing is not None and existing is not link and not existing.closed:
-            self._duplicate(existing, link)
-            return
         now = self.loop.time()
+        existing = self.twins.link(node)
+        if existing is not None and not existing.closed:
+            # A second link to this peer (both dialled at once): chrnode.peer.twins chooses; the
+            # pool's state (up) holds for whichever is kept.
+            closing = existing.conn is None or existing.conn.is_closing
+            self._apply(node, self.twins.up(node, link, link.dialer, now, existing_closing=closing))
+            return
         if link.dialer:
-            actions = self.pool.dialed(link.node, now)
+            actions = self.pool.dialed(node, now)
         else:
             host, port = self._endpoint(link)
-            actions = self.pool.inbound(link.node, host, port, now)
-        if any(isinstance(a, Close) and a.address == link.node for a in actions):
-            reason = next(a.reason for a in actions if isinstance(a, Close) and a.address == link.node)
+            actions = self.pool.inbound(node, host, port, now)
+        if any(isinstance(a, Close) and a.address == node for a in actions):
+            reason = next(a.reason for a in actions if isinstance(a, Close) and a.address == node)
             _log.info("closing %s: %s", link.label(), reason)
             link.close()
-            self._act([a for a in actions if not (isinstance(a, Close) and a.address == link.node)])
+            self._act([a for a in actions if not (isinstance(a, Close) and a.address == node)])
+            if link.dialer:
+                self._dial_over(node, PeerError(f"no link to 0x{node.hex()}: {reason}", codes.UNAVAILABLE))
             return
-        self.links[link.node] = link
         self.links_opened += 1
         _log.info("%s link up with %s", "outbound" if link.dialer else "inbound", link.label())
         self._act(actions)
-        for callback in self.on_link_up:
-            callback(link)
+        self._apply(node, self.twins.up(node, link, link.dialer, now))
 
-    def _duplicate(self, existing: PeerLink, new: PeerLink) -> None:
-        """Both nodes dialled each other at once: each end holds an inbound and an outbound link.
-        Both keep the one dialled by the lower address, so that neither closes the link the other
-        kept (which left them with none); a link already closing gives way to the new one. The
-        pool's state (up) holds for whichever is kept."""
-        assert new.node is not None
-        closing = existing.conn is None or existing.conn.is_closing
-        if not closing and new.dialer != (self.key.address < new.node):
-            _log.info("closing %s: duplicate link (the other one is kept)", new.label())
-            new.close()
+    def _apply(self, node: bytes, change: Change[PeerLink]) -> None:
+        """The twins' choice: the peer's link now, the duplicates closed, a waiting dial given the
+        link once the choice is settled."""
+        for dup in change.close:
+            _log.info("closing %s: duplicate link (the other one is kept)", dup.label())
+            if self.links.get(node) is dup:
+                del self.links[node]
+                for callback in self.on_link_down:
+                    callback(dup)
+            dup.close()
+        if change.became and change.link is not None:
+            _log.debug("keeping %s", change.link.label())
+            old = self.links.get(node)
+            self.links[node] = change.link
+            if old is not None and old is not change.link:
+                for callback in self.on_link_down:
+                    callback(old)
+            for callback in self.on_link_up:
+                callback(change.link)
+        if change.settled and change.link is not None:
+            queued = self._queued.pop(node, None)  # waited for a dial slot; the peer dialled us
+            if queued is not None and not queued.done():
+                queued.set_result(change.link)
+            dial = self._dials.get(node)
+            if dial is not None and dial[1].ready.done():
+                self._dial_over(node, change.link)
+
+    def _dial_over(self, node: bytes, outcome: PeerLink | PeerError) -> None:
+        """Our dial to ``node`` is over: connect() is given the link kept, or the error."""
+        entry = self._dials.pop(node, None)
+        if entry is None or entry[0].done():
             return
-        _log.info(
-            "keeping %s; closing the duplicate (closing already, or dialled by the higher address)",
-            new.label(),
-        )
-        self.links[new.node] = new  # before the close, so the old link's link_down is a no-op
-        existing.close()
-        for callback in self.on_link_up:
-            callback(new)
+        if isinstance(outcome, PeerError):
+            entry[0].set_exception(outcome)
+            entry[0].exception()
+        else:
+            entry[0].set_result(outcome)
 
     def link_down(self, link: PeerLink) -> None:
         self.admission.closed(link)
-        if link.node is None or self.links.get(link.node) is not link:
+        if link.node is None:
             return
-        del self.links[link.node]
+        node = link.node
+        was = self.links.get(node) is link
+        change = self.twins.down(node, link)
+        if not was:  # a duplicate, or the second link while the decider chose: a dial may settle
+            self._apply(node, change)
+            return
+        if change.link is not None:  # the decider closed the first: the second is kept
+            del self.links[node]
+            _log.info("link down with %s; %s is kept", link.label(), change.link.label())
+            for callback in self.on_link_down:
+                callback(link)
+            self._apply(node, change)
+            return
+        del self.links[node]
         _log.info("link down with %s", link.label())
-        self._act(self.pool.closed(link.node, self.loop.time()))
+        self._act(self.pool.closed(node, self.loop.time()))
         for callback in self.on_link_down:
             callback(link)
 
@@ -267,17 +308,36 @@ class PeerNetwork:
         if address == self.key.address:
             raise PeerError("a node does not dial itself", codes.BAD_PAYLOAD)
         dial = self._dials.get(address)
-        if dial is None:
+        if dial is not None:
+            future = dial[0]
+        else:
             actions = self.pool.want(address, host, port, self.loop.time())
-            if not any(isinstance(a, Dial) for a in actions):
+            peer = self.pool.peers.get(address)
+            if not any(isinstance(a, Dial) for a in actions) and (
+                peer is None or peer.state is not State.WAITING
+            ):
                 self.pool.done_with(address)  # not dialled (backing off): this need ends here
-                peer = self.pool.peers.get(address)
                 state = peer.state.value if peer is not None else "unknown"
                 raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
             self._act(actions)
-            dial = self._dials[address]
+            dial = self._dials.get(address)
+            if dial is not None:
+                future = dial[0]
+            else:  # every dial slot is taken: the pool dials it once one frees
+                future = self._queued.setdefault(address, self.loop.create_future())
         try:
-            return await asyncio.shield(dial)
+            if dial is not None:
+                return await asyncio.shield(future)
+            try:
+                # A slot frees within one dial deadline (every dial ends by its own), then ours.
+                return await asyncio.wait_for(asyncio.shield(future), 2 * self.config.dial_timeout)
+            except TimeoutError:
+                if self._queued.get(address) is future:
+                    del self._queued[address]
+                raise PeerError(
+                    f"no link to 0x{address.hex()}: no dial done within {2 * self.config.dial_timeout:g} s",
+                    codes.UNAVAILABLE,
+                ) from None
         finally:
             # One dial per need: a peer that is not pinned is not redialled after its link
             # closes or its dial failed (a dead DHT contact would be, for ever, with backoff).
@@ -286,35 +346,39 @@ class PeerNetwork:
     def _dial(self, action: Dial) -> None:
         if action.address in self._dials:
             return
-        future: asyncio.Future[PeerLink] = self.loop.create_future()
-        self._dials[action.address] = future
-        task = self.loop.create_task(self._dial_now(action, future))
+        # A connect() that waited for a dial slot is given this dial's outcome.
+        future = self._queued.pop(action.address, None)
+        if future is None:
+            future = self.loop.create_future()
+        link = PeerLink(self, self.config.link, expected=action.address)
+        self._dials[action.address] = (future, link)
+        task = self.loop.create_task(self._dial_now(action, link))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
-    async def _dial_now(self, action: Dial, future: asyncio.Future[PeerLink]) -> None:
+    async def _connect_and_hello(self, action: Dial, link: PeerLink) -> None:
+        timeout = self.config.dial_timeout
+        await open_tls_connection(action.host, action.port, self._client_ctx, link, timeout)
+        await asyncio.shield(link.ready)
+
+    async def _dial_now(self, action: Dial, link: PeerLink) -> None:
         self.dials += 1
-        link = PeerLink(self, self.config.link, expected=action.address)
         self._every.add(link)
         try:
-            await open_tls_connection(
-                action.host, action.port, self._client_ctx, link, self.config.handshake_timeout
-            )
-            await asyncio.wait_for(asyncio.shield(link.ready), self.config.link.hello_timeout + 1)
+            await asyncio.wait_for(self._connect_and_hello(action, link), self.config.dial_timeout)
         except (OSError, ssl.SSLError, TimeoutError, PeerError) as exc:
             link.close()
             _log.debug("dial 0x%s at %s:%d failed: %s", action.address.hex(), action.host, action.port, exc)
+            kept = self.twins.link(action.address)
+            if kept is not None and not kept.closed:  # the peer's own dial gave us a link meanwhile
+                if self.twins.settled(action.address):
+                    self._dial_over(action.address, kept)
+                return  # else the link kept is given when the choice settles
             self._act(self.pool.dial_failed(action.address, self.loop.time()))
-            self._dials.pop(action.address, None)
-            if not future.done():
-                future.set_exception(
-                    PeerError(f"cannot reach 0x{action.address.hex()}: {exc}", codes.UNAVAILABLE)
-                )
-                future.exception()
-            return
-        self._dials.pop(action.address, None)
-        if not future.done():  # the link kept if the peer dialled us at the same time
-            kept = self.links.get(action.address)
-            future.set_result(kept if kept is not None and not kept.closed else link)
+            self._dial_over(
+                action.address, PeerError(f"cannot reach 0x{action.address.hex()}: {exc}", codes.UNAVAILABLE)
+            )
+        # Proven: link_up gave the dial its outcome (the link kept), or gives it once the peer's
+        # choice between two links settles (chrnode.peer.twins).
 
     # ---- the pool's actions and timer ---------------------------------------------------------
     def _act(self, actions: list[Any]) -> None:
@@ -324,10 +388,12 @@ class PeerNetwork:
             elif isinstance(action, Ping):
                 self._ping(action.address)
             elif isinstance(action, Close):
-                link = self.links.get(action.address)
-                if link is not None:
-                    _log.info("closing %s: %s", link.label(), action.reason)
-                    link.close()
+                # The pool closes the peer, not one link: a second one awaiting the peer's choice
+                # (chrnode.peer.twins) goes first, so that it is not taken up in the first's place.
+                for link in (self.twins.second(action.address), self.links.get(action.address)):
+                    if link is not None:
+                        _log.info("closing %s: %s", link.label(), action.reason)
+                        link.close()
             elif isinstance(action, Seen) and self.on_seen is not None:
                 self.on_seen(action.address, action.connected, action.reliability)
 
@@ -354,6 +420,8 @@ class PeerNetwork:
         for link in self.admission.tick(now):
             self._cut(link, f"no proven peer hello within {self.config.admission_deadline:g} s of connecting")
         self._log_pressure()
+        for node, change in self.twins.tick(now).items():
+            self._apply(node, change)
         self._act(self.pool.tick(now))
         self._schedule_tick()
 
@@ -400,7 +468,9 @@ class PeerNetwork:
             self._ticker = None
         if self.listener is not None:
             self.listener.close()
-        for future in self._dials.values():
+        for future, _ in self._dials.values():
+            future.cancel()
+        for future in self._queued.values():
             future.cancel()
         links = list(self._every)
         for link in links:

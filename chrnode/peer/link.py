@@ -40,6 +40,7 @@ from chrnode.edge.messages import (
     decode_payload,
     encode_message,
 )
+from chrnode.edge.pending import Pending
 from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
 from chrnode.edge.reader import FrameReader
@@ -120,8 +121,7 @@ class PeerLink(FrameReader):
         self.record: SignedObject | None = None
         self.closed = False
         self.ready: asyncio.Future[PeerLink] = host.loop.create_future()
-        self._pending: dict[int, tuple[Callback, asyncio.TimerHandle]] = {}
-        self._next_id = HELLO_ID
+        self._pending: Pending[Any] = Pending(host.loop, self._answer_failed, last_id=HELLO_ID)
         self._hello_timer: asyncio.TimerHandle | None = None
         self._bucket = TokenBucket(config.requests_per_second, config.burst, time.monotonic())
         self._faults = TokenBucket(FAULT_RECOVERY, MAX_FAULTS, time.monotonic())
@@ -174,10 +174,7 @@ class PeerLink(FrameReader):
         self.stop_frames()
         if self._hello_timer is not None:
             self._hello_timer.cancel()
-        pending, self._pending = self._pending, {}
-        for callback, timer in pending.values():
-            timer.cancel()
-            self._safely(callback, None)
+        self._pending.close()
         if not self.ready.done():
             self.ready.set_exception(PeerError(f"the link closed before the peer hello: {exc or 'closed'}"))
             self.ready.exception()  # retrieved: a failed dial is reported by its caller
@@ -297,12 +294,9 @@ class PeerLink(FrameReader):
                 raise RemoteProtocolError("an answer before the peer hello", codes.HELLO_REQUIRED)
             self._hello_answered(msg)
             return
-        entry = self._pending.pop(request_id, None) if request_id is not None else None
-        if entry is None:
+        if not self._pending.waits(request_id):
             self._count_fault()  # never answer an answer
             return
-        callback, timer = entry
-        timer.cancel()
         if isinstance(msg, PeerMessage):
             try:
                 answer = pm.parse(msg.msg_type, msg.fields, response=True, request_id=request_id)
@@ -311,7 +305,7 @@ class PeerLink(FrameReader):
                 answer = PeerError(f"malformed answer: {exc}", exc.code, request_id)
         else:  # ErrorReply (or a device type's answer: refused by parse above for requests)
             answer = msg
-        self._safely(callback, answer)
+        self._pending.answer(request_id, answer)
 
     def _hello_answered(self, msg: Any) -> None:
         if isinstance(msg, ErrorReply):
@@ -333,8 +327,8 @@ class PeerLink(FrameReader):
         self.node, self.record = node, record
         if not self.ready.done():
             self.ready.set_result(self)
-        self._next_id += 1  # ask whether the peer credits port data (an error answer: it does not)
-        self.write_frame(encode_credit(0, 0, self._next_id))
+        # Ask whether the peer credits port data (an error answer: it does not).
+        self.write_frame(encode_credit(0, 0, self._pending.next_id()))
         self.host.link_up(self)
 
     # ---- sending ----------------------------------------------------------------------------
@@ -386,13 +380,10 @@ class PeerLink(FrameReader):
     def request(self, msg: Any, on_answer: Callback, timeout: float | None = None) -> None:
         """Send a typed request; ``on_answer`` gets the typed answer, an ErrorReply, or None."""
         if self.closed or self.node is None:
-            self._safely(on_answer, None)
+            self._pending.call(on_answer, None)
             return
-        self._next_id += 1
-        request_id = self._next_id
         delay = self.config.request_timeout if timeout is None else timeout
-        timer = self.host.loop.call_later(delay, self._timed_out, request_id)
-        self._pending[request_id] = (on_answer, timer)
+        request_id = self._pending.add(on_answer, delay)
         msg_type, fields = pm.to_fields(msg)
         self.requests_out += 1
         self._write(PeerMessage(msg_type, fields, False, request_id))
@@ -430,11 +421,6 @@ class PeerLink(FrameReader):
             self.conn.close()
 
     # ---- faults -----------------------------------------------------------------------------
-    def _timed_out(self, request_id: int) -> None:
-        entry = self._pending.pop(request_id, None)
-        if entry is not None:
-            self._safely(entry[0], None)
-
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
         if self.node is None:
@@ -458,8 +444,5 @@ class PeerLink(FrameReader):
             self.error(pm.PEER_HELLO, None, code, message)
         self.close()
 
-    def _safely(self, callback: Callback, answer: Any) -> None:
-        try:
-            callback(answer)
-        except Exception:
-            _log.exception("%s: answer handler failed", self.label())
+    def _answer_failed(self) -> None:
+        _log.exception("%s: answer handler failed", self.label())

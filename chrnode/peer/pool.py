@@ -3,10 +3,14 @@ state machine. Events in (``want``, ``dialed``, ``dial_failed``, ``inbound``, ``
 ``answered``, ``failed``, ``tick``), actions out (:class:`Dial`, :class:`Ping`, :class:`Close`,
 :class:`Seen`). Time is an argument; the network loop's adapter owns the sockets and timers.
 
-Rules:
+Rules (two links to one peer at once: chrnode.peer.twins):
 - one link per peer, reused by every request to it; a dial already in progress is not repeated;
-- at most ``max_links`` links; a link wanted (dialled or inbound) beyond the cap closes the least
-  recently used unpinned link, or is refused when every link is pinned;
+- at most ``max_links`` links up; a link that comes up (dialled or inbound) beyond the cap
+  closes the least recently used unpinned link, or is refused when every link is pinned;
+- at most ``max_dials`` dials in progress, counted apart from the links: a dial to a contact
+  that never answers (the adapter gives each a short deadline) holds a dial slot, never a link,
+  so a few black-holed contacts cannot keep real peers out. A peer wanted while every slot is
+  taken waits, and is dialled as soon as one frees (pinned or still wanted), or not at all;
 - pinned peers (the fleet's bootstrap nodes, SPEC 11 ``fleet_nodes``) are redialled for ever, with
   exponential backoff (``backoff_initial`` doubling to ``backoff_max``, with jitter from the
   caller's RNG so that many nodes do not redial in step); an unpinned peer is redialled only
@@ -31,11 +35,13 @@ class State(Enum):
     DIALING = "dialing"
     UP = "up"
     BACKOFF = "backoff"
+    WAITING = "waiting"  # wanted while every dial slot was taken: a later tick dials it
 
 
 @dataclass(frozen=True, slots=True)
 class PoolConfig:
     max_links: int = 512  # config peer_max_links: about 21 KiB per idle link (docs/dht.md)
+    max_dials: int = 32  # dials in progress at once (TCP connect, TLS, peer hello)
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     backoff_initial: float = 1.0
@@ -108,8 +114,8 @@ class Pool:
         peer = self.peers.get(address)
         return peer is not None and peer.state is State.UP
 
-    def _busy(self) -> int:
-        return sum(1 for p in self.peers.values() if p.state in (State.UP, State.DIALING))
+    def _count(self, state: State) -> int:
+        return sum(1 for p in self.peers.values() if p.state is state)
 
     # ---- events -----------------------------------------------------------------------------
     def want(self, address: bytes, host: str, port: int, now: float, *, pinned: bool = False) -> list[Action]:
@@ -131,24 +137,26 @@ class Pool:
     def dialed(self, address: bytes, now: float) -> list[Action]:
         """Our dial finished: TLS up and the peer hello answered."""
         peer = self.peers.get(address)
-        if peer is None or not (
-            peer.state is State.DIALING
-            or (peer.state is State.BACKOFF and self._busy() < self.config.max_links)
-        ):
+        if peer is None or peer.state not in (State.DIALING, State.BACKOFF):
             return [Close(address, "not dialing this peer")]
         # DIALING, or BACKOFF when a link the peer dialled at the same time came up and closed
-        # meanwhile (it kept ours: chrnode.net.peers, duplicates): the link we dialled is good.
-        return self._up(peer, now)
+        # meanwhile (it kept ours: chrnode.peer.twins): the link we dialled is good.
+        room = self._make_room("at the link limit: least recently used")
+        if room is None:
+            self._back_off(peer, now)
+            return [Close(address, "at the link limit"), *self._dial_waiting(now)]
+        return room + self._up(peer, now) + self._dial_waiting(now)
 
     def dial_failed(self, address: bytes, now: float) -> list[Action]:
         peer = self.peers.get(address)
-        if peer is None:
-            return []
+        if peer is None or peer.state is State.UP:
+            return []  # up meanwhile (the peer dialled us at the same time): not a failure
         peer.failed += 1
         self._back_off(peer, now)
         # peer_history is for peers: not for every address a FIND_NODE answer named that never
         # answered (a liar could fill it).
-        return [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
+        seen = [Seen(address, False, peer.reliability)] if peer.connections or peer.pinned else []
+        return seen + self._dial_waiting(now)
 
     def inbound(self, address: bytes, host: str, port: int, now: float) -> list[Action]:
         """A peer dialled us and proved its hello. Returns Close(address) to refuse it."""
@@ -157,17 +165,12 @@ class Pool:
             # Both sides dialled at once (or a peer reconnects over a live link): keep the link that
             # is up and answering; the newcomer is closed.
             return [Close(address, "duplicate link")]
-        actions: list[Action] = []
-        if self._busy() >= self.config.max_links:
-            victim = self._least_useful()
-            if victim is None:
-                return [Close(address, "at the link limit")]
-            victim.state = State.IDLE
-            self.evictions += 1
-            actions.append(Close(victim.address, "at the link limit"))
+        room = self._make_room("at the link limit")
+        if room is None:
+            return [Close(address, "at the link limit")]
         if peer is None:
             peer = self.peers[address] = Peer(address, host, port)
-        return actions + self._up(peer, now)
+        return room + self._up(peer, now)
 
     def closed(self, address: bytes, now: float) -> list[Action]:
         """The link (or a dial) ended for whatever reason."""
@@ -222,7 +225,7 @@ class Pool:
                 elif peer.ping_sent is None and now - peer.last_activity >= cfg.ping_interval:
                     peer.ping_sent = now
                     actions.append(Ping(peer.address))
-            elif peer.state is State.BACKOFF and now >= peer.next_attempt:
+            elif peer.state is State.WAITING or (peer.state is State.BACKOFF and now >= peer.next_attempt):
                 if peer.pinned or peer.wanted:
                     actions += self._maybe_dial(peer, now)
                 else:  # a dead DHT contact is not redialled for ever; a new want dials it afresh
@@ -235,18 +238,34 @@ class Pool:
             return []
         if peer.state is State.BACKOFF and now < peer.next_attempt:
             return []
-        actions: list[Action] = []
-        if self._busy() >= self.config.max_links:
-            # A link wanted now is worth more than the least recently used unpinned one: close
-            # that (a DHT contact can be dialled again) rather than fail the request.
-            victim = self._least_useful()
-            if victim is None:
-                return []
-            victim.state = State.IDLE
-            self.evictions += 1
-            actions.append(Close(victim.address, "at the link limit: least recently used"))
+        if self._count(State.DIALING) >= self.config.max_dials:
+            peer.state = State.WAITING  # a later tick dials it once a slot frees, if still wanted
+            return []
         peer.state = State.DIALING
-        return [*actions, Dial(peer.address, peer.host, peer.port)]
+        return [Dial(peer.address, peer.host, peer.port)]
+
+    def _dial_waiting(self, now: float) -> list[Action]:
+        """A dial slot freed: the peers waiting for one (still pinned or wanted), in turn."""
+        actions: list[Action] = []
+        for peer in [p for p in self.peers.values() if p.state is State.WAITING]:
+            if self._count(State.DIALING) >= self.config.max_dials:
+                break
+            if peer.pinned or peer.wanted:
+                actions += self._maybe_dial(peer, now)
+        return actions
+
+    def _make_room(self, reason: str) -> list[Action] | None:
+        """Room for one more link: [] if below the cap, else the least recently used unpinned
+        link closed (a link wanted now is worth more; a DHT contact can be dialled again), or
+        None when every link is pinned."""
+        if self._count(State.UP) < self.config.max_links:
+            return []
+        victim = self._least_useful()
+        if victim is None:
+            return None
+        victim.state = State.IDLE
+        self.evictions += 1
+        return [Close(victim.address, reason)]
 
     def _up(self, peer: Peer, now: float) -> list[Action]:
         peer.state = State.UP

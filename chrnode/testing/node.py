@@ -163,14 +163,21 @@ class NodeProcess:
             tree = self.rpc("chr_node_info").get("tree", [])
         except (psutil.Error, OSError, ValueError, RuntimeError):
             return
+        # This process and its ancestors: an actor's pid that is stale (the actor died and the
+        # pid went to a process of ours, a test's helper) climbs to one of them, which must not
+        # be taken, with all its children, for the node's (a localnet "outlived stop" by the
+        # script that ran pytest, seen under load).
+        ours = {os.getpid()} | {p.pid for p in psutil.Process().parents()}
         for actor in tree:
             try:
                 process = psutil.Process(int(actor["pid"]))
                 # Up to Thespian's admin: the daemon's child (it adopts it as subreaper), or
                 # init's child where that is not possible; never past the daemon.
                 while process.ppid() not in (1, self.proc.pid) and process.parent() is not None:
+                    if process.pid in ours:
+                        break
                     process = process.parent()
-                if process.pid == self.proc.pid:
+                if process.pid == self.proc.pid or process.pid in ours:
                     continue
                 self._descendants |= {process.pid} | {p.pid for p in process.children(recursive=True)}
             except (psutil.Error, ValueError, KeyError):
