@@ -31,6 +31,9 @@ TESTS_REQUIRE = [
 
 LINT_REQUIRE = ["ruff>=0.5", "mypy>=1.10", "types-requests"]
 
+# Baselines the benchmarks measure against in the same run (bench/, not the tests).
+BENCH_REQUIRE = ["kademlia>=2.2,<3"]  # bench_dht_net: PyPI kademlia, the DHT baseline of issue 10
+
 setup(
     name="chr-node",
     version="0.1.0",
@@ -42,6 +45,11 @@ setup(
     package_dir={"": "."},
     package_data={"chrnode": ["chain/artifacts/*.json", "py.typed"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"tests": TESTS_REQUIRE, "lint": LINT_REQUIRE, "dev": TESTS_REQUIRE + LINT_REQUIRE},
+    extras_require={
+        "tests": TESTS_REQUIRE,
+        "lint": LINT_REQUIRE,
+        "bench": BENCH_REQUIRE,
+        "dev": TESTS_REQUIRE + LINT_REQUIRE + BENCH_REQUIRE,
+    },
     entry_points={"console_scripts": ["chr-node=chrnode.cli:main"]},
 )

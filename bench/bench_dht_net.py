@@ -15,7 +15,8 @@ For chr-node it also prints the dials per lookup (each one a TLS handshake and a
 links closed at the pool's cap, and links held per node. The summary gives each figure's median
 and range over the runs.
 
-Needs `pip install kademlia` for the baseline (skipped with a note when it is missing).
+The baseline `kademlia` comes with the `bench` extra (tools/bootstrap installs it); the bench skips
+it with a note when it is missing.
 """
 
 from __future__ import annotations
