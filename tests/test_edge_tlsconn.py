@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import random
 import ssl
 import struct
 from pathlib import Path
@@ -13,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chrnode.edge import reader as frame_reader
 from chrnode.edge.messages import encode_portsend_parts
 from chrnode.edge.ports import parse_portsend
-from chrnode.edge.reader import FrameReader
+from chrnode.edge.reader import POOL_MIN, FrameReader
 from chrnode.edge.tlsconn import TlsConnection
 from chrnode.edge.tlslisten import open_tls_connection, start_tls_server
 from chrnode.errors import FrameError
@@ -110,6 +112,111 @@ def test_large_frames_are_owned_small_frames_are_views() -> None:
     small, large = _frame(6, b"x" * 10), _frame(4, b"y" * 200_000)
     reader.feed(small + large)
     assert [owned for *_rest, owned in reader.frames] == [False, True]
+
+
+class _Keeper(FrameReader):
+    """FrameReader whose consumer keeps some delivered frames by reference (as the port table's
+    credit queue or a write queue does), as the bytearray itself or a memoryview of it."""
+
+    def __init__(self, keep: list[int]) -> None:
+        super().__init__(1 << 20)
+        self.keep = keep  # per frame: 0 drop it, 1 keep the bytearray, 2 keep a memoryview
+        self.seen: list[bytes] = []  # what each frame held when it was delivered
+        self.kept: list[tuple[int, bytearray | memoryview]] = []
+
+    def frame_received(self, msg_type: int, flags: int, frame: bytearray | memoryview) -> None:
+        index = len(self.seen)
+        self.seen.append(bytes(frame))
+        if isinstance(frame, bytearray):
+            how = self.keep[index % len(self.keep)]
+            if how == 1:
+                self.kept.append((index, frame))
+            elif how == 2:
+                self.kept.append((index, memoryview(frame)[8:]))
+
+    def frame_fault(self, error: FrameError) -> None:
+        raise AssertionError(error)
+
+    def feed_cut(self, stream: bytes, cuts: list[int]) -> None:
+        view = memoryview(stream)
+        step = 0
+        while view:
+            buf = self.get_buffer()
+            n = min(len(buf), len(view), cuts[step % len(cuts)])
+            step += 1
+            buf[:n] = view[:n]
+            view = view[n:]
+            del buf  # like the transport's loop: its view of the buffer goes with the next read
+            self.buffer_updated(n)
+
+
+def _payload(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.fixture
+def empty_pool() -> None:
+    frame_reader._pool.free.clear()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([POOL_MIN - 8, POOL_MIN, POOL_MIN + 3, 100, 0]), min_size=2, max_size=12),
+    st.lists(st.integers(0, 2), min_size=1, max_size=5),
+    st.lists(st.integers(1, 40000), min_size=1, max_size=10),
+)
+def test_recycled_frame_buffers_never_overwrite_a_kept_frame(
+    sizes: list[int], keep: list[int], cuts: list[int]
+) -> None:
+    frame_reader._pool.free.clear()
+    payloads = [_payload(i, size) for i, size in enumerate(sizes)]
+    frames = [_frame(4, p) for p in payloads]
+    reader = _Keeper(keep)
+    reader.feed_cut(b"".join(frames), cuts)
+    assert reader.seen == frames  # each arrived intact, split wherever the cuts fell
+    for index, held in reader.kept:  # and what a consumer kept was not reused under it
+        assert bytes(held) == (frames[index] if isinstance(held, bytearray) else payloads[index])
+    assert reader.assembling == 0
+
+
+def test_frames_cut_at_every_boundary_arrive_intact(empty_pool: None) -> None:
+    """Two large frames of one size (the second may reuse the first's buffer) and small ones
+    around them, the stream cut once at every position near a frame's edges and in its header."""
+    payloads = [_payload(1, 10), _payload(2, POOL_MIN), _payload(3, 3), _payload(4, POOL_MIN)]
+    frames = [_frame(4, p) for p in payloads]
+    stream = b"".join(frames)
+    edges = [0]
+    for frame in frames:
+        edges.append(edges[-1] + len(frame))
+    positions = sorted({p for edge in edges for p in range(edge - 9, edge + 10) if 0 < p < len(stream)})
+    for keep in ([0], [1], [2]):
+        for cut in positions:
+            frame_reader._pool.free.clear()
+            reader = _Keeper(keep)
+            reader.feed_cut(stream[:cut], [1 << 20])
+            reader.feed_cut(stream[cut:], [1 << 20])
+            assert reader.seen == frames, (keep, cut)
+            for index, held in reader.kept:
+                assert bytes(held) == (frames[index] if isinstance(held, bytearray) else payloads[index])
+
+
+def test_a_dropped_frame_buffer_is_reused_a_held_one_never(empty_pool: None) -> None:
+    frames = [_frame(4, _payload(i, POOL_MIN)) for i in range(4)]
+    dropped = _Keeper([0])
+    dropped.feed_cut(b"".join(frames), [16384])
+    assert len(frame_reader._pool.free) == 1  # one buffer for all four: nothing held it
+    frame_reader._pool.free.clear()
+    for how in (1, 2):  # the bytearray kept, or only a memoryview of it
+        held = _Keeper([how])
+        held.feed_cut(b"".join(frames), [16384])
+        assert len(frame_reader._pool.free) == 4  # a new buffer each: every one was held
+        frame_reader._pool.free.clear()
+        assert [bytes(frame) for _i, frame in held.kept] == (
+            frames if how == 1 else [frame[8:] for frame in frames]
+        )
+    small = _Keeper([0])
+    small.feed_cut(b"".join(_frame(4, _payload(i, 1000)) for i in range(3)), [300])
+    assert frame_reader._pool.free == [] or all(len(b) >= POOL_MIN for b in frame_reader._pool.free)
 
 
 @given(st.integers(0, 2**64 - 1), st.binary(max_size=70000))

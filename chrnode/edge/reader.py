@@ -8,7 +8,16 @@ where OpenSSL decrypts to (``get_buffer``):
   out as a ``memoryview`` valid only during the call;
 - a frame that spans reads gets one exact-size ``bytearray`` as soon as its header is known, and
   the rest of it is decrypted directly into that buffer; it is handed out as the ``bytearray``,
-  which the receiver may keep (it is never reused).
+  which the receiver may keep.
+
+Buffers of large frames (``POOL_MIN`` and up) are recycled through a small per-thread pool
+instead of being allocated (zeroed, page-faulted in) for every frame: a delivered buffer joins
+the pool, and is taken again for a frame of the same size only if nothing else references it.
+The receiver, the port table's credit queue, a connection's write queue or a work queue keep it
+by reference, and any memoryview of it references it too; so CPython's reference count says
+exactly whether a consumer still holds it (``sys.getrefcount``: the pool's own reference and the
+call's are all that may be left). A held buffer is never handed out; on other interpreters the
+pool is off.
 
 So a relayed frame is never copied in Python: it is decrypted into place and encrypted from
 there. The header checks are those of FrameDecoder (version, length bounded before buffering).
@@ -17,15 +26,59 @@ there. The header checks are those of FrameDecoder (version, length bounded befo
 from __future__ import annotations
 
 import struct
+import sys
+import threading
 
 from chrnode.edge import codes
 from chrnode.edge.frame import HEADER_SIZE, VERSION
 from chrnode.edge.tlsbase import scratch_buffer
 from chrnode.errors import FrameError
 
-__all__ = ["FrameReader", "parse_header"]
+__all__ = ["POOL_MIN", "POOL_SLOTS", "FrameReader", "frame_buffer", "parse_header", "recycle"]
 
 _HEADER = struct.Struct(">BBHI")
+
+POOL_MIN = 64 * 1024  # smaller frame buffers come from malloc's free lists cheaply: not pooled
+POOL_SLOTS = 4  # buffers a thread keeps (at most 4 x 256 KiB with the default frame limit)
+
+
+class _Pool(threading.local):
+    """The per-thread (so per event loop) list of recently delivered large frame buffers."""
+
+    def __init__(self) -> None:
+        self.free: list[bytearray] = []
+
+
+_pool = _Pool()
+
+
+def _refs(free: list[bytearray], index: int) -> int:
+    return sys.getrefcount(free[index])
+
+
+# What _refs() counts for a buffer referenced by the pool's list alone (measured, not assumed).
+_ONLY_POOL = _refs([bytearray(1)], 0)
+_REUSE = sys.implementation.name == "cpython"
+
+
+def frame_buffer(size: int) -> bytearray:
+    """A ``size``-byte buffer to assemble a frame in: a pooled one that nothing references any
+    more, else a new one. Its bytes are not cleared (the reader overwrites all of them)."""
+    if size >= POOL_MIN and _REUSE:
+        free = _pool.free
+        for index in range(len(free)):
+            if len(free[index]) == size and _refs(free, index) == _ONLY_POOL:
+                return free.pop(index)
+    return bytearray(size)
+
+
+def recycle(buf: bytearray) -> None:
+    """``buf`` was delivered: pool it (a consumer may still hold it; frame_buffer checks)."""
+    if len(buf) >= POOL_MIN and _REUSE:
+        free = _pool.free
+        if len(free) >= POOL_SLOTS:
+            del free[0]  # the oldest: sizes change, and a held one is kept alive by its holder
+        free.append(buf)
 
 
 def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int, int]:
@@ -91,6 +144,7 @@ class FrameReader:
                 return
             self._rx = None
             self.frame_received(rx[1], (rx[2] << 8) | rx[3], rx)
+            recycle(rx)
             return
         self._parse_scratch(self._scratch, nbytes)
 
@@ -105,7 +159,7 @@ class FrameReader:
             self._rx = None
             self.frame_received(msg_type, flags, header)
             return
-        frame = bytearray(HEADER_SIZE + length)
+        frame = frame_buffer(HEADER_SIZE + length)
         frame[:HEADER_SIZE] = header
         self._rx = frame
         self._rx_have = HEADER_SIZE
@@ -130,7 +184,7 @@ class FrameReader:
                 return
             end = pos + HEADER_SIZE + length
             if end > nbytes:
-                frame = bytearray(HEADER_SIZE + length)
+                frame = frame_buffer(HEADER_SIZE + length)
                 frame[:left] = view[pos:nbytes]
                 self._rx = frame
                 self._rx_have = left

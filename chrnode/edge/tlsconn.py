@@ -12,11 +12,8 @@ memory BIOs per connection, about 280 KiB of RSS each; the node must hold 10,000
   ``asyncio.BufferedProtocol``): a shared per-thread scratch buffer for small frames, or the
   exact-size buffer of a large frame being assembled, so relayed data is copied no more than
   the kernel and OpenSSL require.
-- Writes go to OpenSSL at once (latency: a relayed small message costs one TLS write); only
-  what the socket cannot take is queued, as bytes objects, and small queued pieces are joined
-  into one TLS write when the socket drains. The queue has high/low water marks that call
-  ``pause_writing`` / ``resume_writing`` on the protocol, which the relay uses to pause the
-  senders feeding a slow reader instead of buffering without bound.
+- Writes go to OpenSSL at once; only what the socket cannot take is queued, with high/low water
+  marks that pause and resume the protocol's writing (the write side: chrnode.edge.tlswrite).
 - Reads stop at a short TLS record (the end of a burst: epoll reports the next one) and go on
   through full 16 KiB records (bulk data), so neither case pays a needless read or loop turn.
 
@@ -33,34 +30,39 @@ re-check state this class already tracks, and cost about a microsecond per call.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import socket
 import ssl
 from collections.abc import Callable
 from typing import Protocol, cast
 
 from chrnode.edge.tlsbase import SslCore, scratch_buffer
+from chrnode.edge.tlswrite import (
+    _CLOSED,
+    _CLOSING,
+    _HANDSHAKE,
+    _OPEN,
+    CORK_MIN,
+    DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER,
+    TlsWriteSide,
+)
 from chrnode.errors import ProtocolError
 
-__all__ = ["TlsConnection", "TlsProtocol", "scratch_buffer"]  # scratch_buffer re-exported from tlsbase
+# scratch_buffer re-exported from tlsbase, the write side's constants from tlswrite
+__all__ = [
+    "CORK_MIN",
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_LOW_WATER",
+    "TlsConnection",
+    "TlsProtocol",
+    "scratch_buffer",
+]
 
 _log = logging.getLogger("chrnode.edge")
 
-COALESCE_LIMIT = 64 * 1024  # small queued writes are joined up to this size into one TLS write
-DEFAULT_HIGH_WATER = 512 * 1024
-DEFAULT_LOW_WATER = 128 * 1024
 CLOSE_TIMEOUT = 10.0  # seconds to flush queued data on close() before the socket is cut
 MAX_RECORD = 16 * 1024  # TLS plaintext record limit: a full record hints at more data behind it
 READS_PER_CALLBACK = 32  # then yield to other connections (fairness), at most ~512 KiB per turn
-
-# A write this large (a big port frame: OpenSSL writes it as one 16 KiB record per send) is
-# corked (TCP_CORK) while OpenSSL writes it, so the kernel sends it in full segments and the
-# reader is woken for a few segments, not once per record; small writes are never delayed.
-CORK_MIN = 64 * 1024
-_TCP_CORK: int = getattr(socket, "TCP_CORK", 0)  # Linux; elsewhere the records go as they come
-
-_HANDSHAKE, _OPEN, _CLOSING, _CLOSED = 0, 1, 2, 3
 
 
 class TlsProtocol(Protocol):
@@ -85,32 +87,26 @@ class TlsProtocol(Protocol):
     def resume_writing(self) -> None: ...
 
 
-class TlsConnection:
+class TlsConnection(TlsWriteSide):
     """One TLS connection over a non-blocking SSLSocket, driven by the event loop's selector."""
 
     __slots__ = (
         "_closed_waiter",
-        "_high",
         "_loop",
-        "_low",
         "_on_ready",
-        "_out",
-        "_out_size",
-        "_paused_writing",
         "_reading",
-        "_retrying",
         "_sock",
         "_state",
         "_timer",
         "_tls",
-        "_wants_read_for_write",
         "_writer_on",
         "bytes_in",
-        "bytes_out",
         "fd",
         "peername",
         "protocol",
     )
+
+    protocol: TlsProtocol
 
     def __init__(
         self,
@@ -129,20 +125,13 @@ class TlsConnection:
         except OSError:
             self.peername = ("", 0)
         self._state = _HANDSHAKE
-        self._out: collections.deque[bytes | bytearray] = collections.deque()
-        self._out_size = 0
-        self._high = DEFAULT_HIGH_WATER
-        self._low = DEFAULT_LOW_WATER
-        self._paused_writing = False
         self._reading = False
-        self._retrying = False
         self._writer_on = False
-        self._wants_read_for_write = False
         self._timer: asyncio.TimerHandle | None = None
         self._on_ready = on_ready
         self._closed_waiter: asyncio.Future[None] | None = None
         self.bytes_in = 0
-        self.bytes_out = 0
+        super().__init__()
 
     # ---- handshake -------------------------------------------------------------------------
 
@@ -224,14 +213,6 @@ class TlsConnection:
     def cipher(self) -> tuple[str, str, int] | None:
         return self._sock.cipher()
 
-    def get_write_buffer_size(self) -> int:
-        return self._out_size
-
-    def set_write_buffer_limits(self, high: int, low: int) -> None:
-        if not 0 <= low <= high:
-            raise ValueError(f"write buffer limits need 0 <= low <= high, got low={low} high={high}")
-        self._high, self._low = high, low
-
     def pause_reading(self) -> None:
         """Stop reading until resume_reading(); the kernel's window then slows the sender (TCP)."""
         if self._state == _OPEN and self._reading:
@@ -247,62 +228,6 @@ class TlsConnection:
 
     def is_reading(self) -> bool:
         return self._reading
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data``; bytes/bytearray are kept by reference if queued (do not mutate them after),
-        a memoryview is copied when it cannot be sent at once (it may point at a scratch buffer)."""
-        if self._state != _OPEN:
-            return
-        size = len(data)
-        if not size:
-            return
-        self.bytes_out += size
-        if self._out:
-            self._enqueue(data)
-            return
-        try:
-            if size >= CORK_MIN and _TCP_CORK:
-                self._write_corked(data)
-            else:
-                self._tls.write(data)
-            return
-        except ssl.SSLWantWriteError:
-            self._retrying = True
-        except ssl.SSLWantReadError:
-            self._retrying = True
-            self._wants_read_for_write = True
-        except (ssl.SSLError, OSError) as exc:
-            self._fail(exc)
-            return
-        # OpenSSL took part of it and must be given the same bytes again (see _flush).
-        self._enqueue(data)
-        if not self._wants_read_for_write:
-            self._watch(read=self._reading, write=True)
-
-    def _write_corked(self, data: bytes | bytearray | memoryview) -> None:
-        """One large TLS write under TCP_CORK (see CORK_MIN); uncorked whatever it raises, which
-        pushes out what OpenSSL wrote of it."""
-        sock = self._sock
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1)
-        except OSError:
-            self._tls.write(data)  # the socket is failing: the write will say how
-            return
-        try:
-            self._tls.write(data)
-        finally:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 0)
-            except OSError:
-                pass  # reset meanwhile: the next read or write reports it
-
-    def _enqueue(self, data: bytes | bytearray | memoryview) -> None:
-        item = bytes(data) if isinstance(data, memoryview) else data
-        self._out.append(item)
-        self._out_size += len(item)
-        if not self._paused_writing and self._out_size > self._high:
-            self._paused_writing = True
-            self.protocol.pause_writing()
 
     def close(self) -> None:
         """Send what is queued, then TLS close_notify, then close the socket."""
@@ -389,58 +314,6 @@ class TlsConnection:
             self._on_readable()
             return
         self._flush()
-
-    def _flush(self) -> None:
-        out = self._out
-        tls = self._tls
-        while out:
-            if not self._retrying and len(out) > 1 and len(out[0]) < COALESCE_LIMIT:
-                self._coalesce()
-            head = out[0]
-            try:
-                if len(head) >= CORK_MIN and _TCP_CORK:
-                    self._write_corked(head)
-                else:
-                    tls.write(head)
-            except ssl.SSLWantWriteError:
-                # OpenSSL must be given the same bytes again (CPython allows a moving buffer).
-                self._retrying = True
-                if not self._writer_on:
-                    self._watch(read=self._reading, write=True)
-                return
-            except ssl.SSLWantReadError:
-                self._retrying = True
-                self._wants_read_for_write = True
-                return
-            except (ssl.SSLError, OSError) as exc:
-                self._fail(exc)
-                return
-            self._retrying = False
-            out.popleft()
-            self._out_size -= len(head)
-            if self._paused_writing and self._out_size <= self._low:
-                self._paused_writing = False
-                self.protocol.resume_writing()
-                if self._state == _CLOSED:
-                    return
-        if self._writer_on:
-            self._watch(read=self._reading, write=False)
-        if self._state == _CLOSING:
-            self._finish_close()
-
-    def _coalesce(self) -> None:
-        out = self._out
-        parts: list[bytes | bytearray] = []
-        total = 0
-        while out and total + len(out[0]) <= COALESCE_LIMIT:
-            item = out.popleft()
-            parts.append(item)
-            total += len(item)
-        if not parts:
-            return
-        out.appendleft(b"".join(parts) if len(parts) > 1 else parts[0])
-
-    # ---- closing ----------------------------------------------------------------------------
 
     def _eof(self) -> None:
         self.protocol.eof_received()
