@@ -30,21 +30,42 @@ START_TIMEOUT = 15.0
 ADMIN_TIMEOUT = 30.0
 STATS_SECONDS = 1.0
 STOP_SECONDS = 2.0  # open requests get this long to finish when the actor stops
+TREE_CATCH_UP = 5.0  # an admin restart waits this long at most for the tree to show it
 
 _log = logging.getLogger("chrnode.actor.rpc")
+
+
+def tree_shows_running(snapshot: Any, name: str, pid: int) -> bool:
+    """The published tree has `name` running as process `pid`."""
+    tree = snapshot.get("tree") if isinstance(snapshot, dict) else None
+    for row in tree if isinstance(tree, list | tuple) else ():
+        if isinstance(row, dict) and row.get("name") == name:
+            return row.get("state") == "running" and row.get("pid") == pid
+    return False
 
 
 class _Admin:
     """AdminOps for the RPC layer: runs on the loop thread, asks the root supervisor."""
 
-    def __init__(self, asks: LoopAsks) -> None:
+    def __init__(self, asks: LoopAsks, view: NodeView) -> None:
         self.asks = asks
+        self.view = view
 
     async def restart_actor(self, name: str) -> None:
-        # The root (or the sub-supervisor owning `name`) answers AdminReply once it runs again.
+        # The root (or the sub-supervisor owning `name`) answers AdminReply once it runs again,
+        # with its new pid. The tree this view shows comes another way (supervisor, root, PubSub,
+        # here) and can lag that answer: a client reading chr_node_info right after would see
+        # the old process as running. Answer once the view shows the new one (TREE_CATCH_UP s at
+        # most: the restart itself is done, only its report is late).
         reply = await self.asks.ask(ROOT, m.RestartActor(name), ADMIN_TIMEOUT)
         if not reply.ok:
             raise RpcError(-32602, reply.message, {"name": name})
+        pid = reply.result
+        if not isinstance(pid, int) or pid <= 0:
+            return
+        deadline = time.monotonic() + TREE_CATCH_UP
+        while not tree_shows_running(self.view.snapshot, name, pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def set_log_level(self, level: str) -> None:
         self.asks.bridge.post(ROOT, m.SetLogLevel(level.lower()))  # the root passes it to every actor
@@ -97,7 +118,7 @@ class RpcActor(ChrActor):
         assert self.asks is not None
         app = make_app(
             self.view,
-            _Admin(self.asks),
+            _Admin(self.asks, self.view),
             admin_token=token,
             max_body=cfg.rpc_max_body,
             max_batch=cfg.rpc_max_batch,
