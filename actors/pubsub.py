@@ -2,6 +2,11 @@
 
 The last payload of every (topic, key) is retained and replayed to a new subscriber: an RPC actor
 that restarts has the node's whole snapshot again at once (it keeps no state of its own).
+
+Delivery is by name, through the registry. A subscriber that is not in this actor's registry
+when a payload is published (a restarted one subscribes before the registry push that names it
+reaches PubSub) misses it: it is noted, and once the registry names it again it gets what is
+retained for its topics. Publishers need not publish again in case someone missed it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ class PubSub(ChrActor):
     def on_start(self, init: m.Init) -> None:
         self.subscribers: dict[str, set[str]] = {}
         self.retained: dict[tuple[str, str], Any] = {}
+        self.missed: set[str] = set()  # subscribers a publish could not reach (not registered)
+
+    def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
+        super().receiveMsg_RegistryUpdate(msg, sender)
+        for name in [n for n in self.missed if self.registry.get(n) is not None]:
+            self.missed.discard(name)
+            for (topic, key), payload in self.retained.items():
+                if name in self.subscribers.get(topic, ()):
+                    self.send_to(name, m.Published(topic, key, payload))
 
     def receiveMsg_Subscribe(self, msg: m.Subscribe, sender: Any) -> None:
         self.subscribers.setdefault(msg.topic, set()).add(msg.subscriber)
@@ -32,4 +46,5 @@ class PubSub(ChrActor):
         self.stats.incr("pubsub_messages_total")
         out = m.Published(msg.topic, msg.key, msg.payload)
         for name in tuple(self.subscribers.get(msg.topic, ())):
-            self.send_to(name, out)
+            if not self.send_to(name, out):
+                self.missed.add(name)
