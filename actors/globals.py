@@ -72,7 +72,13 @@ class Globals(ChrActor):
 
     def receiveMsg_PortsBound(self, msg: m.PortsBound, sender: Any) -> None:
         ports = self.info["ports"]
-        ports[msg.kind] = list(msg.ports) if msg.kind == "edge2" else msg.ports[0]
+        bound = list(msg.ports) if msg.kind == "edge2" else msg.ports[0]
+        if msg.kind in self.info["listening"] and ports.get(msg.kind) == bound:
+            # The listeners repeat their ports on every registry push (so that a restarted
+            # Globals hears them): publishing the unchanged snapshot again each time sent four
+            # snapshots to every subscriber per push, in the middle of every restart.
+            return
+        ports[msg.kind] = bound
         if msg.kind not in self.info["listening"]:
             self.info["listening"] = sorted([*self.info["listening"], msg.kind])
         self.publish("snapshot", "node", dict(self.info))

@@ -117,6 +117,14 @@ class Registered:
 
 
 @dataclass(frozen=True)
+class Upward:
+    """What a sub-supervisor tells its parent while handling one message (`Registered`,
+    `ChildState`, `Started`), in order, as one message (actors/registry.py)."""
+
+    messages: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class ChildState:
     """A supervisor reports a child's state change upward, for the tree the RPC shows."""
 

@@ -3,7 +3,8 @@
 Every supervisor passes what it learns upward (`Registered`, `ChildState`); the root keeps both
 tables, pushes the registry to every actor once per message that changed it (a name that goes is
 pushed at once, so asks to it fail fast: actors/base.py), publishes the tree (PubSub topic
-`snapshot`, key `tree`) once per message, and answers `GetTree` and `WhereIs`.
+`snapshot`, key `tree`) once per message, and answers `GetTree` and `WhereIs`. A sub-supervisor
+sends what it says while handling one message upward as one `Upward` (see `_up`).
 
 New names are held back while a restart is starting children (at most `HOLD_ADDITIONS` s): each
 child gets the registry of the moment in its `Init`, so one push once the tree is whole replaces
@@ -13,6 +14,8 @@ a push to every actor per started child (17 x 17 messages for a whole rest_for_o
 from __future__ import annotations
 
 from typing import Any
+
+from thespian.actors import ActorTypeDispatcher
 
 from actors import messages as m
 from actors.base import ChrActor
@@ -33,9 +36,12 @@ class RegistryKeeper(ChrActor):
         self.registry_removed = False
         self.tree_dirty = False
         self.hold_timer = False  # a "__registry__" wakeup is due
+        self.upward: list[Any] = []  # not the root: for the owner, sent once this message is handled
+        self.unbatching = False  # handling an `Upward`: the registry is pushed once at its end
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         answer = super().receiveMessage(message, sender)
+        self._flush_upward()
         if self.tree_dirty:  # one tree publish per message, however many rows it changed
             self.tree_dirty = False
             self.publish("snapshot", "tree", list(self.tree.values()))
@@ -57,7 +63,30 @@ class RegistryKeeper(ChrActor):
 
     def receiveMsg_Registered(self, msg: m.Registered, sender: Any) -> None:
         self._register(msg.name, msg.address, msg.pid)
+        if not self.unbatching:
+            self._flush_registry()
+
+    def receiveMsg_Upward(self, msg: m.Upward, sender: Any) -> None:
+        """What a sub-supervisor said while handling one message, in its order."""
+        self.unbatching = True
+        try:
+            for item in msg.messages:
+                ActorTypeDispatcher.receiveMessage(self, item, sender)
+        finally:
+            self.unbatching = False
         self._flush_registry()
+
+    def _up(self, message: Any) -> None:
+        """To the owner (not the root), after the message being handled, with everything else
+        said to it meanwhile in one `Upward`: each Thespian message to a busy root waits for the
+        one before it to be acknowledged, and a sub-supervisor stopping or starting its children
+        said three things per child (stopping, the name gone, stopped), one message each."""
+        self.upward.append(message)
+
+    def _flush_upward(self) -> None:
+        if self.upward and self.owner is not None:
+            batch, self.upward = self.upward, []
+            self.send(self.owner, batch[0] if len(batch) == 1 else m.Upward(tuple(batch)))
 
     def receiveMsg_ChildState(self, msg: m.ChildState, sender: Any) -> None:
         self._report(msg)
@@ -70,7 +99,7 @@ class RegistryKeeper(ChrActor):
         else:
             self.registry[name] = address
         if not self.is_root:
-            self.send(self.owner, m.Registered(name, address, pid, self.name))
+            self._up(m.Registered(name, address, pid, self.name))
             return
         self.registry_dirty = True
         self.registry_removed = self.registry_removed or address is None
@@ -106,7 +135,7 @@ class RegistryKeeper(ChrActor):
         # Counts are remembered on the way up, so a restarted sub-supervisor gets them back.
         self.counts[state.name] = (state.restarts, state.requested)
         if not self.is_root:
-            self.send(self.owner, state)
+            self._up(state)
             return
         self.tree[state.name] = {
             "name": state.name,

@@ -114,7 +114,7 @@ class Supervisor(ChildProcesses):
             if self.is_root:
                 self.send(self.owner, m.TreeReady(tuple(self.tree)))
             else:
-                self.send(self.owner, m.Started(self.name, os.getpid()))
+                self._up(m.Started(self.name, os.getpid()))  # after the reports it follows
         elif isinstance(action, s.Stopped):
             if self.stop_requester is not None:
                 requester, self.stop_requester = self.stop_requester, None
@@ -334,6 +334,7 @@ class Supervisor(ChildProcesses):
         if payload == "__liveness__":
             if not self.exiting:
                 self._check_liveness()
+                self._prepare()  # a spare more, if the plan still wants one (one per message)
                 now = time.monotonic()
                 self._end_leaving(now)
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
@@ -356,6 +357,7 @@ class Supervisor(ChildProcesses):
         # when this process exits (PR_SET_PDEATHSIG, chrnode/actorsys.py).
         self.exiting = True
         self.machine = None
+        self._flush_upward()  # what it reported goes before its Exiting
         super().receiveMsg_ActorExitRequest(msg, sender)
 
     # -- requests -----------------------------------------------------------------------------

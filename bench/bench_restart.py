@@ -233,6 +233,9 @@ def main() -> int:
                 )
                 time.sleep(0.3)
                 baseline()
+        except SystemExit:
+            print(node.log(), file=sys.stderr)  # "see the node's log": it goes with the directory
+            raise
         finally:
             node.stop()
     base = statistics.median(baseline_ms)

@@ -188,6 +188,31 @@ def test_nested_supervisor_restarts_its_children_and_escalation() -> None:
         )
 
 
+def test_a_sub_supervisor_is_running_only_with_its_children_registered() -> None:
+    """A sub-supervisor sends its reports upward in one message per message it handles
+    (actors/registry.py, Upward), its Started after its children's: whoever sees it running
+    (and a sibling that needs it, started then) sees its children registered and running."""
+    inner = m.ChildSpec(
+        "Inner",
+        "actors.supervisor:Supervisor",
+        strategy="one_for_one",
+        children=(m.ChildSpec("Leaf1", WORKER), m.ChildSpec("Leaf2", WORKER, needs=("Leaf1",))),
+    )
+    with running_tree(spec(inner, m.ChildSpec("After", WORKER, needs=("Inner",)))) as tree:
+        assert running(["Inner", "Leaf1", "Leaf2", "After"])(tree.snapshot())  # at TreeReady, no wait
+        inner_pid = pid_of(tree, "Inner")
+        kill(inner_pid)
+        deadline = time.monotonic() + 20
+        seen_running = 0
+        while time.monotonic() < deadline and seen_running < 5:
+            snap = tree.snapshot()
+            if state_of(snap, "Inner") == "running" and pid_of(snap, "Inner") != inner_pid:
+                assert running(["Leaf1", "Leaf2"])(snap), snap.actors
+                seen_running += 1
+            time.sleep(0.01)
+        assert seen_running == 5, "Inner did not come back"
+
+
 def test_intensity_exceeded_escalates_to_tree_failure() -> None:
     config = tree_config(max_restarts=2, restart_window=30.0)
     with running_tree(spec(m.ChildSpec("A", WORKER), strategy="one_for_one"), config) as tree:

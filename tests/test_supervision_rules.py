@@ -558,3 +558,50 @@ def test_rules_refuse_needs_that_are_not_dependable_elders() -> None:
         s.Rules((s.ChildRule("a", needs=("b",)), s.ChildRule("b")))
     with pytest.raises(ValueError, match="marked independent"):
         s.Rules((s.ChildRule("a", independent=True), s.ChildRule("b", needs=("a",))))
+
+
+def test_pending_starts_lists_a_restarts_children_while_they_still_stop() -> None:
+    world = started_world(five("rest_for_one", d="temporary"))
+    world.exit("b", abnormal=True)
+    # e is asked to stop first, then d and c; b, c and e will start again (not the temporary
+    # d): their next processes may be made now, while the old ones stop
+    assert world.stops == ["e"]
+    assert world.machine.pending_starts() == ["b", "c", "e"]
+    world.exit("e", abnormal=False)
+    assert world.machine.pending_starts() == ["b", "c", "e"]
+    world.settle()
+    assert world.machine.pending_starts() == []
+    world.exit("a", abnormal=True)
+    world.feed(s.Stop())  # a stop drops the plan: nothing is to be made ahead
+    assert world.machine.pending_starts() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=rules(), data=st.data())
+def test_pending_starts_names_only_children_the_plan_will_spawn(spec: s.Rules, data: st.DataObject) -> None:
+    world = World(spec)
+    world.feed(s.Start())
+    for _ in range(data.draw(st.integers(0, 30))):
+        step(world, data)
+        machine = world.machine
+        for name in machine.pending_starts():
+            slot = machine.slot(name)
+            assert machine.phase not in ("stopping", "escalating", "done")
+            index = machine.children.index(slot)
+            assert index in machine.to_start and not slot.finished, slot
+            assert slot.status in ("stopped", "stopping", "killing") or index in machine.to_stop, slot
+
+
+def test_spares_are_made_for_the_longest_chain_of_dependents_first() -> None:
+    from actors.supervisor_procs import rules_of, spare_order
+    from actors.tree import node_tree
+
+    class Limits:
+        max_restarts = 5
+        restart_window = 5.0
+
+    order = spare_order(rules_of(node_tree(), Limits()))
+    # Model.Sql, then what the listeners need, then the rest in their order, the listeners last
+    assert order[:4] == ["Model.Sql", "Globals", "TicketStore", "RemoteChain"]
+    assert order[-3:] == ["Network.EdgeV2.Listener", "Network.RpcHttp", "Network.RpcHttps"]
+    assert spare_order(five("rest_for_one")) == list("abcde")  # OTP's order: each needs all elders

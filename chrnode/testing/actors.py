@@ -58,6 +58,13 @@ class Worker(ChrActor):
         raise RuntimeError("boom (a bug, on purpose)")
 
 
+class Collector(Worker):
+    """A Worker that keeps every PubSub payload it gets, in order (Recall answers with them)."""
+
+    def on_published(self, topic: str, key: str, payload: Any) -> None:
+        self.memory = [*(getattr(self, "memory", None) or []), (topic, key, payload)]
+
+
 class SlowStart(Worker):
     """A Worker whose start takes `SECONDS`, so that it can be killed before it says Started."""
 
