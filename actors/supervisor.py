@@ -334,7 +334,6 @@ class Supervisor(ChildProcesses):
         if payload == "__liveness__":
             if not self.exiting:
                 self._check_liveness()
-                self._prepare()  # a spare more, if the plan still wants one (one per message)
                 now = time.monotonic()
                 self._end_leaving(now)
                 if now - self._last_heartbeat >= HEARTBEAT_SECONDS:

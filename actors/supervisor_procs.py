@@ -67,14 +67,10 @@ class ChildProcesses(RegistryKeeper):
     def _prepare(self) -> None:
         """Create, ahead of their turn, the processes of the children the plan starts next.
 
-        Forking a process and bringing up its Thespian endpoint is most of a start; doing it
-        ahead, while each child still gets its Init (and so starts) only at its Spawn, keeps the
-        order and takes a rest_for_one restart from one fork per child in a row to about one
-        (docs/architecture.md, "Restart time"). One process per message handled (and per
-        liveness tick), those with the longest chain of dependents after them first: a fork
-        holds this supervisor's only thread for 5-50 ms, and forking every spare at once (ten
-        for a restart from Globals) held up the Exiting of the children being stopped, which is
-        what the restart waits for, by up to 300 ms on a loaded machine."""
+        Forking a process and bringing up its Thespian endpoint is most of a start; doing it for
+        all of them at once, while each still gets its Init (and so starts) only at its Spawn,
+        keeps the order and takes a rest_for_one restart from one fork per child in a row to
+        about one (docs/architecture.md, "Restart time")."""
         machine = self.machine
         if machine is None or self.exiting:
             return
@@ -83,15 +79,13 @@ class ChildProcesses(RegistryKeeper):
             address, pid = self.spares.pop(name)
             self.send(address, ActorExitRequest())
             self._leave(name, pid, self.specs[name].shutdown)
-        # (a child's old process may still be stopping: it is in `procs`, its spare is not)
-        missing = [n for n in spare_order(machine.rules) if n in wanted and n not in self.spares]
-        if missing:
-            name = missing[0]  # one per message handled: see the docstring
-            try:
-                self.spares[name] = self._create(name)
-            except Exception:  # its Spawn will try again, and report what fails
-                return
-            self.send(self.spares[name][0], m.Preload(self.specs[name]))
+        for name in wanted:
+            if name not in self.spares and name not in self.procs:
+                try:
+                    self.spares[name] = self._create(name)
+                except Exception:  # its Spawn will try again, and report what fails
+                    return
+                self.send(self.spares[name][0], m.Preload(self.specs[name]))
 
     def receiveMsg_Preload(self, msg: m.Preload, sender: Any) -> None:
         # Created ahead of its turn: import what the children need and fork them now, in
@@ -162,19 +156,6 @@ def rules_of(spec: m.ChildSpec, config: Any) -> s.Rules:
         intensity=spec.intensity if spec.intensity is not None else int(getattr(config, "max_restarts", 5)),
         period=spec.period if spec.period is not None else float(getattr(config, "restart_window", 5.0)),
     )
-
-
-def spare_order(rules: s.Rules) -> list[str]:
-    """The children by the length of the chain of siblings that need them, longest first (in
-    their order among equals): whose start more starts wait for."""
-    count = len(rules.children)
-    needs = [rules.needs(i) for i in range(count)]
-    depth = [1] * count
-    for i in reversed(range(count)):  # a child is needed only by younger siblings
-        for j in range(i + 1, count):
-            if i in needs[j]:
-                depth[i] = max(depth[i], depth[j] + 1)
-    return [rules.children[i].name for i in sorted(range(count), key=lambda i: (-depth[i], i))]
 
 
 def descendants(spec: m.ChildSpec) -> set[str]:

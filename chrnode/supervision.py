@@ -144,20 +144,15 @@ class Supervision:
         return self.children[self._index[name]]
 
     def pending_starts(self) -> list[str]:
-        """Children the plan will start and has not spawned yet, in order (none while stopping or
-        giving up): an adapter may create their processes ahead, as long as each gets its Init
-        only at its `Spawn`. A child that a restart is still to stop, or stopping, is listed
-        too: its next process may be created while the old one finishes (a rest_for_one
-        restart's first children are the last to stop, and would be created only at their turn)."""
+        """Children the plan will start, in order (none while stopping or giving up): an adapter
+        may create their processes ahead, as long as each gets its Init only at its `Spawn`."""
         if self.phase in ("stopping", "escalating", "done"):
             return []
-        out = []
-        for i in self.to_start:
-            slot = self.children[i]
-            to_stop = slot.status == "running" and i in self.to_stop
-            if (slot.status in ("stopped", "stopping", "killing") or to_stop) and not slot.finished:
-                out.append(slot.rule.name)
-        return out
+        return [
+            self.children[i].rule.name
+            for i in self.to_start
+            if self.children[i].status == "stopped" and not self.children[i].finished
+        ]
 
     @property
     def busy(self) -> bool:
