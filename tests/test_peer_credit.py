@@ -232,10 +232,16 @@ def _held_for(node: NetNode, device: bytes) -> int:
 @pytest.mark.slow
 @async_test(timeout=180)
 async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp_path: Path) -> None:
+    from chrnode.device.ports import READ_HIGH
     from chrnode.dht.node import DhtConfig
     from chrnode.peer.credit import WINDOW
 
-    nodes = await start_net_nodes(tmp_path, 2, DhtConfig(k=4, hard_timeout=2.0, rtt_initial=0.5))
+    # The slow device reads nothing: past the grace its node asks it for a ticket that it does
+    # not read, and closes it ticket_request_timeout later (SPEC 5). That deadline must not fall
+    # inside this test, however long a loaded machine makes it (it is bounded by 180 s).
+    nodes = await start_net_nodes(
+        tmp_path, 2, DhtConfig(k=4, hard_timeout=2.0, rtt_initial=0.5), ticket_request_timeout=170.0
+    )
     a, b = nodes
     sender, other = await a.edge.device(), await a.edge.device()
     slow, fast = await _accepting(b), await _accepting(b)
@@ -244,10 +250,23 @@ async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp
         await b.announce(fast.key)
         to_slow = await sender.open_port(slow.address, 1)
         slow_end = await slow.accept()
-        big = os.urandom(1 << 20) * 12
-        writing = asyncio.ensure_future(to_slow.write(big))  # the slow device reads nothing yet
+        # The sender writes until told to stop: no fixed amount is sure to exceed what the way to
+        # the slow device can buffer (its client reads READ_HIGH before it stops reading, and the
+        # kernels' autotuned socket buffers held another 8 MB here), and a write that finished
+        # would leave nothing to pause.
+        block = os.urandom(1 << 20)
+        stop = asyncio.Event()
+
+        async def write_until_stopped() -> int:
+            blocks = 0
+            while not stop.is_set():
+                await to_slow.write(block)
+                blocks += 1
+            return blocks
+
+        writing = asyncio.ensure_future(write_until_stopped())
         reader = b.edge.server.devices[slow.address]
-        await wait_for(lambda: bool(_held_for(a, slow.address)), timeout=30, what="data held for credit")
+        source = a.edge.server.devices[sender.address]
         link_b = next(iter(b.network.links.values()))
         peaks = {"b": 0, "a": 0}
 
@@ -256,6 +275,14 @@ async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp
             peaks["b"] = max(peaks["b"], reader.conn.get_write_buffer_size() + link_b.assembling)
             peaks["a"] = max(peaks["a"], _held_for(a, slow.address))
 
+        def stalled() -> bool:
+            """The slow device stopped reading its connection and node A has the port paused at
+            its source. Whether A still holds a frame for credit then is a race (a credit may
+            have let the held frames go while the source stays paused), so it is not waited for."""
+            sample()  # the bounds hold while the buffers fill, too
+            return slow_end.buffered > READ_HIGH and to_slow.ref in source.paused_refs()
+
+        await wait_for(stalled, timeout=60, what="the slow port paused at its source")
         # Another port on the same link, between two other devices, moves 8 MB meanwhile.
         to_fast = await other.open_port(fast.address, 1)
         fast_end = await fast.accept()
@@ -272,18 +299,24 @@ async def test_a_reader_that_reads_nothing_costs_its_node_at_most_the_window(tmp
         for _ in range(50):
             sample()
             await asyncio.sleep(0.01)
+        # the slow port is still held up at its source: the reader read nothing, so nothing was
+        # credited that would let the source go on for good
         assert not writing.done()
+        assert to_slow.ref in source.paused_refs(), "the slow port's source was resumed"
         assert peaks["b"] <= WINDOW + PASS_QUEUE, peaks
         assert peaks["a"] <= HOLD_LIMIT + (256 << 10), peaks
         assert link_b.conn is not None and link_b.conn.is_reading()  # the link is never paused
         # the reader catches up: every byte arrives, in order
+        stop.set()
         digest, got = hashlib.sha256(), 0
-        while got < len(big):
-            chunk = await slow_end.read()
+        while not writing.done() or got < to_slow.bytes_written:
+            chunk = await asyncio.wait_for(slow_end.read(), 60)
+            assert chunk, f"the slow port ended after {got} of {to_slow.bytes_written} bytes"
             digest.update(chunk)
             got += len(chunk)
-        await asyncio.wait_for(writing, 60)
-        assert digest.digest() == hashlib.sha256(big).digest()
+        blocks = await writing
+        assert got == blocks * len(block) == to_slow.bytes_written
+        assert digest.digest() == hashlib.sha256(block * blocks).digest()
     finally:
         await asyncio.gather(*(c.close() for c in (sender, other, slow, fast)), return_exceptions=True)
         for node in nodes:
