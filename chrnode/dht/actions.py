@@ -27,6 +27,7 @@ class DhtConfig:
     cache_found_values: bool = True  # FIND_VALUE stores the value at the closest node without it
     store_capacity: int = 100_000
     refresh_on_join: bool = True  # a join also looks up one id in every bucket past the nearest
+    refreshes_in_flight: int = 3  # of a join's refreshes, at most this many run at once
     rejoin_initial: float = 2.0  # the table emptied: first join through the fleet again after this
     rejoin_max: float = 300.0  # the backoff between failed rejoins doubles up to this
 

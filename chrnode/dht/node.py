@@ -46,6 +46,7 @@ from chrnode.dht.messages import (
     Store,
     Stored,
 )
+from chrnode.dht.paced import PacedRefreshes
 from chrnode.dht.rejoin import REJOINED, RETRY, Rejoin
 from chrnode.dht.routing import Probe, RoutingTable
 from chrnode.dht.rtt import RttTable
@@ -111,6 +112,8 @@ class DhtNode:
         self._next_request = 1
         self._next_lookup = 1
         self._soft_basis = float("inf")  # the network timeout of the last soft deadline pass
+        self._paced = PacedRefreshes(config.refreshes_in_flight)  # the join's refreshes
+        self._pacing = False
         self.counters: Counter[str] = Counter()  # for metrics and health (see `stats`)
 
     # -- work asked by the node ----------------------------------------------------------------
@@ -127,6 +130,17 @@ class DhtNode:
         """Start a FIND_NODE (or FIND_VALUE) lookup of `target`; its `LookupDone` comes later
         (or at once, when there is nobody to ask or the value is held here)."""
         lookup_id, self._next_lookup = self._next_lookup, self._next_lookup + 1
+        return lookup_id, self._start(lookup_id, target, now, find_value, seeds, purpose)
+
+    def _start(
+        self,
+        lookup_id: int,
+        target: bytes,
+        now: float,
+        find_value: bool,
+        seeds: Iterable[Contact],
+        purpose: str,
+    ) -> list[Action]:
         held = self.store.get(target, now) if find_value else None
         known = self.table.closest(target, self.config.k)
         machine = self.lookup_factory(
@@ -140,12 +154,12 @@ class DhtNode:
         self.table.touch(target, now)
         if held is not None:
             done = LookupResult(target, True, [], held, self.own, None, 0, 0)
-            return lookup_id, [LookupDone(lookup_id, purpose, done)]
+            return [LookupDone(lookup_id, purpose, done)]
         running = _Running(machine, purpose)
         self._lookups[lookup_id] = running
         if purpose in _JOINS:
             self.rejoin.started(lookup_id)
-        return lookup_id, self._drive(lookup_id, running, machine.start(), now)
+        return self._drive(lookup_id, running, machine.start(), now)
 
     def join(self, seeds: Iterable[Contact], now: float) -> tuple[int, list[Action]]:
         """Join through `seeds` (fleet nodes): a lookup of our own id (Kademlia 2.3), then the
@@ -165,7 +179,10 @@ class DhtNode:
         `explored`: the k closest that answered the join's lookup of our own id. That lookup
         met every node nearer to us than the farthest of them, so the buckets wholly inside
         that distance are complete already and are not looked up again (each refresh costs
-        about k requests, and on a new node a new link for each)."""
+        about k requests, and on a new node a new link for each).
+
+        Every refresh's lookup id is returned now, but at most `refreshes_in_flight` of them
+        run at once, nearest bucket first (chrnode.dht.paced): the rest start as those end."""
         buckets = [i for i, (contacts, _) in self.table.bucket_contents().items() if contacts]
         if not buckets or not self.config.refresh_on_join:
             return [], []
@@ -175,13 +192,29 @@ class DhtNode:
             reach = max(distance(self.own.address, c.address) for c in met)
             first = max(first, reach.bit_length() - 1)  # the bucket the farthest one is in
         ids: list[int] = []
-        actions: list[Action] = []
-        for index in range(first, ID_BITS):
-            target = random_id_in_bucket(self.own.address, index, self.rng)
-            lookup_id, started = self.lookup(target, now, purpose="refresh")
+        for index in range(first, ID_BITS):  # nearest first: each fills the table the next starts from
+            lookup_id, self._next_lookup = self._next_lookup, self._next_lookup + 1
+            self._paced.add(lookup_id, random_id_in_bucket(self.own.address, index, self.rng))
             ids.append(lookup_id)
-            actions += started
-        return ids, actions
+        return ids, self._pace(now)
+
+    def _pace(self, now: float) -> list[Action]:
+        """Start the join's queued refreshes while fewer than `refreshes_in_flight` run (see
+        chrnode.dht.paced); `_finish` calls it again when one ends. Not reentrant: a refresh
+        that ends at once (nobody to ask) frees its slot and this loop starts the next."""
+        if self._pacing:
+            return []
+        self._pacing = True
+        actions: list[Action] = []
+        try:
+            while (queued := self._paced.next()) is not None:
+                lookup_id, target = queued
+                actions += self._start(lookup_id, target, now, False, (), "refresh")
+                if lookup_id not in self._lookups:
+                    self._paced.ended(lookup_id)  # finished at once
+        finally:
+            self._pacing = False
+        return actions
 
     def publish(self, value: Value, now: float) -> tuple[str, list[Action]]:
         """Hold `value` and store it at the k nodes closest to its key (STORED or the code)."""
@@ -402,6 +435,8 @@ class DhtNode:
         self.counters["lookups_ok" if result.ok else "lookups_failed"] += 1
         joined = self._joined(lookup_id, running.purpose, result, now) if running.purpose in _JOINS else []
         actions: list[Action] = [LookupDone(lookup_id, running.purpose, result)]
+        if self._paced.ended(lookup_id):
+            actions += self._pace(now)
         for contact in result.unqueried:  # SPEC 6: named by others, they enter once they answer
             actions += self._probes(self.table.learned(contact, now), now)
         if running.value is not None:
