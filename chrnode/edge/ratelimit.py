@@ -43,22 +43,13 @@ class TokenBucket:
         return False
 
     def spend(self, clock: Callable[[], float], cost: float = 1.0) -> bool:
-        """``take`` at ``clock()``, inlined: the per-frame form.
+        """``take`` at ``clock()``: the per-frame form the sessions and peer links call.
 
         It once read the clock only when the saved tokens ran out; the idle time before a burst
         was then credited at the end of it (capped once at ``burst`` instead of continuously),
         so a bucket full for two seconds let 2 x ``burst`` through at once (issue 10: a peer's
         flood of 1,000 requests got 450-630 served against a burst of 400)."""
-        now = clock()
-        tokens = self._tokens
-        if now > self._stamp:
-            tokens = min(self._burst, tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
-        if tokens >= cost:
-            self._tokens = tokens - cost
-            return True
-        self._tokens = tokens
-        return False
+        return self.take(clock(), cost)
 
     def wait_time(self, now: float, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens are available (0 when they are now)."""
