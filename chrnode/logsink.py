@@ -266,19 +266,21 @@ def route_child_logging() -> None:
         os.dup2(devnull, sink.recv.fileno())
     finally:
         os.close(devnull)
-    handler = _child_handler
-    if handler is None or handler.sock is not sink.send:
-        handler = _new_child_handler(sink)
-    logging.getLogger().handlers = [handler]
+    logging.getLogger().handlers = [_child_handler_for(sink)]
 
 
 _child_handler: SinkHandler | None = None
 
 
-def _new_child_handler(sink: LogSink) -> SinkHandler:
-    handler = SinkHandler(sink.send)
-    handler.addFilter(NotThespianFilter())
-    return handler
+def _child_handler_for(sink: LogSink) -> SinkHandler:
+    """The handler a child logs through into ``sink``: the one the daemon prepared, or a new one
+    (made the same way) when it has none for this sink."""
+    global _child_handler
+    if _child_handler is None or _child_handler.sock is not sink.send:
+        handler = SinkHandler(sink.send)
+        handler.addFilter(NotThespianFilter())
+        _child_handler = handler
+    return _child_handler
 
 
 def prepare_child_handler() -> None:
@@ -290,11 +292,9 @@ def prepare_child_handler() -> None:
     if sink is None:
         _child_handler = None
         return
-    if _child_handler is None or _child_handler.sock is not sink.send:
-        _child_handler = _new_child_handler(sink)
+    handler = _child_handler_for(sink)
     _encode(
-        logging.makeLogRecord({"name": "chrnode", "msg": "warm"}),
-        _child_handler.formatter or logging.Formatter(),
+        logging.makeLogRecord({"name": "chrnode", "msg": "warm"}), handler.formatter or logging.Formatter()
     )
 
 
