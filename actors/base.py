@@ -201,6 +201,17 @@ class ChrActor(ActorTypeDispatcher):  # type: ignore[misc]
     def lookup(self, name: str) -> Any:
         return self.registry.get(name)
 
+    told_globals: Any = None  # the Globals process last told this actor's state (`globals_is_new`)
+
+    def globals_is_new(self) -> bool:
+        """Globals is registered at an address this actor has not told yet: True once per Globals
+        process, so a listener tells its ports to a restarted Globals, not on every registry push."""
+        address = self.registry.get("Globals")
+        if address is None or address == self.told_globals:
+            return False
+        self.told_globals = address
+        return True
+
     def send_to(self, name: str, message: Any) -> bool:
         address = self.registry.get(name)
         if address is None:

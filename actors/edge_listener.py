@@ -271,13 +271,9 @@ class EdgeListener(ChrActor):
         rows = await hooks.stored_objects()
         self.net.restore(objects_of(rows, self.net.codec))
 
-    told_globals: Any = None  # the Globals that has our ports: a new one (restarted) is told again
-
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
-        globals_at = self.registry.get("Globals")
-        if globals_at is not None and globals_at != self.told_globals:  # not on every push
-            self.told_globals = globals_at
+        if self.globals_is_new():
             self.send_to("Globals", m.PortsBound("edge2", self.ports))
             self.send_to("Globals", m.PortsBound("peer2", (self.peer_port,)))
 

@@ -89,13 +89,9 @@ class RpcActor(ChrActor):
         self.port = self.thread.start(lambda: self._serve(token), START_TIMEOUT)
         self.log.info("%s listening on %s:%d", self.name, cfg.rpc_bind, self.port)
 
-    told_globals: Any = None  # the Globals that has our port: a new one (restarted) is told again
-
     def receiveMsg_RegistryUpdate(self, msg: m.RegistryUpdate, sender: Any) -> None:
         super().receiveMsg_RegistryUpdate(msg, sender)
-        globals_at = self.registry.get("Globals")
-        if globals_at is not None and globals_at != self.told_globals:  # not on every push
-            self.told_globals = globals_at
+        if self.globals_is_new():
             self.send_to("Globals", m.PortsBound(self.KIND, (self.port,)))
 
     def ssl_context(self) -> ssl.SSLContext | None:
