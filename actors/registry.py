@@ -137,6 +137,9 @@ class RegistryKeeper(ChrActor):
         if not self.is_root:
             self._up(state)
             return
+        last_exit = (self.tree.get(state.name) or {}).get("last_exit", "")
+        if state.state in ("hung", "restarting", "stopped") and state.reason:
+            last_exit = state.reason  # why it last went down: kept once it runs again
         self.tree[state.name] = {
             "name": state.name,
             "parent": state.parent,
@@ -146,5 +149,6 @@ class RegistryKeeper(ChrActor):
             "restart_type": state.restart_type,
             "pid": state.pid,
             "reason": state.reason,
+            "last_exit": last_exit,
         }
         self.tree_dirty = True  # published once at the end of the message (receiveMessage)

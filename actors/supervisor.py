@@ -7,8 +7,11 @@ This actor turns what it sees into the machine's events and carries out its acti
   the child's pid is known at once, so a child that dies before it says `Started` is seen too;
 * liveness: every `LIVENESS_SECONDS` each child's pid is checked (Thespian's `ChildActorExited`
   is a hint, checked against the pid: a late notice can carry a reused address), and every
-  `HEARTBEAT_SECONDS` each running child gets a `Ping`; one that has not answered for
-  `heartbeat_timeout` seconds (hung, SIGSTOP) is reported `hung`, killed and restarted;
+  `HEARTBEAT_SECONDS` (or half the heartbeat timeout, if shorter) each running child with no
+  `Ping` outstanding gets one; a child that leaves a `Ping` unanswered for `heartbeat_timeout`
+  seconds (hung, SIGSTOP) is reported `hung`, killed and restarted. The clock runs from the
+  unanswered Ping, not from the last answer: a timeout no longer than the ping interval would
+  otherwise call a healthy child hung;
 * `StopChild`: `ActorExitRequest` (a supervisor child gets `StopTree`: it stops its children,
   then exits), with a timer for the child's shutdown timeout; `Kill`: SIGKILL.
 
@@ -213,7 +216,7 @@ class Supervisor(ChildProcesses):
         proc = self.procs.get(name)
         if report.state == "running" and proc is not None:
             proc.running = True
-            proc.last_pong = time.monotonic()
+            proc.ping_sent = None
             self._register(name, proc.address, proc.pid)
             for requester, tag in self.pending_admin.pop(name, []):
                 self.send(requester, m.AdminReply(tag, True, f"{name} restarted", proc.pid))
@@ -287,7 +290,7 @@ class Supervisor(ChildProcesses):
     def receiveMsg_Pong(self, msg: m.Pong, sender: Any) -> None:
         proc = self.procs.get(msg.name)
         if proc is not None and proc.pid == msg.pid:
-            proc.last_pong = time.monotonic()
+            proc.ping_sent = None
 
     def receiveMsg_TreeStopped(self, msg: m.TreeStopped, sender: Any) -> None:
         # A supervisor child that reports its children stopped instead of exiting: make it exit.
@@ -313,20 +316,24 @@ class Supervisor(ChildProcesses):
             if not alive(pid):
                 del self.spares[name]
 
-    def _heartbeat(self, now: float) -> None:
+    def _heartbeat(self, now: float, ping: bool) -> None:
+        """Report each running child whose oldest unanswered Ping is older than the timeout;
+        when `ping`, send a Ping to each running child that has none outstanding."""
         for name, proc in list(self.procs.items()):
             if not proc.running:
                 continue
-            if now - proc.last_pong > self.heartbeat_timeout:
-                proc.running = False
-                self._do(
-                    s.HeartbeatMissed(
-                        name,
-                        proc.generation,
-                        f"did not answer a heartbeat within {self.heartbeat_timeout:g} s",
+            if proc.ping_sent is not None:
+                if now - proc.ping_sent > self.heartbeat_timeout:
+                    proc.running = False
+                    self._do(
+                        s.HeartbeatMissed(
+                            name,
+                            proc.generation,
+                            f"did not answer a heartbeat within {self.heartbeat_timeout:g} s",
+                        )
                     )
-                )
-            else:
+            elif ping:
+                proc.ping_sent = now
                 self.send(proc.address, m.Ping())
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:
@@ -336,9 +343,10 @@ class Supervisor(ChildProcesses):
                 self._check_liveness()
                 now = time.monotonic()
                 self._end_leaving(now)
-                if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                ping = now - self._last_heartbeat >= min(HEARTBEAT_SECONDS, self.heartbeat_timeout / 2)
+                if ping:
                     self._last_heartbeat = now
-                    self._heartbeat(now)
+                self._heartbeat(now, ping)
                 self.wakeupAfter(LIVENESS_SECONDS, payload="__liveness__")
             return
         if (

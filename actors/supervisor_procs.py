@@ -33,7 +33,7 @@ class ChildProc:
     pid: int
     normal_exit: bool = False  # it said Stopping before exiting
     stop_asked: bool = False  # StopChild was sent: its Exiting counts as its exit
-    last_pong: float = 0.0
+    ping_sent: float | None = None  # when the oldest Ping it has not answered was sent
     running: bool = False
 
 

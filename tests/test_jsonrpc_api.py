@@ -62,7 +62,17 @@ def test_chr_node_info() -> None:
     assert info["version"] == "0.1.0" and info["host"] == "node1.example.org"
     names = [row["name"] for row in info["tree"]]
     assert names[0] == "ChronaraNode.Supervisor" and "Network.RpcHttp" in names
-    fields = {"name", "parent", "state", "restarts", "restart_type", "pid", "reason", "requested_restarts"}
+    fields = {
+        "name",
+        "parent",
+        "state",
+        "restarts",
+        "restart_type",
+        "pid",
+        "reason",
+        "last_exit",
+        "requested_restarts",
+    }
     assert set(info["tree"][1]) == fields
     assert info["tree"][1]["restarts"] == 1 and info["tree"][1]["state"] == "running"
 

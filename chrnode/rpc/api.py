@@ -7,7 +7,7 @@ are async because the answer comes back from another actor.
 
 Snapshot keys (all optional; a missing part gives an empty but well-formed answer):
 ``node`` {address, version, started_at, host, ports{rpc, rpcs, edge2, peer2}}, ``tree`` [{name,
-parent, state, restarts, restart_type, pid, reason, requested_restarts}], ``stats`` {counters,
+parent, state, restarts, restart_type, pid, reason, last_exit, requested_restarts}], ``stats`` {counters,
 gauges, timers}, ``cron`` [jobs], ``connectivity``, ``peers`` [...], ``fleet``, ``chain``,
 ``reward``, ``storage``, ``health`` (layer overrides). The full contract is in docs/rpc.md.
 """
@@ -30,7 +30,17 @@ from chrnode.rpc.openrpc import openrpc_document
 log = logging.getLogger("chrnode.rpc")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_TREE_FIELDS = ("name", "parent", "state", "restarts", "restart_type", "pid", "reason", "requested_restarts")
+_TREE_FIELDS = (
+    "name",
+    "parent",
+    "state",
+    "restarts",
+    "restart_type",
+    "pid",
+    "reason",
+    "last_exit",
+    "requested_restarts",
+)
 _EDGE_FIELDS = ("devices", "connections", "ports_open", "bytes_in", "bytes_out")
 _CHANNEL_FIELDS = (
     "channels",
@@ -318,7 +328,7 @@ def build_methods(
             summary="Node identity, ports, uptime and actor tree",
             result="{address (0x-hex), version, uptime (s), started_at, host, ports{rpc, rpcs, edge2, "
             "peer2, actor_admin}, tree[{name, parent, state, restarts, restart_type, pid, reason, "
-            "requested_restarts}]}",
+            "last_exit, requested_restarts}]}",
             result_schema=obj,
         ),
         Method(

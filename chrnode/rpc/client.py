@@ -154,6 +154,8 @@ def format_status(info: dict[str, Any], health: dict[str, Any], stats: dict[str,
     lines.append("actors")
     for actor in info.get("tree") or []:
         reason = f"  ({actor['reason']})" if actor.get("reason") else ""
+        if not reason and actor.get("restarts") and actor.get("last_exit"):
+            reason = f"  (last exit: {actor['last_exit']})"
         lines.append(
             f"  {actor.get('name', '?'):<28} {actor.get('state', '?'):<10}"
             f" restarts={actor.get('restarts', 0)} pid={actor.get('pid', 0)}{reason}"

@@ -75,6 +75,7 @@ def sample_snapshot(now: float | None = None) -> dict[str, Any]:
                 "restart_type": r,
                 "pid": 0,
                 "reason": "",
+                "last_exit": "",
             }
             for i, (n, p, r) in enumerate(_TREE)
         ],
