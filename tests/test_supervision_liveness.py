@@ -81,7 +81,7 @@ def test_a_hung_child_is_reported_then_killed_and_restarted(stopped_pids: list[i
         if state_of(seen_hung, "A") == "hung":
             assert "A" not in seen_hung.registry, "a hung actor is taken out of the registry"
         snap = tree.wait_for(lambda s: running(["A", "B"])(s) and pid_of(s, "A") != hung, timeout=10)
-        assert time.monotonic() - frozen < 1.0 + 1.0 + 1.5, "ping interval + timeout, then the restart"
+        assert time.monotonic() - frozen < 0.5 + 1.0 + 3.5, "ping interval + timeout, then the restart"
         assert gone(hung), "the hung process was killed"
         assert "heartbeat" in str(row(snap, "A")["last_exit"]), "chr_node_info says why it restarted"
         assert restarts_of(snap, "A") == 1
