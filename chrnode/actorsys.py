@@ -29,7 +29,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from chrnode import forkhooks, logsink, zygote
+from chrnode import forkhooks, logsink
 from chrnode.errors import ActorError
 
 log = logging.getLogger("chrnode.actorsys")
@@ -70,8 +70,7 @@ def _remember_parent() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    if not zygote.serving():  # the fork server keeps everything frozen (chrnode.zygote)
-        gc.unfreeze()
+    gc.unfreeze()
 
 
 def _after_fork_in_child() -> None:
@@ -168,14 +167,9 @@ def die_with_parent() -> None:
         # Runs in the first child; it forks the real admin and exits (Thespian's daemonizing).
         global _admin_starting
         _admin_starting = True
-        if zygote.running() and len(args) == 8:
-            # Its logger and every actor are forked by the fork server: the admin's
-            # concurrency_context, which Thespian hands on to each actor it starts.
-            args = (*args[:7], zygote.context())
         return original(*args, **kwargs)
 
     multiprocCommon.startAdmin = start_admin
-    zygote.patch_thespian()
     # Thespian re-points each process's logging at its logger process; with a sink, every
     # process keeps the root logger that sends to the daemon's single writer instead.
     multiprocCommon.ThespianLogForwarder = logsink.thespian_root
@@ -284,33 +278,16 @@ def _start_once(admin_port: int, level: str, log_file: str | None) -> Any:
     loopback_only()
     die_with_parent()
     _warm_for_children()
-    # ActorSystem() imports the base and its transport: import them before the fork server forks,
-    # or every actor imports them for itself (its own copy of those modules).
-    import thespian.system.multiprocTCPBase  # noqa: F401
     from thespian.actors import ActorSystem, InvalidActorAddress
 
-    try:
-        zygote.start()  # warm: what it forks shares the daemon's pages (chrnode.zygote)
-    except (zygote.ZygoteUnavailable, OSError) as exc:
-        log.warning("no fork server (%s): each supervisor forks its own children", exc)
-    try:
-        return _start_thespian(admin_port, level, log_file, ActorSystem, InvalidActorAddress)
-    except BaseException:
-        zygote.stop()
-        raise
-
-
-def _start_thespian(
-    admin_port: int, level: str, log_file: str | None, actor_system: Any, invalid_address: Any
-) -> Any:
     nonce = secrets.token_hex(16)
     try:
-        asys = actor_system(
+        asys = ActorSystem(
             "multiprocTCPBase",
             {"Admin Port": admin_port, "Process Startup Method": "fork", _INSTANCE: nonce},
             logDefs=log_defs(level, log_file),
         )
-    except (OSError, invalid_address) as exc:
+    except (OSError, InvalidActorAddress) as exc:
         raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
     except Exception as exc:  # Thespian raises bare exceptions on start-up failures
         raise ActorError(f"could not start the actor system on 127.0.0.1:{admin_port}: {exc}") from exc
@@ -345,7 +322,6 @@ def shutdown_system(asys: Any) -> None:
         asys.shutdown()
     finally:
         close_handle(asys)
-        zygote.stop()  # what is left of the system dies with it
 
 
 def close_handle(asys: Any) -> None:

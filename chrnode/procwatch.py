@@ -35,7 +35,6 @@ ROOT = "root supervisor"
 ADMIN = "Thespian admin"
 LOGGER = "Thespian logger"
 LOGGER_TITLE = "chr-node: " + LOGGER
-ADMIN_TITLE = "chr-node: " + ADMIN
 
 
 def become_subreaper() -> bool:
@@ -124,27 +123,19 @@ class Watched:
             return False
 
 
-def find_titled(title: str, under: int | None = None, recursive: bool = True) -> int | None:
-    """The live process below `under` (this process by default) that named itself `title`
-    (chrnode.forkhooks names them): the admin is the daemon's child (it is the subreaper), the
-    logger the fork server's (chrnode.zygote), or the admin's when there is no fork server."""
+def find_logger(admin_pid: int) -> int | None:
+    """The admin's child that named itself Thespian's logger (chrnode.forkhooks names it)."""
     try:
-        children = psutil.Process(under).children(recursive=recursive)
+        children = psutil.Process(admin_pid).children()
     except psutil.Error:
         return None
     for child in children:
         try:
-            if " ".join(child.cmdline()).startswith(title) and child.status() != psutil.STATUS_ZOMBIE:
+            if " ".join(child.cmdline()).startswith(LOGGER_TITLE):
                 return int(child.pid)
         except psutil.Error:
             continue
     return None
-
-
-def find_logger(admin_pid: int) -> int | None:
-    """Thespian's logger of the admin `admin_pid`: forked by the fork server (a child of this
-    process, the daemon) or, without one, by the admin."""
-    return find_titled(LOGGER_TITLE) or find_titled(LOGGER_TITLE, admin_pid, recursive=False)
 
 
 @dataclass
@@ -188,7 +179,7 @@ class SystemWatch:
     @classmethod
     def of_root(cls, root_pid: int) -> SystemWatch:
         root = Watched.of(ROOT, root_pid)
-        admin_pid = find_titled(ADMIN_TITLE, recursive=False) or psutil.Process(root_pid).ppid()
+        admin_pid = psutil.Process(root_pid).ppid()
         logger_pid = find_logger(admin_pid)
         return cls(root, Watched.of(ADMIN, admin_pid), Watched.of(LOGGER, logger_pid) if logger_pid else None)
 
