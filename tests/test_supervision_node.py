@@ -120,10 +120,13 @@ def test_sigterm_with_a_hung_actor_stops_within_its_shutdown_timeout(tmp_path: P
     finally:
         if node.proc is not None and node.proc.poll() is None:
             node.kill()
+    log = (node.data_dir / "chr-node.log").read_text()
     assert code == 0
-    assert took < 5.0 + 8.0, f"stop took {took:.1f} s; Cron's shutdown timeout is 5 s, then a kill"
+    # Seen once at 16.5 s in a whole-suite run, never in 10 runs alone: on failure the log says where.
+    tail = "\n".join(line for line in log.splitlines()[-40:] if " DEBUG " not in line)
+    assert took < 5.0 + 8.0, f"stop took {took:.1f} s; Cron's shutdown timeout is 5 s, then a kill:\n{tail}"
     assert node.leftovers() == []
-    assert "killing Cron" in (node.data_dir / "chr-node.log").read_text()
+    assert "killing Cron" in log
 
 
 def eth_block_number(node: NodeProcess) -> tuple[dict[str, Any], float]:
