@@ -11,6 +11,7 @@ missed slot, and keeps its phase.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 
@@ -179,3 +180,77 @@ class Schedule:
                 record["due_in_s"] = max(0.0, job.next_run - now)
             out.append(record)
         return out
+
+
+@dataclass(frozen=True)
+class Wake:
+    """An action of the Planner: set a timer for `seconds`, then call `ring(token, ...)`."""
+
+    seconds: float
+    token: int
+
+
+class Planner:
+    """The Cron actor's decisions, events in and actions out: a Schedule, each job's target and the
+    actor's one pending timer.
+
+    Every event that changes the schedule returns the Wake to set, or None when the pending timer
+    already comes first, so an adapter cannot forget to re-arm after a change (the actor once did
+    after a run's end: a job every 2 s then ran only when another job's timer woke Cron, every
+    30 s). Timers are told apart by token, not by time, so a step of the clock cannot make the
+    actor take its only timer for a stale one and stop.
+    """
+
+    def __init__(self, floor: float = 0.05) -> None:
+        self.schedule = Schedule()
+        self.targets: dict[str, str] = {}
+        self.floor = floor  # the shortest timer: a burst of due jobs is one wake-up, not a spin
+        self._at: float | None = None  # when the pending timer rings, on the caller's clock
+        self._token = 0
+
+    def add(self, name: str, target: str, interval_s: float, first_delay: float, now: float) -> Wake | None:
+        """Schedule `name` (sent to the actor named `target`); registering a name again replaces it."""
+        if name in self.targets:
+            self.schedule.remove(name)
+        self.schedule.add(name, interval_s, first_delay, now=now)
+        self.targets[name] = target
+        return self._wake(now)
+
+    def ring(self, token: int, now: float, deliver: Callable[[str, str], bool]) -> Wake | None:
+        """A timer rang: hand out what is due through `deliver(job, target)`, which answers False
+        when the target is not running (the run is then skipped and retried soon, not failed)."""
+        if token != self._token:
+            return None  # superseded by a sooner timer, which is still pending or has rung
+        self._at = None
+        for name in self.schedule.due(now):
+            target = self.targets[name]
+            if not deliver(name, target):
+                self.schedule.mark_skipped(name, now, f"{target} is not running")
+        return self._wake(now)
+
+    def done(
+        self, name: str, now: float, ok: bool, error: str | None = None, duration: float | None = None
+    ) -> Wake | None:
+        """A run of `name` ended (an answer for a job not scheduled here is ignored)."""
+        if name not in self.targets:
+            return None
+        self.schedule.mark_done(name, now, ok, error, duration)
+        return self._wake(now)
+
+    def snapshot(self) -> list[dict[str, object]]:
+        """Schedule.snapshot with each job's target (the `cron_jobs` RPC)."""
+        jobs = self.schedule.snapshot()
+        for job in jobs:
+            job["target"] = self.targets.get(str(job["name"]), "")
+        return jobs
+
+    def _wake(self, now: float) -> Wake | None:
+        delay = self.schedule.next_wakeup(now)
+        if delay is None:
+            return None
+        at = now + max(self.floor, delay)
+        if self._at is not None and self._at <= at:
+            return None
+        self._at = at
+        self._token += 1
+        return Wake(at - now, self._token)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
+from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.cron import Schedule
+from chrnode.cron import Planner, Schedule, Wake
 
 
 def test_jobs_become_due_after_their_first_delay_soonest_first() -> None:
@@ -175,3 +177,112 @@ def test_an_actor_that_sleeps_until_next_wakeup_runs_every_slot_once(
     for i, (interval, delay) in enumerate(jobs):
         expected = [float(delay + k * interval) for k in range(0, (horizon - delay) // interval + 1)]
         assert runs[f"j{i}"] == (expected if delay <= horizon else [])
+
+
+# --- Planner: the Cron actor's decisions (Schedule + its one pending timer), events in, actions out
+
+
+def test_a_run_that_ends_re_arms_the_timer_for_the_jobs_next_slot() -> None:
+    """The CI failure of stop 12 (issue 7's ticket test): a job every 2 s ran only when the 30 s
+    job's timer woke Cron, because the end of a run did not re-arm the timer."""
+    plan = Planner()
+    first = plan.add("fast", "A", 2.0, 2.0, now=0.0)
+    assert first == Wake(2.0, 1)
+    assert plan.add("slow", "B", 30.0, 30.0, now=0.0) is None  # the pending timer comes first
+    sent: list[tuple[str, str]] = []
+    wake = plan.ring(1, 2.0, lambda job, target: sent.append((job, target)) is None)
+    assert sent == [("fast", "A")]
+    assert wake == Wake(28.0, 2)  # while "fast" runs, its timeout (60 s) and "slow" are what is next
+    wake = plan.done("fast", 2.1, ok=True)
+    assert wake is not None and wake.seconds == pytest.approx(1.9) and wake.token == 3
+    assert plan.ring(2, 30.0, lambda job, target: True) is None  # superseded: ignored, nothing sent
+    sent.clear()
+    plan.ring(3, 4.0, lambda job, target: sent.append((job, target)) is None)
+    assert sent == [("fast", "A")]
+
+
+def test_a_target_that_is_down_is_skipped_and_the_timer_comes_back_soon() -> None:
+    plan = Planner()
+    plan.add("check", "Connectivity", 30.0, 2.0, now=0.0)
+    wake = plan.ring(1, 2.0, lambda job, target: False)
+    assert wake is not None and wake.seconds == pytest.approx(1.0)
+    (job,) = plan.snapshot()
+    assert (job["skipped"], job["last_skip"]) == (1, "Connectivity is not running")
+    assert job["target"] == "Connectivity"
+    assert job["runs"] == 0 and job["failures"] == 0
+
+
+def test_a_clock_step_back_does_not_stop_the_timer() -> None:
+    """Tokens, not times, tell the current timer: a tick seen 'early' on a clock set back an hour
+    is still the pending one, and a new timer is set from the new clock."""
+    plan = Planner()
+    plan.add("j", "A", 10.0, 10.0, now=1000.0)
+    wake = plan.ring(1, 1000.0 - 3600.0, lambda job, target: True)  # the clock went back
+    assert wake is not None and wake.token == 2  # re-armed, not dropped
+    assert plan.done("unknown", 0.0, ok=True) is None  # an answer for no job here changes nothing
+
+
+@settings(max_examples=200)
+@given(
+    jobs=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=40), st.integers(min_value=0, max_value=40)),
+        min_size=1,
+        max_size=4,
+    ),
+    durations=st.lists(st.floats(min_value=0.0, max_value=0.95), min_size=1, max_size=20),
+)
+def test_with_runs_that_end_later_every_job_is_handed_out_within_the_floor_of_its_slot(
+    jobs: list[tuple[int, int]], durations: list[float]
+) -> None:
+    """Simulate the actor with a real event queue: timers ring at their time (stale ones too), each
+    run answers some fraction of its interval later. No job waits past its due time by more than
+    the Planner's floor, and none is handed out early or twice at once."""
+    plan = Planner(floor=0.05)
+    events: list[tuple[float, int, str, object]] = []
+    seq = 0
+
+    def push(at: float, kind: str, data: object) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (at, seq, kind, data))
+
+    def arm(now: float, wake: Wake | None) -> None:
+        if wake is not None:
+            push(now + wake.seconds, "timer", wake.token)
+
+    intervals = {}
+    for i, (interval, delay) in enumerate(jobs):
+        intervals[f"j{i}"] = float(interval)
+        arm(0.0, plan.add(f"j{i}", "T", float(interval), float(delay), now=0.0))
+    due_at = {f"j{i}": float(delay) for i, (_, delay) in enumerate(jobs)}
+    running: set[str] = set()
+    handouts = 0
+    horizon = 200.0
+
+    def deliver_at(now: float) -> Callable[[str, str], bool]:
+        def deliver(job: str, target: str) -> bool:
+            nonlocal handouts
+            assert job not in running, f"{job} handed out while running"
+            assert now >= due_at[job] - 1e-9, f"{job} early: {now} < {due_at[job]}"
+            assert now <= due_at[job] + 0.05 + 1e-9, f"{job} late: {now} > {due_at[job]} + floor"
+            running.add(job)
+            push(now + durations[handouts % len(durations)] * intervals[job], "done", job)
+            handouts += 1
+            return True
+
+        return deliver
+
+    while events:
+        now, _, kind, data = heapq.heappop(events)
+        if now > horizon:
+            break
+        if kind == "timer":
+            assert isinstance(data, int)
+            arm(now, plan.ring(data, now, deliver_at(now)))
+        else:
+            assert isinstance(data, str)
+            running.discard(data)
+            arm(now, plan.done(data, now, ok=True))
+            (record,) = [j for j in plan.snapshot() if j["name"] == data]
+            due_at[data] = float(record["next_run"])  # type: ignore[arg-type]
+    assert handouts >= len(jobs)  # every job ran at least once (first delays are within the horizon)

@@ -141,6 +141,10 @@ def test_tickets_reach_the_registry_and_a_failed_submission_shows_as_failed(
 
         job = wait_for(submit_failed, 30, "ticket_submit reported as failed without gas")
         assert "not sent" in job["last_error"] and "nsufficient funds" in job["last_error"], job
+        # Every 2 s (CHR_TICKET_SUBMIT_INTERVAL), failed or not: a run's end re-arms Cron's timer (it
+        # once did not, and the job ran only when the 30 s connectivity check woke Cron).
+        again = job["runs"] + 2
+        wait_for(lambda: (j := submit_failed()) and j["runs"] >= again, 15, "two more runs, 2 s apart")
         health = node.rpc("health")["layers"]["integration"]
         assert health["status"] == "degraded" and "job ticket_submit failed" in health["reason"]
         chain = wait_for(
