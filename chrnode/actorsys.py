@@ -29,7 +29,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from chrnode import forkhooks, logsink
+from chrnode import forkhooks, held_ports, logsink
 from chrnode.errors import ActorError
 
 log = logging.getLogger("chrnode.actorsys")
@@ -74,9 +74,10 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # Every process of the node, first thing: hold only its own sockets, log through the
+    # Every process of the node, first thing: hold only its own sockets (and the node's public
+    # ports the daemon holds for every listener, chrnode.held_ports), log through the
     # daemon's single writer (chrnode.logsink), and die with the process that forked it.
-    forkhooks.close_inherited_listeners()
+    forkhooks.close_inherited_listeners(keep=held_ports.fds())
     logsink.route_child_logging()
     _set_pdeathsig()
 

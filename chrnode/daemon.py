@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from chrnode import __version__
+from chrnode import __version__, held_ports
 from chrnode.actorsys import bind_error, shutdown_system, start_system_on
 from chrnode.config import Config, validate_data_dir
 from chrnode.errors import ActorError, ChrError, ConfigError
@@ -49,19 +49,32 @@ START_TIMEOUT = timedelta(seconds=120)
 PORTS_FILE_TIMEOUT = 15.0  # after TreeReady, for Globals to hear from every listener
 
 
-def check_ports_free(cfg: Config) -> None:
-    """Refuse to start when a configured public port is taken, naming the key and the port."""
-    wanted: list[tuple[str, str, int]] = [
-        ("rpc_port", cfg.rpc_bind, cfg.rpc_port),
-        ("rpcs_port", cfg.rpc_bind, cfg.rpcs_port),
-        ("peer2_port", cfg.bind_address, cfg.peer2_port),
-    ] + [("edge2_ports", cfg.bind_address, p) for p in cfg.edge2_ports]
-    for key, host, port in wanted:
-        error = bind_error(host, port) if port else None
-        if error is not None:
+def hold_ports(cfg: Config) -> Config:
+    """Bind every listening port once, for the node's lifetime (chrnode.held_ports: a restarted
+    listener takes the held socket, so its port never goes free while the node runs); refuse to
+    start when one is taken, naming the key and the port. Returns `cfg` with the bound ports (a
+    port configured 0 is the one the OS picked), which is what the tree is started with."""
+    from tornado.netutil import bind_sockets
+
+    def tornado_binder(host: str, port: int) -> list[Any]:
+        return list(bind_sockets(port, address=host))
+
+    def bound(key: str, host: str, port: int, binder: held_ports.Binder = held_ports.tcp_listener) -> int:
+        try:
+            return held_ports.hold(host, port, binder)
+        except OSError as error:
+            held_ports.release_all()
             raise ConfigError(
                 key, port, "the running system", f"a free port ({host}:{port}: {error.strerror})"
             ) from error
+
+    return dataclasses.replace(
+        cfg,
+        rpc_port=bound("rpc_port", cfg.rpc_bind, cfg.rpc_port, tornado_binder),
+        rpcs_port=bound("rpcs_port", cfg.rpc_bind, cfg.rpcs_port, tornado_binder),
+        peer2_port=bound("peer2_port", cfg.bind_address, cfg.peer2_port),
+        edge2_ports=tuple(bound("edge2_ports", cfg.bind_address, p) for p in cfg.edge2_ports),
+    )
 
 
 def rpcs_cert_paths(cfg: Config) -> tuple[Path, Path]:
@@ -151,7 +164,7 @@ class Daemon:
         try:
             address = prepare(cfg)
             self.sink = start_log_sink(cfg)
-            check_ports_free(cfg)
+            cfg = self.cfg = hold_ports(cfg)
         except (ChrError, OSError) as exc:
             log.error("cannot start: %s", exc)
             remove_cookie(cfg)
@@ -356,6 +369,7 @@ class Daemon:
             asys, self.asys = self.asys, None
             shutdown_system(asys)
             reap()
+            held_ports.release_all()  # every process that shared them is gone
             remove_cookie(self.cfg)
             remove_ports(self.cfg.data_dir)
         log.info("stopped")

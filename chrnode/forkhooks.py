@@ -4,9 +4,11 @@
   admin`), through setproctitle; Thespian's own `setProcName` is redirected here so its admin and
   logger get names of the same form.
   setproctitle is imported in the daemon before the first fork (`prepare_titles`).
-* A forked process holds only the sockets it owns (SPEC 9): right after a fork, every inherited
-  listening socket is replaced by /dev/null. Thespian closes its parent's transport sockets in
-  actors but not in its admin, so the daemon's own listening socket used to reach every process.
+* A forked process holds only the sockets it owns: right after a fork, every inherited listening
+  socket is replaced by /dev/null. Thespian closes its parent's transport sockets in actors but not
+  in its admin, so the daemon's own listening socket used to reach every process. The one
+  exception is the node's public ports, which the daemon binds once and every process keeps, so
+  that a restarting listener takes its port back instead of racing for it (chrnode.held_ports).
   The descriptor is overwritten rather than closed so that its number stays taken until the
   parent's (now inert) socket object is collected; a closed number could be reused and then
   closed by that object's finaliser.
@@ -97,9 +99,10 @@ def listening_fds() -> list[int]:
     return [fd for fd in _inherited_fds() if fd > 2 and _is_listening_socket(fd)]
 
 
-def close_inherited_listeners() -> int:
-    """Replace every listening socket this process holds by /dev/null; returns how many."""
-    listening = listening_fds()
+def close_inherited_listeners(keep: frozenset[int] = frozenset()) -> int:
+    """Replace every listening socket this process holds by /dev/null, but those in `keep` (the
+    node's public ports the daemon holds for its listeners, chrnode.held_ports); returns how many."""
+    listening = [fd for fd in listening_fds() if fd not in keep]
     if not listening:
         return 0
     devnull = os.open(os.devnull, os.O_RDWR)

@@ -4,8 +4,10 @@ Any port may be configured as 0 ("pick a free one"), so the configuration alone 
 where a node listens. Globals writes this file once every listener has reported its bound ports
 (and again whenever one of them changes); the daemon removes it before the tree starts (a file
 left by a killed node is stale) and after a clean stop. Tools and tests read it instead of
-guessing a free port, and a restarted listener configured with 0 binds the port it had before,
-so that clients keep reaching it. The format (docs/configuration.md, "The ports file"):
+guessing a free port. In a node the daemon runs, a listener serves the socket the daemon bound
+and holds (chrnode.held_ports), so its port never changes; in an actor system without the daemon
+(tests), a restarted listener configured with 0 binds the port it had before, so that clients
+keep reaching it. The format (docs/configuration.md, "The ports file"):
 
     {"pid": 1234, "rpc": 8545, "rpcs": 8443, "edge2": [41046, 41047], "peer2": 51055,
      "actor_admin": 41900, "listening": ["edge2", "peer2", "rpc", "rpcs"]}
@@ -29,8 +31,8 @@ PORTS_FILE = "ports.json"
 # Listeners that must report before the file is first written; a new listener adds its kind here.
 LISTENER_KINDS = ("rpc", "rpcs", "edge2", "peer2")
 
-# How long a restarted listener tries to bind the ports it had before taking fresh ones: their
-# old holder may still be letting go of them (actors/edge_listener.py, actors/rpc_http.py).
+# How long a restarted listener that binds for itself (no held socket) tries the ports it had
+# before taking fresh ones: their old holder may still be letting go of them (actors/edge_listener.py, actors/rpc_http.py).
 REBIND_SECONDS = 3.0
 
 

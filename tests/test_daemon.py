@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -90,11 +91,40 @@ def test_health_and_cron_come_from_live_state(node: NodeProcess) -> None:
     assert status in (404, 405)
 
 
+def can_bind(port: int) -> bool:
+    """Another program asks for the port (as any socket on the machine may)."""
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a listener blocks it, TIME_WAIT not
+    try:
+        probe.bind(("127.0.0.1", port))
+    except OSError as exc:
+        assert exc.errno == errno.EADDRINUSE, exc
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
+    """And the node's public ports stay its own throughout: the daemon holds every listening
+    socket (chrnode.held_ports), so a listener's death does not free its ports and nothing else
+    can take them before its replacement is up. (A port configured 0 comes from the ephemeral
+    range that every socket on the machine draws from, the node's own actors included: a
+    whole-suite run once saw a restarted listener find its device port taken and move.)"""
     ports = node.rpc("chr_node_info")["ports"]
+    public = [*ports["edge2"], ports["peer2"], ports["rpc"], ports["rpcs"]]
     for name in ("Globals", "Model.Sql.Worker", "PubSub", "Network.RpcHttp", "Network.EdgeV2.Listener"):
         before = {a["name"]: a["pid"] for a in node.rpc("chr_node_info")["tree"]}
         os.kill(before[name], signal.SIGKILL)
+        wait_until(lambda pid=before[name]: not alive(pid), what=f"{name} gone")
+        assert [port for port in public if can_bind(port)] == [], f"ports free after {name}'s death"
         wait_until(
             lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
             what=f"{name} replaced and the tree whole again",

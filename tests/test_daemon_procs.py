@@ -117,11 +117,17 @@ def test_each_listening_socket_belongs_to_one_process(node: NodeProcess) -> None
         for conn in process.net_connections("inet"):
             if conn.status == psutil.CONN_LISTEN:
                 owners.setdefault((conn.laddr.ip, conn.laddr.port), []).append(process.pid)
-    shared = {addr: pids for addr, pids in owners.items() if len(pids) > 1}
+    # The node's public ports are the exception, by design: the daemon binds them once and every
+    # process keeps them (chrnode.held_ports), so that a restarting listener takes its port back.
+    info = node.rpc("chr_node_info")["ports"]
+    public = {info["rpc"], info["rpcs"], info["peer2"], *info["edge2"]}
+    everyone = sorted(owners[("127.0.0.1", node.rpc_port)])
+    assert daemon.pid in everyone and tree_pids(node)["Network.RpcHttp"] in everyone
+    shared = {addr: pids for addr, pids in owners.items() if len(pids) > 1 and addr[1] not in public}
     assert not shared, f"listening sockets held by more than one process: {shared}"
-    # each actor holds its own Thespian port, and the RPC port is held by Network.RpcHttp alone
-    assert owners[("127.0.0.1", node.rpc_port)] == [tree_pids(node)["Network.RpcHttp"]]
-    assert len(owners) >= len(tree_pids(node)) + 3
+    # each actor holds its own Thespian port, and no other
+    thespian = [addr for addr, pids in owners.items() if addr[1] not in public]
+    assert len(thespian) >= len(tree_pids(node)) + 1
 
 
 def test_a_log_flood_from_several_actors_is_kept_whole(node: NodeProcess) -> None:

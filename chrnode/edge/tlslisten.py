@@ -19,6 +19,7 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from chrnode import held_ports
 from chrnode.edge.tlsconn import TlsConnection, TlsProtocol
 from chrnode.errors import ProtocolError
 from chrnode.fdlimit import DESCRIPTOR_ERRORS, AcceptPause
@@ -179,14 +180,12 @@ def start_tls_server(
 ) -> TlsListener:
     """Listen on (host, port) (0 picks a free port) and serve TLS with ``protocol_factory``;
     ``defer_accept`` > 0 sets TCP_DEFER_ACCEPT to that many seconds where the OS has it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # The daemon's held socket when it holds this port (chrnode.held_ports), else a new one.
+    (sock,) = held_ports.take(host, port) or held_ports.tcp_listener(host, port, backlog)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.listen(backlog)
         if defer_accept > 0 and hasattr(socket, "TCP_DEFER_ACCEPT"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, math.ceil(defer_accept)))
-        sock.bind((host, port))
-        sock.listen(backlog)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -39,6 +39,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from chrnode import held_ports
 from chrnode.errors import ConfigError
 from chrnode.health import HealthLimits, compute_health
 from chrnode.metrics import MetricsExporter
@@ -309,7 +310,10 @@ def _listen(
     app: RpcApplication, port: int, bind: str, ssl_ctx: ssl.SSLContext | None, limits: RpcLimits
 ) -> tuple[HTTPServer, int]:
     try:
-        sockets = bind_sockets(port, address=bind)
+        # The daemon's held sockets when it holds this port (chrnode.held_ports), else new ones.
+        sockets = held_ports.take(bind, port) or bind_sockets(port, address=bind)
+        for sock in sockets:
+            sock.setblocking(False)
     except OSError as exc:
         key = "rpcs_port" if ssl_ctx else "rpc_port"
         raise ConfigError(key, port, f"bind {bind}", f"a free port ({exc.strerror})") from exc
