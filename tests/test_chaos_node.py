@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chrnode.identity import edge_client_context
 from chrnode.ports_file import read_ports
 from chrnode.testing.chaos import SPARED, Chaos, Round, hang_logged, table
 from chrnode.testing.chaos_probes import RpcPoller, pattern
@@ -136,26 +138,34 @@ def test_sigkill_ends_whole_again(chaos: Chaos, name: str, spared: bool) -> None
 
 
 @slow
-def test_a_restarted_listener_gets_its_device_ports_back_once_their_holder_lets_go(chaos: Chaos) -> None:
-    """The old listener's port may still be held as the new one starts (a rebuilt actor system):
-    it waits for it (bounded) instead of taking fresh ports, which devices would not find."""
+def test_a_killed_listeners_device_ports_stay_the_nodes_and_a_device_connecting_meanwhile_is_served(
+    chaos: Chaos,
+) -> None:
+    """The daemon holds the listening sockets (chrnode.held_ports): the old listener's death frees
+    no port, so no other program can take it before the replacement is up (the test used to take
+    it and check that the listener waited for it), and a device that connects while the listener
+    restarts waits in the kernel's queue and is served by the replacement."""
     ports = chaos.node.edge_ports
-    os.kill(chaos.pid_of("Network.EdgeV2.Listener"), signal.SIGKILL)
-    holder = socket.socket()
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node's (TIME_WAIT peers)
-    deadline = time.monotonic() + 2
-    while True:  # take the port as soon as the old listener's death frees it
-        try:
-            holder.bind(("127.0.0.1", ports[0]))
-            holder.listen()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the port was taken back before the test could hold it"
-            time.sleep(0.005)
+    old = chaos.pid_of("Network.EdgeV2.Listener")
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(old) and psutil.Process(old).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the killed listener did not die"
+        time.sleep(0.005)
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        time.sleep(1.0)  # the new listener starts meanwhile and finds the port taken
+        with pytest.raises(OSError, match="in use"):
+            other.bind(("127.0.0.1", ports[0]))
     finally:
-        holder.close()
+        other.close()
+    early = socket.create_connection(("127.0.0.1", ports[0]), timeout=5)  # queued, not refused
+    try:
+        early.settimeout(30)
+        with edge_client_context().wrap_socket(early, server_hostname=None) as tls:
+            assert tls.version() == "TLSv1.2"  # the replacement took it from the queue
+    finally:
+        early.close()
     assert chaos.wait_whole() == "whole", chaos.not_whole()
     assert read_ports(chaos.node.data_dir)["edge2"] == ports
     chaos.relay.reconnect()
