@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from chrnode.actorsys import bind_error
 from chrnode.testing.node import NodeProcess, node_env
 
 pytestmark = pytest.mark.slow
@@ -91,20 +91,6 @@ def test_health_and_cron_come_from_live_state(node: NodeProcess) -> None:
     assert status in (404, 405)
 
 
-def can_bind(port: int) -> bool:
-    """Another program asks for the port (as any socket on the machine may)."""
-    probe = socket.socket()
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a listener blocks it, TIME_WAIT not
-    try:
-        probe.bind(("127.0.0.1", port))
-    except OSError as exc:
-        assert exc.errno == errno.EADDRINUSE, exc
-        return False
-    finally:
-        probe.close()
-    return True
-
-
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -124,7 +110,8 @@ def test_killing_any_actor_is_survived(node: NodeProcess) -> None:
         before = {a["name"]: a["pid"] for a in node.rpc("chr_node_info")["tree"]}
         os.kill(before[name], signal.SIGKILL)
         wait_until(lambda pid=before[name]: not alive(pid), what=f"{name} gone")
-        assert [port for port in public if can_bind(port)] == [], f"ports free after {name}'s death"
+        free = [port for port in public if bind_error("127.0.0.1", port) is None]  # as any program may
+        assert free == [], f"ports free after {name}'s death"
         wait_until(
             lambda n=name, b=before: tree_whole(node, b) and node.actor_pid(n) != b[n],
             what=f"{name} replaced and the tree whole again",

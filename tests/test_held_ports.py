@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from chrnode import forkhooks, held_ports
+from chrnode.actorsys import bind_error
 
 
 @pytest.fixture(autouse=True)
@@ -21,16 +22,9 @@ def nothing_held() -> Iterator[None]:
 
 
 def taken(port: int) -> bool:
-    probe = socket.socket()
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a listener blocks it, TIME_WAIT not
-    try:
-        probe.bind(("127.0.0.1", port))
-    except OSError as exc:
-        assert exc.errno == errno.EADDRINUSE
-        return True
-    finally:
-        probe.close()
-    return False
+    error = bind_error("127.0.0.1", port)  # SO_REUSEADDR: only a listening socket blocks it
+    assert error is None or error.errno == errno.EADDRINUSE, error
+    return error is not None
 
 
 def test_a_port_not_held_is_not_given_and_port_0_never_is() -> None:
