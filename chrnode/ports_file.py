@@ -32,7 +32,8 @@ PORTS_FILE = "ports.json"
 LISTENER_KINDS = ("rpc", "rpcs", "edge2", "peer2")
 
 # How long a restarted listener that binds for itself (no held socket) tries the ports it had
-# before taking fresh ones: their old holder may still be letting go of them (actors/edge_listener.py, actors/rpc_http.py).
+# before taking fresh ones: their old holder may still be letting go of them
+# (actors/edge_listener.py, actors/rpc_http.py).
 REBIND_SECONDS = 3.0
 
 
