@@ -26,7 +26,8 @@ from actors import messages as m
 from actors.chain_monitor import RemoteChainMonitor
 from actors.chain_pool import PoolActor, chain_rpc, open_reader
 from actors.chain_submit import RemoteChainRpc
-from chrnode.chain.cache import ReaderStore, TieredCache
+from chrnode.chain.cache import TieredCache
+from chrnode.chain.cache_l2 import ReaderStore
 from chrnode.chain.payments import ChainPaymentCheck, PaymentLedger
 from chrnode.chain.service import ChainContracts, ChainFleetCheck, ChainService
 from chrnode.errors import ChrError

@@ -19,11 +19,14 @@
 Values are stored in their msgpack form (tuples come back as lists, whichever tier answered);
 integers of any size are allowed (balances and token amounts exceed 64 bits). Treat returned
 values as read-only: L1 hands the same object to every caller.
+
+The L2 side lives in chrnode.chain.cache_l2: the `L2Store` protocol, `ReaderStore` (the SQLite
+one), the value codec (`encode_value`, `decode_value`), `l2_key` and `L2_PREFIX`. This module
+holds TieredCache, its policies (`CATEGORIES`) and the L2 blob layout it writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -32,22 +35,18 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgpack
 
+from chrnode.chain.cache_l2 import L2_PREFIX, L2Store, decode_value, encode_value, l2_key
 from chrnode.errors import ChainUnavailable, ChrError
-from chrnode.storage.ops import CacheDelete, CachePut
-from chrnode.storage.reader import Reader
 
 log = logging.getLogger("chrnode.chain")
 
 Tier = Literal["l1", "l2", "chain"]
 TIERS: tuple[Tier, ...] = ("l1", "l2", "chain")
-L2_PREFIX = "chain."
-MAX_L2_KEY = 200  # longer keys (eth_call data) are stored under their hash
 _FORMAT = 1  # version of the L2 blob layout [format, fresh_until, value]
-_BIGINT_EXT = 1
 # How long an invalidated key skips L2 (its delete goes through the single writer, which applies
 # it within its batch interval, 0.2 s) and refuses to store loads started before the invalidation.
 INVALIDATION_MEMORY = 30.0
@@ -86,62 +85,6 @@ class Hit:
     value: Any
     tier: Tier
     stale: bool = False
-
-
-class L2Store(Protocol):
-    """The L2 tier: `get` returns only entries unexpired at `now`; `put` may apply later."""
-
-    def get(self, namespace: str, key: str, now: float) -> bytes | None: ...
-
-    def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None: ...
-
-    def delete(self, namespace: str, key: str) -> None: ...
-
-
-class ReaderStore:
-    """L2 over chrnode.storage: reads on a (read-only) Reader, writes handed to `write` as
-    CachePut ops, for the caller to send to the single writer (Model.Sql.Worker)."""
-
-    def __init__(self, reader: Reader, write: Callable[[CachePut | CacheDelete], None]) -> None:
-        self.reader = reader
-        self.write = write
-
-    def get(self, namespace: str, key: str, now: float) -> bytes | None:
-        return self.reader.cache_get(namespace, key, now)
-
-    def put(self, namespace: str, key: str, value: bytes, expires_at: float) -> None:
-        self.write(CachePut(namespace, key, value, expires_at))
-
-    def delete(self, namespace: str, key: str) -> None:
-        self.write(CacheDelete(namespace, key))
-
-
-def _ext_default(obj: object) -> msgpack.ExtType:
-    # msgpack integers stop at 64 bits; token amounts in wei do not.
-    if isinstance(obj, int):
-        return msgpack.ExtType(_BIGINT_EXT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
-    raise TypeError(f"cannot cache a value of type {type(obj).__name__}; expected msgpack-able data")
-
-
-def _ext_hook(code: int, data: bytes) -> object:
-    if code == _BIGINT_EXT:
-        return int.from_bytes(data, "big", signed=True)
-    return msgpack.ExtType(code, data)
-
-
-def encode_value(value: Any) -> bytes:
-    """msgpack bytes of a cacheable value (bytes stay bytes, big integers allowed)."""
-    return msgpack.packb(value, use_bin_type=True, default=_ext_default)  # type: ignore[no-any-return]
-
-
-def decode_value(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False, ext_hook=_ext_hook, strict_map_key=False)
-
-
-def l2_key(key: str) -> str:
-    if len(key) <= MAX_L2_KEY:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chrnode.chain import hexcodec as hx
-from chrnode.chain.cache import L2Store, decode_value, encode_value
+from chrnode.chain.cache_l2 import L2Store, decode_value, encode_value
 from chrnode.chain.contracts import Chai
 from chrnode.chain.service import ChainService
 from chrnode.edge import codes

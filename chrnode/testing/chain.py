@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chrnode.chain import hexcodec as hx
-from chrnode.chain.cache import ReaderStore
+from chrnode.chain.cache_l2 import ReaderStore
 from chrnode.chain.contracts import Bns, Chai, Fleet
 from chrnode.chain.tx import KeySigner, UnlockedAccount
 from chrnode.crypto import PrivateKey
