@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from chrnode.dht.ids import ID_BITS, as_id
 from chrnode.dht.lockstep import LockstepLookup
 from chrnode.dht.lookup import Lookup
-from chrnode.dht.node import LookupFactory
+from chrnode.dht.node_lookups import LookupFactory
 from chrnode.dht.store import Value
 from chrnode.testing.dhtsim import DEAD, SILENT, SimNetwork
 

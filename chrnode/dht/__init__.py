@@ -15,6 +15,7 @@ Modules, lowest first (imports only go up this list):
 - `lockstep`: the round-based lookup of PyPI `kademlia`, kept as the benchmarks' baseline;
 - `maintenance`: bucket refresh, republish and expiry timers;
 - `messages`: the requests and answers of SPEC 4 (0x20-0x23) and their msgpack payload shapes;
+- `node_lookups`: the node's lookups (lookup, join, refresh, publish), a mixin of `node`'s machine;
 - `node`: the node-level machine that ties them together.
 
 Errors::

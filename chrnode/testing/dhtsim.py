@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from chrnode.dht.ids import ID_BITS, Contact, as_id, as_int
 from chrnode.dht.lookup import Lookup, LookupResult
 from chrnode.dht.messages import Answer, FindNode, FindValue, Nodes, Request
-from chrnode.dht.node import Action, DhtConfig, DhtNode, LookupDone, LookupFactory, Published, Send
+from chrnode.dht.node import Action, DhtConfig, DhtNode, LookupDone, Published, Send
+from chrnode.dht.node_lookups import LookupFactory
 from chrnode.dht.store import Value
 
 LIVE, DEAD, SILENT, LIAR = "live", "dead", "silent", "liar"
