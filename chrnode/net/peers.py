@@ -4,20 +4,17 @@
 decisions (chrnode.peer.pool): it listens on the peer port, dials peers on demand (a DHT request,
 a relay, a bootstrap node), reuses the one link it has to a peer, pings idle links, redials the
 pinned bootstrap nodes with backoff and persists what it learns through ``on_seen`` (peer_history).
-Requests arriving on any link go to the handler registered for their type. The dialling itself
-(``connect()``, the pool's dials, the connect()s waiting for a dial slot) is chrnode.net.dialer's
-:class:`Dialer`, which this network owns.
+Requests arriving on any link go to the handler registered for their type.
 
-Inbound connections go through the edge's admission control (chrnode.edge.admission): caps per
-source address, per /24 and in all; a deadline from TCP accept to a proven peer hello; when a cap
-is reached, the oldest silent unproven connection is shed. Proven links are never shed (the pool
-decides which of them to keep).
+It owns the two sides of its links: the peer port (the listener and the admission of inbound
+connections until their peer hello) is chrnode.net.peer_port's :class:`PeerPort`; the dialling
+(``connect()``, the pool's dials, the connect()s waiting for a dial slot) is chrnode.net.dialer's
+:class:`Dialer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import ssl
 import time
@@ -28,10 +25,10 @@ from typing import Any, Protocol
 
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
-from chrnode.edge.admission import Admission, AdmissionLimits, Refuse
-from chrnode.edge.ratelimit import KeyedBuckets
-from chrnode.edge.tlslisten import TlsListener, start_tls_server
+from chrnode.edge.admission import AdmissionLimits
+from chrnode.edge.tlslisten import TlsListener
 from chrnode.net.dialer import Dialer
+from chrnode.net.peer_port import PeerPort
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
@@ -42,8 +39,6 @@ from chrnode.peer.twins import Change, Twins
 __all__ = ["PeerNetwork", "PeerNetworkConfig"]
 
 _log = logging.getLogger("chrnode.peer")
-
-PRESSURE_LOG_INTERVAL = 60.0
 
 Handler = Callable[[PeerLink, Any, "int | None"], None]
 
@@ -92,7 +87,6 @@ class PeerNetwork:
         self.loop = loop
         self.key = key
         self._own_record = own_record
-        self._server_ctx = server_ctx
         self.config = config = config or PeerNetworkConfig()
         self.pool = Pool(config.pool)
         self.links: dict[bytes, PeerLink] = {}
@@ -102,21 +96,26 @@ class PeerNetwork:
         self.on_link_down: list[Callable[[PeerLink], None]] = []
         self.on_seen: Callable[[bytes, bool, float], None] | None = None
         self.relay: RelayHandler | None = None  # the cross-node ports (chrnode.net.relay)
-        self.listener: TlsListener | None = None
         self.twins: Twins[PeerLink] = Twins(key.address, config.link.hello_timeout * 2)
-        self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
-        self.admission: Admission[PeerLink] = Admission(
-            AdmissionLimits(
-                max_connections=config.max_connections,
-                per_address=config.conns_per_ip,
-                per_subnet=config.conns_per_subnet,
-                pending_timeout=config.admission_deadline,
-            )
-        )
         self.last_rtt: dict[bytes, float] = {}
         self._every: weakref.WeakSet[PeerLink] = weakref.WeakSet()  # proven or not, for close()
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
+        self.peer_port = PeerPort(  # the inbound side: the listener, admission (chrnode.net.peer_port)
+            self,
+            server_ctx=server_ctx,
+            link_config=config.link,
+            handshake_timeout=config.handshake_timeout,
+            accepts_per_second=config.accepts_per_second_per_ip,
+            limits=AdmissionLimits(
+                max_connections=config.max_connections,
+                per_address=config.conns_per_ip,
+                per_subnet=config.conns_per_subnet,
+                pending_timeout=config.admission_deadline,
+            ),
+            track=self._every.add,
+        )
+        self.admission = self.peer_port.admission  # told here when a link is proven or closed
         self.dialer = Dialer(  # the outbound side: connect(), the pool's dials (chrnode.net.dialer)
             self,
             self.pool,
@@ -128,7 +127,6 @@ class PeerNetwork:
             act=self._act,
             track=self._every.add,
         )
-        self.refused = 0
         self.links_opened = 0  # links that came up, either way
 
     # ---- LinkHost ---------------------------------------------------------------------------
@@ -232,63 +230,22 @@ class PeerNetwork:
         if self.relay is not None:
             self.relay.port_credit(link, ref, nbytes)
 
-    # ---- listening ----------------------------------------------------------------------------
+    # ---- listening (chrnode.net.peer_port) --------------------------------------------------------
     def listen(self, host: str, port: int) -> int:
-        self.listener = listener = start_tls_server(
-            self.loop, self._server_ctx, host, port, self._accept, self.config.handshake_timeout
-        )
-        listener.on_failed = self.admission.closed
-        listener.on_spoke = self.admission.progressed  # type: ignore[assignment]
+        bound = self.peer_port.listen(host, port)
         self._schedule_tick()
-        return listener.port
+        return bound
 
-    def _accept(self, addr: tuple[str, int]) -> PeerLink | None:
-        # Per source address: a token bucket of new links, before any TLS work (SPEC 4 "per-peer
-        # rate limits"); then admission, which gives the connection its deadline to a proven hello.
-        if self._closing or not self._accepts.take(addr[0]):
-            self.refused += 1
-            return None
-        link = PeerLink(self, self.config.link)
-        decision = self.admission.accept(link, addr[0], self.loop.time())
-        if isinstance(decision, Refuse):
-            self.refused += 1
-            self._log_pressure()
-            return None  # the group is full of proven links: not even a TLS handshake
-        for victim in decision.shed:
-            self._cut(victim, "the peer port is full and this connection had not proven a peer hello")
-        if decision.shed:
-            self._log_pressure()
-        # Unproven when it closes (a bad hello, a timeout): it leaves the accounting at once.
-        link.ready.add_done_callback(functools.partial(self._unproven_closed, link))
-        self._every.add(link)
-        return link
+    @property
+    def listener(self) -> TlsListener | None:
+        return self.peer_port.listener
 
-    def _unproven_closed(self, link: PeerLink, ready: asyncio.Future[PeerLink]) -> None:
-        if ready.cancelled() or ready.exception() is not None:
-            self.admission.closed(link)
+    @property
+    def refused(self) -> int:
+        """Inbound connections refused (the rate of new links per address, or admission)."""
+        return self.peer_port.refused
 
-    def _cut(self, link: PeerLink, reason: str) -> None:
-        """Close an unproven inbound connection admission gave up on (in TLS, or before its hello)."""
-        _log.debug("cutting an unproven peer connection: %s", reason)
-        if link.conn is not None:
-            link.close()
-        elif self.listener is not None:
-            self.listener.abort_handshake(link)
-
-    def _log_pressure(self) -> None:
-        """One line a minute at most, with counts, however hard the peer port is pushed."""
-        report = self.admission.pressure_report(self.loop.time(), PRESSURE_LOG_INTERVAL)
-        if report is not None:
-            _log.warning(
-                "peer port admission under pressure: %d connections shed, %d refused, %d cut at the "
-                "%g s hello deadline since the last report; %d open, %d of them without a peer hello",
-                *report,
-                self.config.admission_deadline,
-                len(self.admission),
-                self.admission.pending_count,
-            )
-
-    # ---- dialling -----------------------------------------------------------------------------
+    # ---- dialling (chrnode.net.dialer) ------------------------------------------------------------
     def pin(self, address: bytes, host: str, port: int) -> None:
         """Keep a link to this peer for ever (a fleet bootstrap node), redialled with backoff."""
         self._act(self.pool.want(address, host, port, self.loop.time(), pinned=True))
@@ -340,9 +297,7 @@ class PeerNetwork:
     def _tick(self) -> None:
         self._ticker = None
         now = self.loop.time()
-        for link in self.admission.tick(now):
-            self._cut(link, f"no proven peer hello within {self.config.admission_deadline:g} s of connecting")
-        self._log_pressure()
+        self.peer_port.tick(now)
         for node, change in self.twins.tick(now).items():
             self._apply(node, change)
         self._act(self.pool.tick(now))
@@ -389,8 +344,7 @@ class PeerNetwork:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        if self.listener is not None:
-            self.listener.close()
+        self.peer_port.close()
         self.dialer.cancel()
         links = list(self._every)
         for link in links:
