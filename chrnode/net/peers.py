@@ -1,4 +1,4 @@
-"""The peer side of the network process: the peer port, dialling, one link per peer (SPEC 4).
+"""The peer side of the network process: the peer port, one link per peer (SPEC 4).
 
 :class:`PeerNetwork` is the LinkHost of chrnode.peer.link and the adapter of Connection.Pool's
 decisions (chrnode.peer.pool): it listens on the peer port, dials peers on demand (a DHT request,
@@ -6,16 +6,15 @@ a relay, a bootstrap node), reuses the one link it has to a peer, pings idle lin
 pinned bootstrap nodes with backoff and persists what it learns through ``on_seen`` (peer_history).
 Requests arriving on any link go to the handler registered for their type.
 
-Inbound connections go through the edge's admission control (chrnode.edge.admission): caps per
-source address, per /24 and in all; a deadline from TCP accept to a proven peer hello; when a cap
-is reached, the oldest silent unproven connection is shed. Proven links are never shed (the pool
-decides which of them to keep).
+It owns the two sides of its links: the peer port (the listener and the admission of inbound
+connections until their peer hello) is chrnode.net.peer_port's :class:`PeerPort`; the dialling
+(``connect()``, the pool's dials, the connect()s waiting for a dial slot) is chrnode.net.dialer's
+:class:`Dialer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import ssl
 import time
@@ -26,21 +25,20 @@ from typing import Any, Protocol
 
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
-from chrnode.edge.admission import Admission, AdmissionLimits, Refuse
-from chrnode.edge.ratelimit import KeyedBuckets
-from chrnode.edge.tlslisten import TlsListener, open_tls_connection, start_tls_server
+from chrnode.edge.admission import AdmissionLimits
+from chrnode.edge.tlslisten import TlsListener
+from chrnode.net.dialer import Dialer
+from chrnode.net.peer_port import PeerPort
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
 from chrnode.peer.link import LinkConfig, PeerError, PeerLink
-from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen, State
+from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
 from chrnode.peer.twins import Change, Twins
 
 __all__ = ["PeerNetwork", "PeerNetworkConfig"]
 
 _log = logging.getLogger("chrnode.peer")
-
-PRESSURE_LOG_INTERVAL = 60.0
 
 Handler = Callable[[PeerLink, Any, "int | None"], None]
 
@@ -89,8 +87,6 @@ class PeerNetwork:
         self.loop = loop
         self.key = key
         self._own_record = own_record
-        self._server_ctx = server_ctx
-        self._client_ctx = client_ctx
         self.config = config = config or PeerNetworkConfig()
         self.pool = Pool(config.pool)
         self.links: dict[bytes, PeerLink] = {}
@@ -100,25 +96,37 @@ class PeerNetwork:
         self.on_link_down: list[Callable[[PeerLink], None]] = []
         self.on_seen: Callable[[bytes, bool, float], None] | None = None
         self.relay: RelayHandler | None = None  # the cross-node ports (chrnode.net.relay)
-        self.listener: TlsListener | None = None
-        self._dials: dict[bytes, tuple[asyncio.Future[PeerLink], PeerLink]] = {}  # in progress
-        self._queued: dict[bytes, asyncio.Future[PeerLink]] = {}  # connect()s awaiting a dial slot
         self.twins: Twins[PeerLink] = Twins(key.address, config.link.hello_timeout * 2)
-        self._accepts = KeyedBuckets(config.accepts_per_second_per_ip, config.accepts_per_second_per_ip)
-        self.admission: Admission[PeerLink] = Admission(
-            AdmissionLimits(
-                max_connections=config.max_connections,
-                per_address=config.conns_per_ip,
-                per_subnet=config.conns_per_subnet,
-                pending_timeout=config.admission_deadline,
-            )
-        )
         self.last_rtt: dict[bytes, float] = {}
         self._every: weakref.WeakSet[PeerLink] = weakref.WeakSet()  # proven or not, for close()
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
-        self.refused = 0
-        self.dials = 0  # outbound dials started (each a TLS handshake and a peer hello)
+        self.peer_port = PeerPort(  # the inbound side: the listener, admission (chrnode.net.peer_port)
+            self,
+            server_ctx=server_ctx,
+            link_config=config.link,
+            handshake_timeout=config.handshake_timeout,
+            accepts_per_second=config.accepts_per_second_per_ip,
+            limits=AdmissionLimits(
+                max_connections=config.max_connections,
+                per_address=config.conns_per_ip,
+                per_subnet=config.conns_per_subnet,
+                pending_timeout=config.admission_deadline,
+            ),
+            track=self._every.add,
+        )
+        self.admission = self.peer_port.admission  # told here when a link is proven or closed
+        self.dialer = Dialer(  # the outbound side: connect(), the pool's dials (chrnode.net.dialer)
+            self,
+            self.pool,
+            self.twins,
+            self.links,
+            client_ctx=client_ctx,
+            link_config=config.link,
+            timeout=config.dial_timeout,
+            act=self._act,
+            track=self._every.add,
+        )
         self.links_opened = 0  # links that came up, either way
 
     # ---- LinkHost ---------------------------------------------------------------------------
@@ -148,7 +156,7 @@ class PeerNetwork:
             link.close()
             self._act([a for a in actions if not (isinstance(a, Close) and a.address == node)])
             if link.dialer:
-                self._dial_over(node, PeerError(f"no link to 0x{node.hex()}: {reason}", codes.UNAVAILABLE))
+                self.dialer.over(node, PeerError(f"no link to 0x{node.hex()}: {reason}", codes.UNAVAILABLE))
             return
         self.links_opened += 1
         _log.info("%s link up with %s", "outbound" if link.dialer else "inbound", link.label())
@@ -175,23 +183,7 @@ class PeerNetwork:
             for callback in self.on_link_up:
                 callback(change.link)
         if change.settled and change.link is not None:
-            queued = self._queued.pop(node, None)  # waited for a dial slot; the peer dialled us
-            if queued is not None and not queued.done():
-                queued.set_result(change.link)
-            dial = self._dials.get(node)
-            if dial is not None and dial[1].ready.done():
-                self._dial_over(node, change.link)
-
-    def _dial_over(self, node: bytes, outcome: PeerLink | PeerError) -> None:
-        """Our dial to ``node`` is over: connect() is given the link kept, or the error."""
-        entry = self._dials.pop(node, None)
-        if entry is None or entry[0].done():
-            return
-        if isinstance(outcome, PeerError):
-            entry[0].set_exception(outcome)
-            entry[0].exception()
-        else:
-            entry[0].set_result(outcome)
+            self.dialer.settled(node, change.link)
 
     def link_down(self, link: PeerLink) -> None:
         self.admission.closed(link)
@@ -238,63 +230,22 @@ class PeerNetwork:
         if self.relay is not None:
             self.relay.port_credit(link, ref, nbytes)
 
-    # ---- listening ----------------------------------------------------------------------------
+    # ---- listening (chrnode.net.peer_port) --------------------------------------------------------
     def listen(self, host: str, port: int) -> int:
-        self.listener = listener = start_tls_server(
-            self.loop, self._server_ctx, host, port, self._accept, self.config.handshake_timeout
-        )
-        listener.on_failed = self.admission.closed
-        listener.on_spoke = self.admission.progressed  # type: ignore[assignment]
+        bound = self.peer_port.listen(host, port)
         self._schedule_tick()
-        return listener.port
+        return bound
 
-    def _accept(self, addr: tuple[str, int]) -> PeerLink | None:
-        # Per source address: a token bucket of new links, before any TLS work (SPEC 4 "per-peer
-        # rate limits"); then admission, which gives the connection its deadline to a proven hello.
-        if self._closing or not self._accepts.take(addr[0]):
-            self.refused += 1
-            return None
-        link = PeerLink(self, self.config.link)
-        decision = self.admission.accept(link, addr[0], self.loop.time())
-        if isinstance(decision, Refuse):
-            self.refused += 1
-            self._log_pressure()
-            return None  # the group is full of proven links: not even a TLS handshake
-        for victim in decision.shed:
-            self._cut(victim, "the peer port is full and this connection had not proven a peer hello")
-        if decision.shed:
-            self._log_pressure()
-        # Unproven when it closes (a bad hello, a timeout): it leaves the accounting at once.
-        link.ready.add_done_callback(functools.partial(self._unproven_closed, link))
-        self._every.add(link)
-        return link
+    @property
+    def listener(self) -> TlsListener | None:
+        return self.peer_port.listener
 
-    def _unproven_closed(self, link: PeerLink, ready: asyncio.Future[PeerLink]) -> None:
-        if ready.cancelled() or ready.exception() is not None:
-            self.admission.closed(link)
+    @property
+    def refused(self) -> int:
+        """Inbound connections refused (the rate of new links per address, or admission)."""
+        return self.peer_port.refused
 
-    def _cut(self, link: PeerLink, reason: str) -> None:
-        """Close an unproven inbound connection admission gave up on (in TLS, or before its hello)."""
-        _log.debug("cutting an unproven peer connection: %s", reason)
-        if link.conn is not None:
-            link.close()
-        elif self.listener is not None:
-            self.listener.abort_handshake(link)
-
-    def _log_pressure(self) -> None:
-        """One line a minute at most, with counts, however hard the peer port is pushed."""
-        report = self.admission.pressure_report(self.loop.time(), PRESSURE_LOG_INTERVAL)
-        if report is not None:
-            _log.warning(
-                "peer port admission under pressure: %d connections shed, %d refused, %d cut at the "
-                "%g s hello deadline since the last report; %d open, %d of them without a peer hello",
-                *report,
-                self.config.admission_deadline,
-                len(self.admission),
-                self.admission.pending_count,
-            )
-
-    # ---- dialling -----------------------------------------------------------------------------
+    # ---- dialling (chrnode.net.dialer) ------------------------------------------------------------
     def pin(self, address: bytes, host: str, port: int) -> None:
         """Keep a link to this peer for ever (a fleet bootstrap node), redialled with backoff."""
         self._act(self.pool.want(address, host, port, self.loop.time(), pinned=True))
@@ -302,89 +253,18 @@ class PeerNetwork:
 
     async def connect(self, address: bytes, host: str, port: int) -> PeerLink:
         """The link to ``address`` (reused, or dialled now); PeerError if it cannot be had."""
-        link = self.links.get(address)
-        if link is not None and not link.closed:
-            return link
-        if address == self.key.address:
-            raise PeerError("a node does not dial itself", codes.BAD_PAYLOAD)
-        dial = self._dials.get(address)
-        if dial is not None:
-            future = dial[0]
-        else:
-            actions = self.pool.want(address, host, port, self.loop.time())
-            peer = self.pool.peers.get(address)
-            if not any(isinstance(a, Dial) for a in actions) and (
-                peer is None or peer.state is not State.WAITING
-            ):
-                self.pool.done_with(address)  # not dialled (backing off): this need ends here
-                state = peer.state.value if peer is not None else "unknown"
-                raise PeerError(f"no link to 0x{address.hex()} now ({state})", codes.UNAVAILABLE)
-            self._act(actions)
-            dial = self._dials.get(address)
-            if dial is not None:
-                future = dial[0]
-            else:  # every dial slot is taken: the pool dials it once one frees
-                future = self._queued.setdefault(address, self.loop.create_future())
-        try:
-            if dial is not None:
-                return await asyncio.shield(future)
-            try:
-                # A slot frees within one dial deadline (every dial ends by its own), then ours.
-                return await asyncio.wait_for(asyncio.shield(future), 2 * self.config.dial_timeout)
-            except TimeoutError:
-                if self._queued.get(address) is future:
-                    del self._queued[address]
-                raise PeerError(
-                    f"no link to 0x{address.hex()}: no dial done within {2 * self.config.dial_timeout:g} s",
-                    codes.UNAVAILABLE,
-                ) from None
-        finally:
-            # One dial per need: a peer that is not pinned is not redialled after its link
-            # closes or its dial failed (a dead DHT contact would be, for ever, with backoff).
-            self.pool.done_with(address)
+        return await self.dialer.connect(address, host, port)
 
-    def _dial(self, action: Dial) -> None:
-        if action.address in self._dials:
-            return
-        # A connect() that waited for a dial slot is given this dial's outcome.
-        future = self._queued.pop(action.address, None)
-        if future is None:
-            future = self.loop.create_future()
-        link = PeerLink(self, self.config.link, expected=action.address)
-        self._dials[action.address] = (future, link)
-        task = self.loop.create_task(self._dial_now(action, link))
-        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-
-    async def _connect_and_hello(self, action: Dial, link: PeerLink) -> None:
-        timeout = self.config.dial_timeout
-        await open_tls_connection(action.host, action.port, self._client_ctx, link, timeout)
-        await asyncio.shield(link.ready)
-
-    async def _dial_now(self, action: Dial, link: PeerLink) -> None:
-        self.dials += 1
-        self._every.add(link)
-        try:
-            await asyncio.wait_for(self._connect_and_hello(action, link), self.config.dial_timeout)
-        except (OSError, ssl.SSLError, TimeoutError, PeerError) as exc:
-            link.close()
-            _log.debug("dial 0x%s at %s:%d failed: %s", action.address.hex(), action.host, action.port, exc)
-            kept = self.twins.link(action.address)
-            if kept is not None and not kept.closed:  # the peer's own dial gave us a link meanwhile
-                if self.twins.settled(action.address):
-                    self._dial_over(action.address, kept)
-                return  # else the link kept is given when the choice settles
-            self._act(self.pool.dial_failed(action.address, self.loop.time()))
-            self._dial_over(
-                action.address, PeerError(f"cannot reach 0x{action.address.hex()}: {exc}", codes.UNAVAILABLE)
-            )
-        # Proven: link_up gave the dial its outcome (the link kept), or gives it once the peer's
-        # choice between two links settles (chrnode.peer.twins).
+    @property
+    def dials(self) -> int:
+        """Outbound dials started (each a TLS handshake and a peer hello)."""
+        return self.dialer.dials
 
     # ---- the pool's actions and timer ---------------------------------------------------------
     def _act(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Dial):
-                self._dial(action)
+                self.dialer.dial(action)
             elif isinstance(action, Ping):
                 self._ping(action.address)
             elif isinstance(action, Close):
@@ -417,9 +297,7 @@ class PeerNetwork:
     def _tick(self) -> None:
         self._ticker = None
         now = self.loop.time()
-        for link in self.admission.tick(now):
-            self._cut(link, f"no proven peer hello within {self.config.admission_deadline:g} s of connecting")
-        self._log_pressure()
+        self.peer_port.tick(now)
         for node, change in self.twins.tick(now).items():
             self._apply(node, change)
         self._act(self.pool.tick(now))
@@ -466,12 +344,8 @@ class PeerNetwork:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        if self.listener is not None:
-            self.listener.close()
-        for future, _ in self._dials.values():
-            future.cancel()
-        for future in self._queued.values():
-            future.cancel()
+        self.peer_port.close()
+        self.dialer.cancel()
         links = list(self._every)
         for link in links:
             if link.conn is not None:
