@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from chrnode.health import LAYERS, HealthLimits, compute_health
-from chrnode.metrics import MetricsExporter, summarize
+from chrnode.metrics import summarize
+from chrnode.metrics_prometheus import MetricsExporter
 from chrnode.testing.rpc import sample_snapshot
 
 NOW = 1_800_000_000.0

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from chrnode.health import HealthLimits, compute_health
-from chrnode.metrics import MetricsExporter
+from chrnode.metrics_prometheus import MetricsExporter
 from chrnode.net.looplag import BUCKETS, LagWindow, LoopLagSampler, quantile
 from chrnode.net.server import NetworkServer
 from chrnode.testing.edge import async_test, wait_for

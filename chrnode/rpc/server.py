@@ -1,7 +1,7 @@
 """The JSON-RPC API over HTTP(S) with Tornado (SPEC 8, 12): a thin adapter over chrnode.rpc.jsonrpc.
 
     POST /rpc, POST /   JSON-RPC 2.0 (Content-Type is not checked; the body must be JSON)
-    GET /metrics        Prometheus text format (chrnode.metrics)
+    GET /metrics        Prometheus text format (chrnode.metrics_prometheus)
     GET /health         the five layers as JSON; 200 when none is down, else 503 (chrnode.health)
     anything else       404 or 405 with a JSON body saying what exists
 
@@ -42,7 +42,7 @@ from tornado.netutil import bind_sockets
 from chrnode import held_ports
 from chrnode.errors import ConfigError
 from chrnode.health import HealthLimits, compute_health
-from chrnode.metrics import MetricsExporter
+from chrnode.metrics_prometheus import MetricsExporter
 from chrnode.rpc.api import AdminOps, NodeView, build_methods
 from chrnode.rpc.guard import GuardedHTTPServer, RpcLimits
 from chrnode.rpc.jsonrpc import Dispatcher, Method, encode_json
