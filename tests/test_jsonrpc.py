@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from chrnode.errors import RpcError
-from chrnode.rpc.jsonrpc import (
+from chrnode.rpc.jsonrpc import Dispatcher, Method, Param
+from chrnode.rpc.wire import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -19,9 +20,6 @@ from chrnode.rpc.jsonrpc import (
     TIMED_OUT,
     UNAUTHORIZED,
     UNAUTHORIZED_MESSAGE,
-    Dispatcher,
-    Method,
-    Param,
     RawJson,
 )
 

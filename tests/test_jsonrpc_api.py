@@ -11,8 +11,9 @@ import pytest
 import chrnode
 from chrnode.errors import ActorError, RpcError
 from chrnode.rpc.api import NodeView, build_methods
-from chrnode.rpc.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, UNAUTHORIZED, Dispatcher
+from chrnode.rpc.jsonrpc import Dispatcher
 from chrnode.rpc.openrpc import OPENRPC_VERSION
+from chrnode.rpc.wire import ACTOR_FAILED, INVALID_PARAMS, UNAUTHORIZED
 from chrnode.testing.rpc import RecordingAdmin, sample_snapshot
 
 READ_METHODS = [

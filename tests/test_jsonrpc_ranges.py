@@ -9,8 +9,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.rpc.jsonrpc import INT64_MAX, INT64_MIN, INVALID_PARAMS, Dispatcher, Method, Param
+from chrnode.rpc.jsonrpc import INT64_MAX, INT64_MIN, Dispatcher, Method, Param
 from chrnode.rpc.openrpc import method_object
+from chrnode.rpc.wire import INVALID_PARAMS
 
 calls: list[Any] = []
 

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chrnode.errors import ConfigError
 from chrnode.rpc.api import NodeView
-from chrnode.rpc.jsonrpc import INVALID_REQUEST, PARSE_ERROR, UNAUTHORIZED, UNAUTHORIZED_MESSAGE
 from chrnode.rpc.server import is_admin_header, make_app, read_cookie, start_servers, write_cookie
+from chrnode.rpc.wire import INVALID_REQUEST, PARSE_ERROR, UNAUTHORIZED, UNAUTHORIZED_MESSAGE
 from chrnode.testing.rpc import (
     TOKEN,
     RecordingAdmin,

@@ -24,8 +24,9 @@ import chrnode
 from chrnode.errors import ChrError, RpcError
 from chrnode.health import HealthLimits, compute_health
 from chrnode.metrics import ProcessSampler, summarize
-from chrnode.rpc.jsonrpc import ACTOR_FAILED, INVALID_PARAMS, Method, Param, RawJson, encode_json
+from chrnode.rpc.jsonrpc import Method, Param
 from chrnode.rpc.openrpc import openrpc_document
+from chrnode.rpc.wire import ACTOR_FAILED, INVALID_PARAMS, RawJson, encode_json
 
 log = logging.getLogger("chrnode.rpc")
 

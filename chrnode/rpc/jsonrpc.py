@@ -16,39 +16,40 @@ It follows https://www.jsonrpc.org/specification to the letter:
 - unknown method -32601; params of the wrong shape or type -32602 with ``data`` naming the
   parameter and the expected type; an unexpected handler failure -32603 (logged, never leaked).
 
-Server errors of our own (range -32000..-32099): -32001 admin token missing, -32002 an async
-handler did not answer in time, -32003 an actor refused or failed an admin operation.
+The error codes (with our own, -32001..-32003), the strict JSON decoder and encoder, ``RawJson``,
+the depth limit and the response objects are in ``chrnode.rpc.wire``; this module holds what a
+method declares (``Param``, ``Method``) and the ``Dispatcher`` that checks requests and routes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from chrnode.errors import RpcError
+from chrnode.rpc.wire import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_DEPTH,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    TIMED_OUT,
+    UNAUTHORIZED,
+    UNAUTHORIZED_MESSAGE,
+    decode_json,
+    error_response,
+    internal_error_response,
+    json_type_name,
+    result_response,
+    rpc_error_response,
+    too_deep,
+)
 
 log = logging.getLogger("chrnode.rpc")
-
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
-UNAUTHORIZED = -32001
-TIMED_OUT = -32002
-ACTOR_FAILED = -32003
-
-# What an unauthenticated caller reads: how to authenticate, never where the data dir is (issue 8).
-UNAUTHORIZED_MESSAGE = (
-    "unauthorized: this method needs the admin token (Authorization: Bearer <token>; "
-    "the node writes it to .cookie in its data dir at start)"
-)
 
 # JSON Schema type names a parameter may declare, and the check each one stands for. bool is a
 # subclass of int in Python, so it is excluded from the numeric types explicitly.
@@ -91,14 +92,6 @@ class Param(NamedTuple):
         return low, high
 
 
-@dataclass(frozen=True)
-class RawJson:
-    """A result that is already serialized JSON text; spliced into the response as is, so a
-    handler can cache the serialized form of what rarely changes."""
-
-    text: str
-
-
 Handler = Callable[..., object]
 
 
@@ -132,43 +125,6 @@ class Method:
             elif seen_optional:
                 # By-position calls could not skip the optional one to reach a later required one.
                 raise ValueError(f"method {self.name!r}: required param {p.name!r} follows an optional one")
-
-
-def json_type_name(value: object) -> str:
-    """The JSON type of a decoded value, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _reject_constant(token: str) -> object:
-    raise ValueError(f"{token} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_encode = _ENCODER.encode
-encode_json: Callable[[object], str] = _ENCODER.encode
-"""Strict, compact JSON (no NaN/Infinity): what the dispatcher sends; for RawJson producers."""
 
 
 class _Pending(NamedTuple):
@@ -206,20 +162,22 @@ class Dispatcher:
         """Answer one HTTP body: the response bytes, or None when only notifications came in."""
         if len(body) > self.max_body:
             return self.too_large(len(body)).encode()
-        if _too_deep(body):
-            return _error(
+        if too_deep(body):
+            return error_response(
                 None,
                 PARSE_ERROR,
                 f"parse error: body is not valid JSON (nested deeper than {MAX_DEPTH} levels)",
             ).encode()
         try:
-            doc = _DECODER.decode(body.decode("utf-8"))
+            doc = decode_json(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            return _error(
+            return error_response(
                 None, PARSE_ERROR, f"parse error: body is not UTF-8 ({exc.reason} at byte {exc.start})"
             ).encode()
         except (ValueError, RecursionError) as exc:
-            return _error(None, PARSE_ERROR, f"parse error: body is not valid JSON ({_short(exc)})").encode()
+            return error_response(
+                None, PARSE_ERROR, f"parse error: body is not valid JSON ({_short(exc)})"
+            ).encode()
 
         if type(doc) is list:
             return await self._batch(doc, is_admin)
@@ -230,7 +188,7 @@ class Dispatcher:
 
     def too_large(self, size: int) -> str:
         """The -32600 answer for a body over the limit (also sent by the HTTP layer unread)."""
-        return _error(
+        return error_response(
             None,
             INVALID_REQUEST,
             f"invalid request: body is {size} bytes; the limit is rpc_max_body = {self.max_body} bytes",
@@ -241,11 +199,11 @@ class Dispatcher:
 
     async def _batch(self, items: list[object], is_admin: bool) -> bytes | None:
         if not items:
-            return _error(
+            return error_response(
                 None, INVALID_REQUEST, "invalid request: empty batch; send at least one request"
             ).encode()
         if len(items) > self.max_batch:
-            return _error(
+            return error_response(
                 None,
                 INVALID_REQUEST,
                 f"invalid request: batch has {len(items)} requests; "
@@ -269,31 +227,33 @@ class Dispatcher:
         """Validate and run one request. A str is the answer, None means no answer (notification),
         a _Pending still has to be awaited."""
         if type(req) is not dict:
-            return _error(
+            return error_response(
                 None,
                 INVALID_REQUEST,
                 f"invalid request: each request must be a JSON object, got {json_type_name(req)}",
             )
         rid = req.get("id", _MISSING)
         if rid is not _MISSING and rid is not None and type(rid) not in (str, int, float):
-            return _error(
+            return error_response(
                 None,
                 INVALID_REQUEST,
                 f"invalid request: id must be a string, a number or null, got {json_type_name(rid)}",
             )
         echo = None if rid is _MISSING else rid
         if req.get("jsonrpc") != "2.0":
-            return _error(echo, INVALID_REQUEST, 'invalid request: member "jsonrpc" must be exactly "2.0"')
+            return error_response(
+                echo, INVALID_REQUEST, 'invalid request: member "jsonrpc" must be exactly "2.0"'
+            )
         name = req.get("method")
         if type(name) is not str:
-            return _error(
+            return error_response(
                 echo,
                 INVALID_REQUEST,
                 f'invalid request: member "method" must be a string, got {json_type_name(name)}',
             )
         if len(req) > 2 and not _REQUEST_MEMBERS.issuperset(req):
             extra = sorted(set(req) - _REQUEST_MEMBERS)
-            return _error(
+            return error_response(
                 echo,
                 INVALID_REQUEST,
                 f"invalid request: unknown member(s) {', '.join(repr(k[:40]) for k in extra[:5])}; "
@@ -301,7 +261,7 @@ class Dispatcher:
             )
         params = req.get("params", _MISSING)
         if params is not _MISSING and type(params) is not list and type(params) is not dict:
-            return _error(
+            return error_response(
                 echo,
                 INVALID_REQUEST,
                 f'invalid request: member "params" must be an array or an object, '
@@ -313,14 +273,14 @@ class Dispatcher:
         if method is None:
             if notification:
                 return None
-            return _error(
+            return error_response(
                 rid,
                 METHOD_NOT_FOUND,
                 f"method not found: {name[:100]!r}; call rpc.discover for the list",
                 {"method": name[:100]},
             )
         if method.admin and not is_admin:
-            return None if notification else _error(rid, UNAUTHORIZED, UNAUTHORIZED_MESSAGE)
+            return None if notification else error_response(rid, UNAUTHORIZED, UNAUTHORIZED_MESSAGE)
 
         try:
             if not method.params and (params is _MISSING or not params):
@@ -328,14 +288,14 @@ class Dispatcher:
             else:
                 result = method.handler(**_bind(method, params))
         except RpcError as exc:
-            return None if notification else _rpc_error(rid, exc)
+            return None if notification else rpc_error_response(rid, exc)
         except Exception:
             log.exception("JSON-RPC method %s failed", name)
-            return None if notification else _internal(rid, name)
+            return None if notification else internal_error_response(rid, name)
 
         if inspect.isawaitable(result):
             return _Pending(rid, name, result)
-        return None if notification else _result(rid, name, result)
+        return None if notification else result_response(rid, name, result)
 
     async def _finish(self, pending: _Pending) -> str | None:
         rid, name = pending.rid, pending.method
@@ -343,18 +303,20 @@ class Dispatcher:
         try:
             result = await asyncio.wait_for(pending.awaitable, self.handler_timeout)
         except RpcError as exc:
-            return None if notification else _rpc_error(rid, exc)
+            return None if notification else rpc_error_response(rid, exc)
         except TimeoutError:
             log.warning("JSON-RPC method %s did not answer within %g s", name, self.handler_timeout)
             return (
                 None
                 if notification
-                else _error(rid, TIMED_OUT, f"method {name} did not answer within {self.handler_timeout:g} s")
+                else error_response(
+                    rid, TIMED_OUT, f"method {name} did not answer within {self.handler_timeout:g} s"
+                )
             )
         except Exception:
             log.exception("JSON-RPC method %s failed", name)
-            return None if notification else _internal(rid, name)
-        return None if notification else _result(rid, name, result)
+            return None if notification else internal_error_response(rid, name)
+        return None if notification else result_response(rid, name, result)
 
 
 def _bind(method: Method, params: object) -> dict[str, object]:
@@ -410,68 +372,6 @@ def _bind(method: Method, params: object) -> dict[str, object]:
     return given
 
 
-MAX_DEPTH = 128
-"""JSON-RPC needs a few levels; the C JSON decoder recurses per level and can overflow the C
-stack of a thread long before Python's recursion limit stops it, so deep bodies are refused first."""
-
-
-def _too_deep(body: bytes) -> bool:
-    # Cheap test first (counts run in C): only a body with many openers needs the exact scan.
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return False
-
-
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."
-
-
-def _error(rid: object, code: int, message: str, data: object = _MISSING) -> str:
-    err: dict[str, object] = {"code": code, "message": message}
-    if data is not _MISSING:
-        err["data"] = data
-    return '{"jsonrpc":"2.0","id":' + _encode(rid) + ',"error":' + _encode(err) + "}"
-
-
-def _rpc_error(rid: object, exc: RpcError) -> str:
-    data = _MISSING if exc.data is None else exc.data
-    try:
-        return _error(rid, exc.code, str(exc), data)
-    except (TypeError, ValueError):
-        log.error("RpcError %d carries data that is not JSON: %r", exc.code, exc.data)
-        return _error(rid, exc.code, str(exc))
-
-
-def _internal(rid: object, name: str) -> str:
-    return _error(rid, INTERNAL_ERROR, f"internal error while running {name}; the node log has the details")
-
-
-def _result(rid: object, name: str, result: object) -> str:
-    if type(result) is RawJson:
-        text = result.text
-    else:
-        try:
-            text = _encode(result)
-        except (TypeError, ValueError):
-            log.exception("JSON-RPC method %s returned a result that is not JSON", name)
-            return _internal(rid, name)
-    return '{"jsonrpc":"2.0","id":' + _encode(rid) + ',"result":' + text + "}"

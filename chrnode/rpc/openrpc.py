@@ -10,13 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chrnode.rpc.jsonrpc import (
-    INVALID_PARAMS,
-    TIMED_OUT,
-    UNAUTHORIZED,
-    Method,
-    Param,
-)
+from chrnode.rpc.jsonrpc import Method, Param
+from chrnode.rpc.wire import INVALID_PARAMS, TIMED_OUT, UNAUTHORIZED
 
 OPENRPC_VERSION = "1.2.6"
 

@@ -45,7 +45,8 @@ from chrnode.health import HealthLimits, compute_health
 from chrnode.metrics_prometheus import MetricsExporter
 from chrnode.rpc.api import AdminOps, NodeView, build_methods
 from chrnode.rpc.guard import GuardedHTTPServer, RpcLimits
-from chrnode.rpc.jsonrpc import Dispatcher, Method, encode_json
+from chrnode.rpc.jsonrpc import Dispatcher, Method
+from chrnode.rpc.wire import encode_json
 
 log = logging.getLogger("chrnode.rpc")
 
