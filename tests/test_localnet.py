@@ -35,7 +35,7 @@ from chrnode.errors import ProtocolError, RequestRefused
 from chrnode.objects.kinds import make_hello_location
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError
+from chrnode.peer.link_send import PeerError
 from chrnode.testing.abuse import Slowloris
 from chrnode.testing.anvil import DEPLOYER
 from chrnode.testing.localnet import Localnet

@@ -16,7 +16,7 @@ from chrnode.net.codecs import contact_of
 from chrnode.objects.kinds import make_location
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError
+from chrnode.peer.link_send import PeerError
 from chrnode.testing.edge import async_test, wait_for
 from chrnode.testing.peers import PeerNode, start_peer_nodes
 from chrnode.ticket import Ticket

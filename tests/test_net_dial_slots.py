@@ -16,7 +16,7 @@ import pytest
 from chrnode.crypto import PrivateKey
 from chrnode.net.peers import PeerNetworkConfig
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError
+from chrnode.peer.link_send import PeerError
 from chrnode.peer.pool import PoolConfig, State
 from chrnode.testing.edge import async_test
 from chrnode.testing.peers import start_peer_node

@@ -22,7 +22,8 @@ from chrnode.objects.kinds import NodeRecord, make_node_object
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.hello import make_peer_hello
-from chrnode.peer.link import MAX_FAULTS, PeerError, PeerLink
+from chrnode.peer.link import MAX_FAULTS, PeerLink
+from chrnode.peer.link_send import PeerError
 from chrnode.testing.edge import async_test, wait_for
 from chrnode.testing.peers import PeerNode, start_peer_nodes
 

@@ -16,7 +16,8 @@ from chrnode.crypto import PrivateKey
 from chrnode.dht.node import DhtConfig
 from chrnode.net.peers import PeerNetworkConfig
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError, PeerLink
+from chrnode.peer.link import PeerLink
+from chrnode.peer.link_send import PeerError
 from chrnode.testing.abuse import Slowloris
 from chrnode.testing.edge import async_test, wait_for
 from chrnode.testing.peers import PeerNode, start_peer_node

@@ -22,7 +22,7 @@ from chrnode.net.persist import OpsPersistence
 from chrnode.objects.kinds import make_location
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError
+from chrnode.peer.link_send import PeerError
 from chrnode.storage.ops import DhtPut, PeerSeen
 from chrnode.testing.edge import async_test, wait_for
 from chrnode.testing.peers import start_peer_node

@@ -19,7 +19,8 @@ from chrnode.identity import edge_client_context, edge_server_context, ensure_no
 from chrnode.objects.kinds import NodeRecord, make_node_object
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
-from chrnode.peer.link import LinkConfig, PeerError, PeerLink
+from chrnode.peer.link import LinkConfig, PeerLink
+from chrnode.peer.link_send import PeerError
 from chrnode.testing.edge import async_test
 
 NOW = 1_800_000_000

@@ -27,7 +27,8 @@ from chrnode.net.dht_wire import from_peer_answer, from_peer_request, to_peer_an
 from chrnode.net.peers import PeerNetwork
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError, PeerLink
+from chrnode.peer.link import PeerLink
+from chrnode.peer.link_send import PeerError
 
 __all__ = ["DhtService"]
 

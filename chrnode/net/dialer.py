@@ -22,7 +22,8 @@ from typing import Any
 
 from chrnode.edge import codes
 from chrnode.edge.tlslisten import open_tls_connection
-from chrnode.peer.link import LinkConfig, LinkHost, PeerError, PeerLink
+from chrnode.peer.link import LinkConfig, LinkHost, PeerLink
+from chrnode.peer.link_send import PeerError
 from chrnode.peer.pool import Dial, Pool, State
 from chrnode.peer.twins import Twins
 

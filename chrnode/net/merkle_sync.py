@@ -23,7 +23,8 @@ from chrnode.objects import merkle
 from chrnode.objects.signed import SignedObject
 from chrnode.objects.store import ObjectStore
 from chrnode.peer import messages as pm
-from chrnode.peer.link import PeerError, PeerLink
+from chrnode.peer.link import PeerLink
+from chrnode.peer.link_send import PeerError
 
 __all__ = ["HELD", "NEW", "REFUSED", "MerkleSync", "SyncResult"]
 

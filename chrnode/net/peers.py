@@ -32,7 +32,8 @@ from chrnode.net.peer_port import PeerPort
 from chrnode.objects.signed import SignedObject
 from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
-from chrnode.peer.link import LinkConfig, PeerError, PeerLink
+from chrnode.peer.link import LinkConfig, PeerLink
+from chrnode.peer.link_send import PeerError
 from chrnode.peer.pool import Close, Dial, Ping, Pool, PoolConfig, Seen
 from chrnode.peer.twins import Change, Twins
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from chrnode.edge.ports import PortEnd, describe
 from chrnode.objects.errors import ObjectError
 from chrnode.objects.kinds import LOCATION, NODE, NodeRecord, check_kind
-from chrnode.peer.link import PeerError, PeerLink
+from chrnode.peer.link import PeerLink
+from chrnode.peer.link_send import PeerError
 
 if TYPE_CHECKING:
     from chrnode.net.dht_service import DhtService

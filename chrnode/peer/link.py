@@ -14,6 +14,9 @@ Life of a link:
 Nothing but a peer hello is accepted before the hello, and a second one is refused. Faults (bad
 frames, bad payloads, floods past the per-link rate) get error answers with their codes; a link
 that keeps faulting, or faults at the framing level, is closed. Nothing raises into the loop.
+
+What a link sends (typed messages, port flow and credit, answers and error answers, our requests
+with their ids, ``ask``) and ``PeerError`` are in chrnode.peer.link_send, a base of `PeerLink`.
 """
 
 from __future__ import annotations
@@ -25,21 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgpack
-
 from chrnode.crypto import PrivateKey
 from chrnode.edge import codes
 from chrnode.edge.bounds import PayloadError, unpack
-from chrnode.edge.frame import FLAG_ERROR, FLAG_RESPONSE, Frame, encode_frame
-from chrnode.edge.messages import (
-    TYPE_NAMES,
-    ErrorReply,
-    PeerMessage,
-    PortPause,
-    PortResume,
-    decode_payload,
-    encode_message,
-)
+from chrnode.edge.frame import FLAG_RESPONSE, Frame
+from chrnode.edge.messages import ErrorReply, PeerMessage, PortPause, PortResume, decode_payload
 from chrnode.edge.pending import Pending
 from chrnode.edge.portsend import parse_portsend
 from chrnode.edge.ratelimit import TokenBucket
@@ -52,18 +45,15 @@ from chrnode.peer import messages as pm
 from chrnode.peer.budget import LoopBudget
 from chrnode.peer.credit import PORT_CREDIT, encode_credit, read_credit
 from chrnode.peer.hello import check_peer_hello, check_peer_hello_reply, make_peer_hello
+from chrnode.peer.link_send import LinkSending, PeerError
 
-__all__ = ["LinkConfig", "LinkHost", "PeerError", "PeerLink"]
+__all__ = ["LinkConfig", "LinkHost", "PeerLink"]
 
 _log = logging.getLogger("chrnode.peer")
 
 HELLO_ID = 1
 MAX_FAULTS = 10
 FAULT_RECOVERY = 0.2
-
-
-class PeerError(ProtocolError):
-    """A peer answered a request with an error (``code`` is its wire code), or never answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +95,11 @@ class LinkHost(Protocol):
         ...
 
 
-Callback = Callable[[Any], None]
-
-
-class PeerLink(FrameReader):
+class PeerLink(FrameReader, LinkSending):
     """Either end of one peer link."""
+
+    host: LinkHost
+    config: LinkConfig
 
     def __init__(self, host: LinkHost, config: LinkConfig, *, expected: bytes | None = None) -> None:
         super().__init__(config.max_frame_size)
@@ -330,90 +320,6 @@ class PeerLink(FrameReader):
         # Ask whether the peer credits port data (an error answer: it does not).
         self.write_frame(encode_credit(0, 0, self._pending.next_id()))
         self.host.link_up(self)
-
-    # ---- sending ----------------------------------------------------------------------------
-    def _write(self, msg: PeerMessage | ErrorReply | PortPause | PortResume) -> None:
-        if self.conn is not None and not self.closed:
-            self.conn.write(encode_message(msg))
-
-    def write_frame(self, frame: bytes | bytearray | memoryview) -> None:
-        """A frame already in its final shape (the relay's data path)."""
-        if self.conn is not None and not self.closed:
-            self.conn.write(frame)
-
-    def send_flow(self, ref: int, paused: bool) -> None:
-        """Ask the peer to pause (or resume) what it sends us on ``ref`` (0x2A / 0x2B, no id)."""
-        if self.node is not None:
-            self._write(PortPause(ref=ref) if paused else PortResume(ref=ref))
-
-    def send_credit(self, ref: int, nbytes: int) -> None:
-        """Credit the peer ``nbytes`` more of ``ref`` (only on a link whose peer credits)."""
-        if self.credits:
-            self.write_frame(encode_credit(ref, nbytes))
-
-    def buffered(self) -> int:
-        return self.conn.get_write_buffer_size() if self.conn is not None else 0
-
-    def answer(self, request_id: int | None, reply: Any) -> None:
-        """Answer a request; ``reply`` is a typed answer, or None for the empty answer ``{}``."""
-        if request_id is None:
-            return
-        if reply is None:
-            raise ValueError("use answer_empty(msg_type, request_id) for an empty answer")
-        msg_type, fields = pm.to_fields(reply) if not isinstance(reply, pm.Nodes) else pm.nodes_fields(reply)
-        self._write(PeerMessage(msg_type, fields, True, request_id))
-
-    def answer_fields(self, msg_type: int, request_id: int | None, fields: dict[str, Any]) -> None:
-        """Answer with a plain map (an empty one for STORE/portopen/portclose, MERKLE's {hash})."""
-        if request_id is not None:
-            self._write(PeerMessage(msg_type, fields, True, request_id))
-
-    def error(self, msg_type: int, request_id: int | None, code: str, message: str) -> None:
-        if msg_type in TYPE_NAMES:
-            self._write(ErrorReply(msg_type, code, message[:4000], request_id))
-        elif self.conn is not None and not self.closed:
-            # An unknown type (a newer peer's message): answer it in kind, which the codec will
-            # not encode for us (SPEC 4: an error answer where an id can be read).
-            fields = {"id": request_id, "code": code, "message": message[:4000]}
-            self.conn.write(encode_frame(msg_type & 0xFF, msgpack.packb(fields), FLAG_RESPONSE | FLAG_ERROR))
-
-    def request(self, msg: Any, on_answer: Callback, timeout: float | None = None) -> None:
-        """Send a typed request; ``on_answer`` gets the typed answer, an ErrorReply, or None."""
-        if self.closed or self.node is None:
-            self._pending.call(on_answer, None)
-            return
-        delay = self.config.request_timeout if timeout is None else timeout
-        request_id = self._pending.add(on_answer, delay)
-        msg_type, fields = pm.to_fields(msg)
-        self.requests_out += 1
-        self._write(PeerMessage(msg_type, fields, False, request_id))
-
-    def send(self, msg: Any) -> None:
-        """Send a typed message that wants no answer (relay portsend)."""
-        if self.node is not None:
-            msg_type, fields = pm.to_fields(msg)
-            self._write(PeerMessage(msg_type, fields, False, None))
-
-    async def ask(self, msg: Any, timeout: float | None = None) -> Any:
-        """``request`` as a coroutine: the typed answer; PeerError on an error answer or no answer."""
-        future: asyncio.Future[Any] = self.host.loop.create_future()
-
-        def done(answer: Any) -> None:
-            if not future.done():
-                future.set_result(answer)
-
-        self.request(msg, done, timeout)
-        answer = await future
-        if answer is None:
-            raise PeerError(f"{self.label()} did not answer", codes.TIMEOUT)
-        if isinstance(answer, ErrorReply):
-            raise PeerError(f"{self.label()}: {answer.message}", answer.code)
-        if isinstance(answer, PeerError):
-            raise answer
-        return answer
-
-    def pending_count(self) -> int:
-        return len(self._pending)
 
     def close(self) -> None:
         self.stop_frames()
