@@ -17,7 +17,7 @@ from typing import Any
 
 from actors import chain_messages as cm
 from actors.base import ChrActor
-from chrnode.chain.cache import Hit
+from chrnode.chain.cache_policy import Hit
 from chrnode.chain.rpc import RemoteRpc
 from chrnode.errors import ChrError, StorageError
 from chrnode.storage.db import NodeDatabase, database_path, open_database

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chrnode.chain.cache import CATEGORIES
+from chrnode.chain.cache_policy import CATEGORIES
 from chrnode.chain.contracts import Bns, Fleet
 from chrnode.crypto import parse_address
 from chrnode.device.client import connect

@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chrnode.chain.cache import CATEGORIES, CachePolicy, TieredCache
+from chrnode.chain.cache import TieredCache
 from chrnode.chain.cache_l2 import L2_PREFIX, decode_value, encode_value, l2_key
+from chrnode.chain.cache_policy import CATEGORIES, CachePolicy
 from chrnode.errors import ChainUnavailable, ContractError
 from chrnode.testing.chain import DirectL2
 

@@ -20,9 +20,10 @@ Values are stored in their msgpack form (tuples come back as lists, whichever ti
 integers of any size are allowed (balances and token amounts exceed 64 bits). Treat returned
 values as read-only: L1 hands the same object to every caller.
 
-The L2 side lives in chrnode.chain.cache_l2: the `L2Store` protocol, `ReaderStore` (the SQLite
-one), the value codec (`encode_value`, `decode_value`), `l2_key` and `L2_PREFIX`. This module
-holds TieredCache, its policies (`CATEGORIES`) and the L2 blob layout it writes.
+This module holds TieredCache. The L2 side lives in chrnode.chain.cache_l2 (`L2Store`,
+`ReaderStore`, the value codec, `l2_key`, `L2_PREFIX` and the blob layout `l2_blob`/`l2_entry`);
+the policies (`CachePolicy`, `CATEGORIES`) and `Hit` in chrnode.chain.cache_policy; the counts
+behind `stats()` (`CacheCounts`) in chrnode.chain.cache_stats.
 """
 
 from __future__ import annotations
@@ -30,61 +31,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import msgpack
 
-from chrnode.chain.cache_l2 import L2_PREFIX, L2Store, decode_value, encode_value, l2_key
+from chrnode.chain.cache_l2 import L2_PREFIX, L2Store, decode_value, encode_value, l2_blob, l2_entry, l2_key
+from chrnode.chain.cache_policy import CATEGORIES, CachePolicy, Hit
+from chrnode.chain.cache_stats import CacheCounts
 from chrnode.errors import ChainUnavailable, ChrError
 
 log = logging.getLogger("chrnode.chain")
 
-Tier = Literal["l1", "l2", "chain"]
-TIERS: tuple[Tier, ...] = ("l1", "l2", "chain")
-_FORMAT = 1  # version of the L2 blob layout [format, fresh_until, value]
 # How long an invalidated key skips L2 (its delete goes through the single writer, which applies
 # it within its batch interval, 0.2 s) and refuses to store loads started before the invalidation.
 INVALIDATION_MEMORY = 30.0
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    """How long a category's entries are fresh, when they refresh, how long they may serve stale."""
-
-    ttl: float
-    refresh_ahead: float = 0.0  # fraction of the TTL, at its end, in which a hit triggers a reload
-    stale_for: float = 24 * 3600.0  # served past expiry only while the chain is unavailable
-
-    def __post_init__(self) -> None:
-        if self.ttl <= 0 or not 0 <= self.refresh_ahead < 1 or self.stale_for < 0:
-            raise ValueError(f"bad cache policy {self}: ttl > 0, 0 <= refresh_ahead < 1, stale_for >= 0")
-
-
-# SPEC 7 / seed: peer info 5 min, blocks 1 min, contracts 5 min, network statistics 30 s, ticket
-# validation 1 h with background refresh. "immutable" is ours: mined receipts and reads at a fixed
-# block number cannot change (reorgs aside), so a day is safe.
-CATEGORIES: Mapping[str, CachePolicy] = {
-    "peer": CachePolicy(300.0),
-    "blocks": CachePolicy(60.0),
-    "contracts": CachePolicy(300.0),
-    "stats": CachePolicy(30.0),
-    "tickets": CachePolicy(3600.0, refresh_ahead=0.1),
-    "immutable": CachePolicy(24 * 3600.0),
-}
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A cached or loaded value, where it came from, and whether it is past its TTL."""
-
-    value: Any
-    tier: Tier
-    stale: bool = False
 
 
 @dataclass
@@ -130,8 +95,7 @@ class TieredCache:
         self._lock = threading.Lock()
         self._l1: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._flights: dict[tuple[str, str], Future[Hit]] = {}
-        self._counts: Counter[str] = Counter()
-        self._by_category: Counter[tuple[str, str]] = Counter()
+        self._counts = CacheCounts()
         self._closed = False
         # key -> when it was last invalidated: a load that started before must not be stored, and
         # L2 is not read for it until its delete has surely reached the single writer.
@@ -155,11 +119,11 @@ class TieredCache:
         hit: Hit | None = None
         refresh: Future[Hit] | None = None
         with self._lock:
-            self._counts["requests"] += 1
+            self._counts.add("requests")
             entry = self._l1.get(k)
             if entry is not None and now < entry.fresh_until:
                 self._l1.move_to_end(k)
-                self._tally_locked(category, "l1_hits")
+                self._counts.tally(category, "l1_hits")
                 hit = Hit(entry.value, "l1")
                 refresh = self._start_refresh(k, entry, now)
             else:
@@ -169,7 +133,7 @@ class TieredCache:
                     flight = self._flights[k] = _new_flight()
                 else:
                     flight = joined
-                    self._counts["merged"] += 1
+                    self._counts.add("merged")
         if hit is not None:
             if refresh is not None:
                 self._submit_refresh(k, policy, loader, refresh, keep)
@@ -289,7 +253,7 @@ class TieredCache:
         if window <= 0 or entry.fresh_until - now > window or k in self._flights or self._closed:
             return None
         flight = self._flights[k] = _new_flight()
-        self._counts["refreshes"] += 1
+        self._counts.add("refreshes")
         return flight
 
     def _submit_refresh(
@@ -344,7 +308,7 @@ class TieredCache:
                 self._invalidated and now - next(iter(self._invalidated.values()))[0] >= INVALIDATION_MEMORY
             ):
                 self._invalidated.popitem(last=False)
-            self._counts["invalidations"] += 1
+            self._counts.add("invalidations")
         if self.store is not None:
             try:
                 self.store.delete(L2_PREFIX + category, l2_key(key))
@@ -372,7 +336,7 @@ class TieredCache:
         fresh_until = self.clock() + policy.ttl
         self._remember(k, cached, fresh_until, policy)
         if self.store is not None:
-            blob = encode_value([_FORMAT, fresh_until, raw])
+            blob = l2_blob(fresh_until, raw)
             try:
                 self.store.put(L2_PREFIX + k[0], l2_key(k[1]), blob, fresh_until + policy.stale_for)
             except ChrError as exc:  # L2 is an optimisation: a failed write costs a chain call later
@@ -386,7 +350,7 @@ class TieredCache:
             self._l1.move_to_end(k)
             while len(self._l1) > self.max_entries:
                 self._l1.popitem(last=False)
-                self._counts["evictions"] += 1
+                self._counts.add("evictions")
 
     def _l2_read(self, k: tuple[str, str], now: float) -> tuple[float, Any] | None:
         assert self.store is not None
@@ -399,10 +363,7 @@ class TieredCache:
         if blob is None:
             return None
         try:
-            fmt, fresh_until, raw = decode_value(blob)
-            if fmt != _FORMAT or not isinstance(fresh_until, float | int) or not isinstance(raw, bytes):
-                raise ValueError(f"layout {fmt!r}")
-            return float(fresh_until), decode_value(raw)
+            return l2_entry(blob)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             self._tally(k[0], "l2_errors")
             log.warning("ignoring unreadable L2 cache entry %s/%s: %s", k[0], k[1], exc)
@@ -419,49 +380,13 @@ class TieredCache:
 
     def _tally(self, category: str, what: str) -> None:
         with self._lock:
-            self._tally_locked(category, what)
-
-    def _tally_locked(self, category: str, what: str) -> None:
-        self._counts[what] += 1
-        self._by_category[(category, what)] += 1
+            self._counts.tally(category, what)
 
     def stats(self) -> dict[str, Any]:
         """Hit/miss counts per tier and ratios, for `network_stats` and metrics (SPEC 12)."""
         with self._lock:
-            counts = dict(self._counts)
-            by_category = dict(self._by_category)
-            entries = len(self._l1)
-        requests = counts.get("requests", 0)
-
-        def ratio(n: int) -> float:
-            return round(n / requests, 4) if requests else 0.0
-
-        tiers = (("l1", "l1_hits"), ("l2", "l2_hits"), ("chain", "loads"))
-        hits = {tier: counts.get(name, 0) for tier, name in tiers}
-        categories: dict[str, dict[str, int]] = {}
-        for (category, what), n in by_category.items():
-            categories.setdefault(category, {})[what] = n
-        out: dict[str, Any] = {
-            "requests": requests,
-            "entries": entries,
-            "max_entries": self.max_entries,
-            "hits": hits,
-            "ratios": {tier: ratio(n) for tier, n in hits.items()},
-            "hit_ratio": ratio(hits["l1"] + hits["l2"] + counts.get("merged", 0)),
-            "categories": categories,
-        }
-        for name in (
-            "merged",
-            "stale_served",
-            "load_errors",
-            "refreshes",
-            "refresh_errors",
-            "l2_errors",
-            "evictions",
-            "invalidations",
-        ):
-            out[name] = counts.get(name, 0)
-        return out
+            counts, entries = self._counts.copy(), len(self._l1)
+        return counts.report(entries, self.max_entries)
 
     def close(self) -> None:
         """Stop background refreshes (waits for running ones, each bounded by its loader)."""

@@ -1,8 +1,9 @@
-"""The L2 (SQLite) tier of the chain cache (chrnode.chain.cache): its store and its value codec.
+"""The L2 (SQLite) tier of the chain cache (chrnode.chain.cache): its store, value codec and blob layout.
 
     store = ReaderStore(reader, write)   # an L2Store: reads on a Reader, writes as CachePut ops
-    blob = encode_value(value); decode_value(blob)
+    raw = encode_value(value); decode_value(raw)
     store.get(L2_PREFIX + category, l2_key(key), now)
+    blob = l2_blob(fresh_until, raw); fresh_until, value = l2_entry(blob)
 
 - `L2Store` is what TieredCache needs of L2; `ReaderStore` is the real one, the `cache_l2` table
   read directly (a read-only connection) and written through a callback, because every write
@@ -11,6 +12,7 @@
   token amounts exceed 64 bits), packed as an ext type past msgpack's 64 bits.
 - Rows live in the namespace `L2_PREFIX + category`; keys longer than `MAX_L2_KEY` (eth_call
   data) are stored under their hash (`l2_key`).
+- A row's value is the blob `[format, fresh_until, raw]` (`l2_blob`, read back by `l2_entry`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from chrnode.storage.reader import Reader
 L2_PREFIX = "chain."
 MAX_L2_KEY = 200  # longer keys (eth_call data) are stored under their hash
 _BIGINT_EXT = 1
+_FORMAT = 1  # version of the L2 blob layout [format, fresh_until, value]
 
 
 class L2Store(Protocol):
@@ -83,3 +86,17 @@ def l2_key(key: str) -> str:
     if len(key) <= MAX_L2_KEY:
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def l2_blob(fresh_until: float, raw: bytes) -> bytes:
+    """The L2 blob of a cache entry: [format, fresh_until, the value's msgpack bytes]."""
+    return encode_value([_FORMAT, fresh_until, raw])
+
+
+def l2_entry(blob: bytes) -> tuple[float, Any]:
+    """(fresh_until, value) of an L2 blob of `l2_blob`. Raises ValueError, TypeError or
+    msgpack.UnpackException if it is not one (another format, a damaged row)."""
+    fmt, fresh_until, raw = decode_value(blob)
+    if fmt != _FORMAT or not isinstance(fresh_until, float | int) or not isinstance(raw, bytes):
+        raise ValueError(f"layout {fmt!r}")
+    return float(fresh_until), decode_value(raw)

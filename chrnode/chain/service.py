@@ -22,7 +22,8 @@ from typing import Any
 
 from chrnode.chain import hexcodec as hx
 from chrnode.chain.bns import parse_name
-from chrnode.chain.cache import Hit, TieredCache
+from chrnode.chain.cache import TieredCache
+from chrnode.chain.cache_policy import Hit
 from chrnode.chain.contracts import Bns, Fleet
 from chrnode.chain.deploy import ROLES, Deployment
 from chrnode.chain.rpc import RemoteRpc
