@@ -46,6 +46,7 @@ DEVICE_FORBIDDEN = (
     "chrnode.peer",
     "chrnode.dht",
     "chrnode.edge.server",
+    "chrnode.edge.server_upkeep",
     "chrnode.edge.session",
     "chrnode.edge.handlers",
     "chrnode.edge.ports",

@@ -11,8 +11,10 @@ listener actor runs that loop in a thread), whose listeners it asks for, and nev
 implements the small host interfaces of its sessions (SessionHost) and handlers (HandlerHost),
 which import neither it nor each other's upper layers.
 One sweep task enforces every deadline (hello, idle, tickets) by scanning the sessions, so an idle
-connection costs no timer. Limits: ``max_connections`` (refused with a `busy` notify, or at TCP
-level well beyond the limit), new connections per source IP and frames per device (token buckets).
+connection costs no timer; it, the epoch refresh, the pruning, the report loop and ``snapshot()``
+are the server's upkeep, its base class ServerUpkeep in chrnode.edge.server_upkeep.
+Limits: ``max_connections`` (refused with a `busy` notify, or at TCP level well beyond the limit),
+new connections per source IP and frames per device (token buckets).
 Admission (chrnode.edge.admission) caps connections per address and per subnet, cuts those that
 have not proved a device within ``handshake_deadline`` of the accept, and under pressure sheds the
 oldest of those first; this module only carries its decisions out.
@@ -42,6 +44,7 @@ from chrnode.edge.hooks import DefaultHooks, DevicePresence, EdgeHooks
 from chrnode.edge.messages import Message
 from chrnode.edge.ports import DeviceResolver, PortEnd, PortTable
 from chrnode.edge.ratelimit import KeyedBuckets
+from chrnode.edge.server_upkeep import ServerUpkeep
 from chrnode.edge.session import Session
 from chrnode.edge.tlslisten import TlsListener
 from chrnode.edge.usage import DeviceAccount, TicketDesk
@@ -52,9 +55,7 @@ __all__ = ["EdgeServer"]
 
 _log = logging.getLogger("chrnode.edge")
 
-REPORT_INTERVAL = 10.0  # seconds between hooks.report calls
 PRESSURE_LOG_INTERVAL = 60.0  # at most one log line about shed/refused connections per this
-EPOCH_REFRESH = 10.0  # seconds between hooks.current_epoch calls
 STOP_GRACE = 2.0  # seconds for sessions to flush their goodbye on stop()
 SERVICE = "edge2"  # the name of the device port listeners in the network server
 # Connections that have not sent their first byte wait in the kernel's queue (TCP_DEFER_ACCEPT)
@@ -63,7 +64,7 @@ SERVICE = "edge2"  # the name of the device port listeners in the network server
 LISTEN_BACKLOG = 8192
 
 
-class EdgeServer:
+class EdgeServer(ServerUpkeep):
     """Serves devices on ``config.edge2_ports``; see the module docstring."""
 
     def __init__(
@@ -311,71 +312,6 @@ class EdgeServer:
             account = self.accounts[device] = DeviceAccount(device)
         return account
 
-    # ---- timers -----------------------------------------------------------------------------
-
-    def _tick(self) -> float:
-        config = self.config
-        shortest = min(
-            config.hello_timeout,
-            config.idle_timeout,
-            config.ticket_timeout,
-            config.ticket_request_timeout,
-            config.handshake_deadline,
-        )
-        return min(1.0, max(0.02, shortest / 4))
-
-    async def _sweep(self) -> None:
-        next_epoch = 0.0
-        next_prune = 0.0
-        while True:
-            await asyncio.sleep(self._tick())
-            now = self.loop.time()
-            expired = self.admission.tick(now)
-            for session in expired:
-                deadline = self.config.handshake_deadline
-                self._cut(session, codes.TIMEOUT, f"no accepted hello within {deadline:g} s of connecting")
-            self._log_pressure()
-            if now >= next_epoch:
-                next_epoch = now + EPOCH_REFRESH
-                await self._refresh_epoch()
-            for session in list(self.sessions):
-                if not session.closed:
-                    try:
-                        session.tick(now)
-                    except Exception:
-                        _log.exception("sweep of %s failed", session.label())
-            if now >= next_prune:
-                next_prune = now + 60.0
-                self._prune()
-
-    async def _refresh_epoch(self) -> None:
-        try:
-            epoch = await self.hooks.current_epoch()
-        except Exception as exc:
-            _log.warning("cannot read the current epoch (keeping %d): %s", self.epoch, exc)
-            return
-        if epoch != self.epoch:
-            for session in self.sessions:
-                session.flush_usage(self.epoch)  # the old epoch's bytes go to the old epoch
-            self.epoch = epoch
-
-    def _prune(self) -> None:
-        self._conn_buckets.prune()
-        self._notice_buckets.prune()
-        for device in [d for d in self.accounts if d not in self.devices]:
-            account = self.accounts[device]
-            account.forget_before(self.epoch - 1)
-            if account.idle():
-                del self.accounts[device]
-
-    async def _report_loop(self) -> None:
-        while True:
-            await asyncio.sleep(REPORT_INTERVAL)
-            try:
-                await self.hooks.report(self.snapshot())
-            except Exception:
-                _log.exception("edge report failed")
-
     # ---- helpers ----------------------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -405,33 +341,6 @@ class EdgeServer:
         packed = msgpack.packb(dict(sorted(record.items())), use_bin_type=True)
         record["signature"] = self.node_key.sign_hash(keccak256(packed))
         return record
-
-    def snapshot(self) -> dict[str, Any]:
-        """Counters for stats and the JSON-RPC API (plain types only).
-
-        Safe to call from another thread (the actor's): it only copies containers in one C call
-        each and reads integers, so at worst a figure is one event old."""
-        sessions = list(self.sessions)
-        live_in = sum(s.conn.bytes_in for s in sessions if s.conn is not None)
-        live_out = sum(s.conn.bytes_out for s in sessions if s.conn is not None)
-        return {
-            "connections": len(sessions),
-            "handshaking": sum(listener.handshaking for listener in self._listeners),
-            "devices": len(self.devices),
-            "ports_open": self.ports.count,
-            "ports_opened_total": self.ports.opened_total,
-            "channels": self.channels.status(listed=False),
-            "bytes_in": self._closed_bytes_in + live_in,
-            "bytes_out": self._closed_bytes_out + live_out,
-            "accepted_total": sum(listener.accepted for listener in self._listeners),
-            "refused_total": sum(listener.refused for listener in self._listeners),
-            "handshakes_failed": sum(listener.handshakes_failed for listener in self._listeners),
-            "tickets_accepted": self.tickets_accepted,
-            "admission": self.admission.counters(),
-            "errors": dict(self.errors),
-            "epoch": self.epoch,
-            "listening": self.bound_ports,
-        }
 
     def usage_of(self, device: bytes) -> int:
         """Bytes counted for ``device`` in the current epoch (flushes its live session first)."""
