@@ -1,4 +1,5 @@
-"""The node's methods (chrnode.rpc.api) and their OpenRPC document, through the dispatcher, without HTTP."""
+"""The node's methods (chrnode.rpc.api, chrnode.rpc.admin) and their OpenRPC document, through the
+dispatcher, without HTTP."""
 
 from __future__ import annotations
 

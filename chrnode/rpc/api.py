@@ -2,8 +2,9 @@
 
 Read methods answer from a ``NodeView``: a snapshot dict the RPC actor keeps current from what
 other actors publish (topic ``snapshot``, one key per part), so ``chr_node_info`` costs no actor
-round trip (docs/architecture.md). Admin methods call an ``AdminOps`` given by the actor; they
-are async because the answer comes back from another actor.
+round trip (docs/architecture.md). The admin methods (restart an actor, set the log level, stop
+the node) and their ``AdminOps`` moved to ``chrnode.rpc.admin``; ``build_methods`` lists them with
+the read methods.
 
 Snapshot keys (all optional; a missing part gives an empty but well-formed answer):
 ``node`` {address, version, started_at, host, ports{rpc, rpcs, edge2, peer2}}, ``tree`` [{name,
@@ -14,23 +15,19 @@ gauges, timers}, ``cron`` [jobs], ``connectivity``, ``peers`` [...], ``fleet``, 
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import chrnode
-from chrnode.errors import ChrError, RpcError
 from chrnode.health import HealthLimits, compute_health
 from chrnode.metrics import ProcessSampler, summarize
-from chrnode.rpc.jsonrpc import Method, Param
+from chrnode.rpc.admin import AdminOps, admin_methods
+from chrnode.rpc.jsonrpc import Method
 from chrnode.rpc.openrpc import openrpc_document
-from chrnode.rpc.wire import ACTOR_FAILED, INVALID_PARAMS, RawJson, encode_json
+from chrnode.rpc.wire import RawJson, encode_json
 
-log = logging.getLogger("chrnode.rpc")
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TREE_FIELDS = (
     "name",
     "parent",
@@ -83,17 +80,6 @@ class NodeView:
         new = dict(old)
         new[key] = value
         self._state = (generation + 1, new)
-
-
-class AdminOps(Protocol):
-    """What the RPC actor does for admin methods. Each may raise RpcError (sent as is) or
-    ChrError (sent as -32003 with its message)."""
-
-    async def restart_actor(self, name: str) -> None: ...
-
-    async def set_log_level(self, level: str) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:
@@ -154,12 +140,6 @@ def _rows(snapshot: Mapping[str, Any], key: str) -> list[Any]:
     return [jsonable(r) for r in value if isinstance(r, Mapping)] if isinstance(value, list | tuple) else []
 
 
-def _tree_names(snapshot: Mapping[str, Any]) -> list[str]:
-    tree = snapshot.get("tree")
-    rows = tree if isinstance(tree, list | tuple) else ()
-    return [str(r["name"]) for r in rows if isinstance(r, Mapping) and "name" in r]
-
-
 class _NodeInfo:
     """chr_node_info, the hot path: everything but the uptime is serialized once per snapshot
     generation, and each call splices the uptime in front (SPEC 13 target: 0.8x a bare handler)."""
@@ -199,15 +179,6 @@ class _NodeInfo:
         }
         self._tail = encode_json(body)[1:]  # drop the "{": the uptime member goes first
         self._generation = generation
-
-
-async def _admin_call(what: str, operation: Awaitable[None]) -> None:
-    try:
-        await operation
-    except RpcError:
-        raise
-    except ChrError as exc:  # e.g. ActorError from the bridge: say what failed, not a traceback
-        raise RpcError(ACTOR_FAILED, f"{what}: {exc}") from exc
 
 
 def build_methods(
@@ -292,35 +263,6 @@ def build_methods(
     def cron_jobs() -> dict[str, Any]:
         return {"jobs": _rows(view.snapshot, "cron")}
 
-    async def admin_restart_actor(name: str) -> dict[str, Any]:
-        known = _tree_names(view.snapshot)
-        if name not in known:
-            raise RpcError(
-                INVALID_PARAMS,
-                f"invalid params: no actor named {name[:100]!r}; see chr_node_info for the tree",
-                {"param": "name", "expected": "an actor name", "known": known},
-            )
-        await _admin_call(f"could not restart {name}", admin.restart_actor(name))
-        log.warning("admin: actor %s restarted on request", name)
-        return {"restarted": name}
-
-    async def admin_set_log_level(level: str) -> dict[str, Any]:
-        normalized = level.upper()
-        if normalized not in LOG_LEVELS:
-            raise RpcError(
-                INVALID_PARAMS,
-                f"invalid params: log level {level[:40]!r} is not one of {', '.join(LOG_LEVELS)}",
-                {"param": "level", "expected": "one of " + ", ".join(LOG_LEVELS), "got": level[:40]},
-            )
-        await _admin_call("could not set the log level", admin.set_log_level(normalized))
-        log.warning("admin: log level set to %s", normalized)
-        return {"log_level": normalized}
-
-    async def admin_stop() -> dict[str, Any]:
-        await _admin_call("could not stop the node", admin.stop())
-        log.warning("admin: stop requested over JSON-RPC")
-        return {"stopping": True}
-
     obj = {"type": "object"}
     methods = [
         Method(
@@ -388,32 +330,7 @@ def build_methods(
             result="{jobs[...]}",
             result_schema=obj,
         ),
-        Method(
-            "admin_restart_actor",
-            admin_restart_actor,
-            admin=True,
-            params=(Param("name", "string", True, "actor name as shown in chr_node_info's tree"),),
-            summary="Restart one actor as if it had crashed",
-            result="{restarted: name}",
-            result_schema=obj,
-        ),
-        Method(
-            "admin_set_log_level",
-            admin_set_log_level,
-            admin=True,
-            params=(Param("level", "string", True, "one of " + ", ".join(LOG_LEVELS) + " (any case)"),),
-            summary="Change the log level of every actor",
-            result="{log_level}",
-            result_schema=obj,
-        ),
-        Method(
-            "admin_stop",
-            admin_stop,
-            admin=True,
-            summary="Stop the node (answers first, then stops)",
-            result="{stopping: true}",
-            result_schema=obj,
-        ),
+        *admin_methods(view, admin),
         *extra,
     ]
     discover: list[RawJson] = []

@@ -43,7 +43,8 @@ from chrnode import held_ports
 from chrnode.errors import ConfigError
 from chrnode.health import HealthLimits, compute_health
 from chrnode.metrics_prometheus import MetricsExporter
-from chrnode.rpc.api import AdminOps, NodeView, build_methods
+from chrnode.rpc.admin import AdminOps
+from chrnode.rpc.api import NodeView, build_methods
 from chrnode.rpc.guard import GuardedHTTPServer, RpcLimits
 from chrnode.rpc.jsonrpc import Dispatcher, Method
 from chrnode.rpc.wire import encode_json
