@@ -48,9 +48,7 @@ def hold(host: str, port: int, binder: Binder = tcp_listener) -> int:
     process forked from it); the bound port. OSError when it cannot be bound."""
     sockets = binder(host, port)
     bound = int(sockets[0].getsockname()[1])
-    for old in _held.pop((host, bound), ()):
-        old.close()
-    _held[(host, bound)] = sockets
+    _held[(host, bound)] = sockets  # never held yet: a held port is listening, so binder refused it
     return bound
 
 
